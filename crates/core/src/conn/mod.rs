@@ -1,0 +1,516 @@
+//! The connection table: one entry per client flow (and one per persistence template), found
+//! by the client-side tuple and, for NAT, by the real-server-side tuple of the replies.
+//!
+//! Entries live in a slab (`Vec` + free list) so their indices are stable; two hash maps index
+//! them; a [`TimerWheel`] expires them. Nothing here knows about services or packets: the
+//! director binds entries to real servers and moves their state.
+
+pub mod state;
+pub mod wheel;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use foldhash::fast::FixedState;
+
+use crate::time::Time;
+use crate::types::{ForwardMethod, Protocol};
+pub use state::{Direction, TcpState, Timeouts};
+use wheel::{Due, TimerWheel};
+
+/// Index of an entry plus the generation it had, so a stale handle is detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Slab index.
+    pub index: u32,
+    /// Generation of the slot when the handle was taken.
+    pub generation: u32,
+}
+
+/// Connection flags (a subset of IPVS's `IP_VS_CONN_F_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnFlags(pub u8);
+
+impl ConnFlags {
+    /// Not established: counted in the real server's InActConn.
+    pub const INACTIVE: ConnFlags = ConnFlags(1);
+    /// The director has not seen (DR, Tun: will never see) a reply.
+    pub const NO_OUTPUT: ConnFlags = ConnFlags(2);
+    /// A persistence template, not a flow.
+    pub const TEMPLATE: ConnFlags = ConnFlags(4);
+    /// Indexed by the reply tuple too (NAT).
+    pub const OUT_HASHED: ConnFlags = ConnFlags(8);
+
+    /// Whether all of `f` is set.
+    #[inline]
+    pub fn has(self, f: ConnFlags) -> bool {
+        self.0 & f.0 == f.0
+    }
+    /// Set `f`.
+    #[inline]
+    pub fn set(&mut self, f: ConnFlags) {
+        self.0 |= f.0;
+    }
+    /// Clear `f`.
+    #[inline]
+    pub fn clear(&mut self, f: ConnFlags) {
+        self.0 &= !f.0;
+    }
+}
+
+/// A connection (or persistence template) entry.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// Transport protocol.
+    pub proto: Protocol,
+    /// Client address (masked client network for templates).
+    pub caddr: IpAddr,
+    /// Client port (0 for templates).
+    pub cport: u16,
+    /// Virtual address.
+    pub vaddr: IpAddr,
+    /// Virtual port.
+    pub vport: u16,
+    /// Real server address.
+    pub daddr: IpAddr,
+    /// Real server port.
+    pub dport: u16,
+    /// Firewall mark of the service (0 for address services).
+    pub fwmark: u32,
+    /// Service slot.
+    pub svc: u32,
+    /// Real-server slot within the service.
+    pub dest: u32,
+    /// Forwarding method copied from the real server when scheduled.
+    pub method: ForwardMethod,
+    /// State (TCP state machine; `None` for UDP and templates).
+    pub state: TcpState,
+    /// Flags.
+    pub flags: ConnFlags,
+    /// Timeout of the current state.
+    pub timeout: Duration,
+    /// When the entry expires unless refreshed.
+    pub expires: Time,
+    /// The persistence template this connection belongs to.
+    pub controller: Option<ConnId>,
+    /// Connections controlled by this template.
+    pub n_control: u32,
+    generation: u32,
+    live: bool,
+}
+
+impl Conn {
+    /// A new flow entry (state `None`, inactive, as IPVS creates them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        proto: Protocol,
+        (caddr, cport): (IpAddr, u16),
+        (vaddr, vport): (IpAddr, u16),
+        (daddr, dport): (IpAddr, u16),
+        svc: u32,
+        dest: u32,
+        method: ForwardMethod,
+    ) -> Conn {
+        let mut flags = ConnFlags::INACTIVE;
+        if method != ForwardMethod::Masq {
+            flags.set(ConnFlags::NO_OUTPUT);
+        }
+        Conn {
+            proto,
+            caddr,
+            cport,
+            vaddr,
+            vport,
+            daddr,
+            dport,
+            fwmark: 0,
+            svc,
+            dest,
+            method,
+            state: TcpState::None,
+            flags,
+            timeout: Duration::from_secs(2),
+            expires: Time::ZERO,
+            controller: None,
+            n_control: 0,
+            generation: 0,
+            live: false,
+        }
+    }
+
+    /// Whether this is a persistence template.
+    #[inline]
+    pub fn is_template(&self) -> bool {
+        self.flags.has(ConnFlags::TEMPLATE)
+    }
+
+    /// Whether the entry counts as active (TCP ESTABLISHED).
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        !self.flags.has(ConnFlags::INACTIVE)
+    }
+
+    /// Time left before expiry.
+    pub fn remaining(&self, now: Time) -> Duration {
+        self.expires.saturating_since(now)
+    }
+
+    /// The key this entry is found by from the client side.
+    pub fn in_key(&self) -> FlowKey {
+        if self.is_template() {
+            FlowKey::template(self.proto, self.fwmark, self.caddr, self.vaddr, self.vport)
+        } else {
+            FlowKey::new(self.proto, self.caddr, self.cport, self.vaddr, self.vport)
+        }
+    }
+
+    /// The key replies from the real server are found by (NAT).
+    pub fn out_key(&self) -> FlowKey {
+        FlowKey::new(self.proto, self.daddr, self.dport, self.caddr, self.cport)
+    }
+}
+
+/// A lookup key: protocol plus source and destination address and port of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    template: bool,
+    fwmark: u32,
+}
+
+impl FlowKey {
+    /// Key of a packet `src:sport → dst:dport`.
+    #[inline]
+    pub fn new(proto: Protocol, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> FlowKey {
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: proto.number(),
+            template: false,
+            fwmark: 0,
+        }
+    }
+
+    /// Key of a persistence template: masked client, service address/port or mark.
+    pub fn template(
+        proto: Protocol,
+        fwmark: u32,
+        client: IpAddr,
+        vaddr: IpAddr,
+        vport: u16,
+    ) -> FlowKey {
+        FlowKey {
+            src: client,
+            dst: vaddr,
+            sport: 0,
+            dport: vport,
+            proto: if fwmark != 0 { 0 } else { proto.number() },
+            template: true,
+            fwmark,
+        }
+    }
+}
+
+/// The table is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFull;
+
+type Map = HashMap<FlowKey, u32, FixedState>;
+
+/// The connection table.
+#[derive(Debug)]
+pub struct ConnTable {
+    entries: Vec<Conn>,
+    free: Vec<u32>,
+    by_in: Map,
+    by_out: Map,
+    wheel: TimerWheel,
+    len: usize,
+    limit: usize,
+}
+
+/// Wheel slots: 4096 ticks of 250 ms cover the longest default timeout (900 s) in one turn.
+const WHEEL_SLOTS: usize = 4096;
+const WHEEL_TICK_NANOS: u64 = 250_000_000;
+
+impl ConnTable {
+    /// A table holding at most `limit` entries, with room for `preallocate` of them reserved
+    /// up front (so the packet path does not allocate until that many exist). `hash_seed`
+    /// keys the hash maps: pass a random value in production (flooding defence) and a fixed
+    /// one in tests.
+    pub fn new(limit: usize, preallocate: usize, hash_seed: u64, now: Time) -> ConnTable {
+        let pre = preallocate.min(limit);
+        ConnTable {
+            entries: Vec::with_capacity(pre),
+            free: Vec::with_capacity(pre),
+            by_in: Map::with_capacity_and_hasher(pre, FixedState::with_seed(hash_seed)),
+            by_out: Map::with_capacity_and_hasher(
+                pre,
+                FixedState::with_seed(hash_seed ^ 0x9e37_79b9_7f4a_7c15),
+            ),
+            wheel: TimerWheel::new(WHEEL_SLOTS, WHEEL_TICK_NANOS, now),
+            len: 0,
+            limit,
+        }
+    }
+
+    /// Entries in use (flows and templates).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum number of entries.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Find an entry by its client-side key.
+    #[inline]
+    pub fn lookup_in(&self, key: &FlowKey) -> Option<ConnId> {
+        self.by_in.get(key).map(|&i| self.id_of(i))
+    }
+
+    /// Find a NAT entry by the key of a reply from its real server.
+    #[inline]
+    pub fn lookup_out(&self, key: &FlowKey) -> Option<ConnId> {
+        self.by_out.get(key).map(|&i| self.id_of(i))
+    }
+
+    fn id_of(&self, index: u32) -> ConnId {
+        let generation = self.entries.get(index as usize).map_or(0, |c| c.generation);
+        ConnId { index, generation }
+    }
+
+    /// The entry behind a handle, if it is still the same entry.
+    #[inline]
+    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.entries
+            .get(id.index as usize)
+            .filter(|c| c.live && c.generation == id.generation)
+    }
+
+    /// Mutable access to the entry behind a handle.
+    #[inline]
+    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.entries
+            .get_mut(id.index as usize)
+            .filter(|c| c.live && c.generation == id.generation)
+    }
+
+    /// Insert an entry expiring `conn.timeout` after `now`; NAT entries are also indexed by
+    /// their reply tuple. An entry with the same client key is replaced in the index (the
+    /// caller removes the old one first).
+    pub fn insert(&mut self, mut conn: Conn, now: Time) -> Result<ConnId, TableFull> {
+        if self.len >= self.limit {
+            return Err(TableFull);
+        }
+        conn.live = true;
+        conn.expires = now + conn.timeout;
+        if conn.method == ForwardMethod::Masq && !conn.is_template() {
+            conn.flags.set(ConnFlags::OUT_HASHED);
+        }
+        let index = match self.free.pop() {
+            Some(i) => {
+                conn.generation = self.entries[i as usize].generation.wrapping_add(1);
+                self.entries[i as usize] = conn;
+                i
+            }
+            None => {
+                let i = u32::try_from(self.entries.len()).map_err(|_| TableFull)?;
+                self.entries.push(conn);
+                i
+            }
+        };
+        let c = &self.entries[index as usize];
+        self.by_in.insert(c.in_key(), index);
+        if c.flags.has(ConnFlags::OUT_HASHED) {
+            self.by_out.insert(c.out_key(), index);
+        }
+        let id = ConnId {
+            index,
+            generation: c.generation,
+        };
+        let expires = c.expires;
+        self.wheel.schedule((index, id.generation), expires);
+        self.len += 1;
+        Ok(id)
+    }
+
+    /// Remove an entry now, returning it.
+    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let c = self.get(id)?;
+        let (in_key, out_key, out) = (c.in_key(), c.out_key(), c.flags.has(ConnFlags::OUT_HASHED));
+        if self.by_in.get(&in_key) == Some(&id.index) {
+            self.by_in.remove(&in_key);
+        }
+        if out && self.by_out.get(&out_key) == Some(&id.index) {
+            self.by_out.remove(&out_key);
+        }
+        let slot = &mut self.entries[id.index as usize];
+        slot.live = false;
+        let gone = slot.clone();
+        self.free.push(id.index);
+        self.len -= 1;
+        Some(gone)
+    }
+
+    /// Expire what is due at `now`: every removed entry is handed to `expired`. A template
+    /// still controlling connections is kept for another period, as in IPVS.
+    pub fn expire(&mut self, now: Time, mut expired: impl FnMut(ConnId, Conn)) -> usize {
+        let mut wheel = std::mem::take(&mut self.wheel);
+        let n = wheel.advance(now, |(index, generation)| {
+            let id = ConnId { index, generation };
+            let Some(c) = self.get_mut(id) else {
+                return Due::Stale;
+            };
+            if c.expires > now {
+                return Due::Later(c.expires);
+            }
+            if c.is_template() && c.n_control > 0 {
+                c.expires = now + c.timeout;
+                return Due::Later(c.expires);
+            }
+            match self.remove(id) {
+                Some(conn) => {
+                    expired(id, conn);
+                    Due::Expired
+                }
+                None => Due::Stale,
+            }
+        });
+        self.wheel = wheel;
+        n
+    }
+
+    /// Every live entry, in slab order.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.live)
+            .map(|(i, c)| {
+                (
+                    ConnId {
+                        index: i as u32,
+                        generation: c.generation,
+                    },
+                    c,
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(a: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, a))
+    }
+
+    fn conn(cport: u16, method: ForwardMethod, secs: u64) -> Conn {
+        let mut c = Conn::new(
+            Protocol::Tcp,
+            (ip(1), cport),
+            (ip(100), 80),
+            (ip(10), 8080),
+            0,
+            0,
+            method,
+        );
+        c.timeout = Duration::from_secs(secs);
+        c
+    }
+
+    #[test]
+    fn insert_lookup_remove() {
+        let mut t = ConnTable::new(10, 10, 1, Time::ZERO);
+        let id = t
+            .insert(conn(1000, ForwardMethod::Masq, 60), Time::ZERO)
+            .unwrap();
+        let k = FlowKey::new(Protocol::Tcp, ip(1), 1000, ip(100), 80);
+        assert_eq!(t.lookup_in(&k), Some(id));
+        let ko = FlowKey::new(Protocol::Tcp, ip(10), 8080, ip(1), 1000);
+        assert_eq!(t.lookup_out(&ko), Some(id));
+        assert!(t.remove(id).is_some());
+        assert_eq!(t.lookup_in(&k), None);
+        assert_eq!(t.lookup_out(&ko), None);
+        assert!(t.get(id).is_none(), "stale handle must not resolve");
+        let id2 = t
+            .insert(conn(1001, ForwardMethod::DirectRoute, 60), Time::ZERO)
+            .unwrap();
+        assert_eq!(id2.index, id.index);
+        assert_ne!(id2.generation, id.generation);
+        let ko2 = FlowKey::new(Protocol::Tcp, ip(10), 8080, ip(1), 1001);
+        assert_eq!(
+            t.lookup_out(&ko2),
+            None,
+            "DR entries are not indexed by reply tuple"
+        );
+    }
+
+    #[test]
+    fn full_table_is_refused() {
+        let mut t = ConnTable::new(2, 0, 1, Time::ZERO);
+        t.insert(conn(1, ForwardMethod::Masq, 60), Time::ZERO)
+            .unwrap();
+        t.insert(conn(2, ForwardMethod::Masq, 60), Time::ZERO)
+            .unwrap();
+        assert_eq!(
+            t.insert(conn(3, ForwardMethod::Masq, 60), Time::ZERO),
+            Err(TableFull)
+        );
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn expiry_follows_refreshed_deadlines() {
+        let mut t = ConnTable::new(10, 10, 1, Time::ZERO);
+        let a = t
+            .insert(conn(1, ForwardMethod::Masq, 10), Time::ZERO)
+            .unwrap();
+        let b = t
+            .insert(conn(2, ForwardMethod::Masq, 10), Time::ZERO)
+            .unwrap();
+        // Refresh b at t=8 for another 10 s.
+        t.get_mut(b).unwrap().expires = Time::from_secs(18);
+        let mut gone = Vec::new();
+        for s in 1..=20 {
+            t.expire(Time::from_secs(s), |id, _| gone.push((id, s)));
+        }
+        assert_eq!(gone, vec![(a, 10), (b, 18)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn template_outlives_its_connections() {
+        let mut t = ConnTable::new(10, 10, 1, Time::ZERO);
+        let mut tpl = conn(0, ForwardMethod::DirectRoute, 5);
+        tpl.flags.set(ConnFlags::TEMPLATE);
+        tpl.n_control = 1;
+        let id = t.insert(tpl, Time::ZERO).unwrap();
+        for s in 1..=12 {
+            t.expire(Time::from_secs(s), |_, _| {});
+        }
+        assert!(t.get(id).is_some());
+        t.get_mut(id).unwrap().n_control = 0;
+        let mut gone_at = None;
+        for s in 13..=30 {
+            t.expire(Time::from_secs(s), |_, _| gone_at = gone_at.or(Some(s)));
+        }
+        assert!(gone_at.is_some_and(|s| s <= 20), "gone at {gone_at:?}");
+    }
+}

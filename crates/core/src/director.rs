@@ -1,0 +1,1242 @@
+//! The director: service table, connection table and the forwarding decision for every frame.
+//!
+//! [`Director::process`] is the whole data path: parse, find or schedule the connection, move
+//! its state, rewrite the frame in place (see [`crate::rewrite`]) and say what to do with it.
+//! [`Director::expire`] runs the timers. Both take the time from the caller.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use lvs_wire::ethernet::{self, EthernetFrame};
+use lvs_wire::icmpv4::Icmpv4Packet;
+use lvs_wire::ipv4::{self, Ipv4Packet};
+use lvs_wire::protocol;
+
+use crate::conn::state::tcp_next_state;
+use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, Direction, FlowKey, TcpState, Timeouts};
+use crate::counters::{Counters, DropReason};
+use crate::net::{HopError, NetTable, NextHop};
+use crate::rewrite::{self, End};
+use crate::sched::SchedCtx;
+use crate::service::{ConfigError, DestConfig, ServiceConfig, ServiceTable};
+use crate::stats::Stats;
+use crate::time::Time;
+use crate::types::{Family, ForwardMethod, Protocol, ServiceKey};
+
+/// Tunables, with IPVS's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Most connection entries (flows + templates) the table holds.
+    pub conn_limit: usize,
+    /// Entries reserved up front.
+    pub conn_prealloc: usize,
+    /// Key for the connection hash maps (random in production).
+    pub hash_seed: u64,
+    /// Seed for randomised schedulers.
+    pub sched_seed: u64,
+    /// `expire_nodest_conn`: drop (and expire) a connection's packets once its real server is
+    /// removed, so the client retries and gets a new server. Off by default, as in IPVS.
+    pub expire_nodest_conn: bool,
+    /// `expire_quiescent_template`: a persistence template whose real server has weight 0 is
+    /// not used for new connections. Off by default.
+    pub expire_quiescent_template: bool,
+    /// `conn_reuse_mode`: bit 0 reschedules a SYN that hits a TIME_WAIT entry; bit 1 also a
+    /// FIN_WAIT entry of a DR/Tun connection. Default 1.
+    pub conn_reuse_mode: u8,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            conn_limit: 1 << 20,
+            conn_prealloc: 1 << 12,
+            hash_seed: 0x6c76_7364,
+            sched_seed: 0x7363_6864,
+            expire_nodest_conn: false,
+            expire_quiescent_template: false,
+            conn_reuse_mode: 1,
+        }
+    }
+}
+
+/// Segmentation offload information of a received super-frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gso {
+    /// Kind of segmentation.
+    pub kind: GsoKind,
+    /// Payload bytes per segment.
+    pub size: u16,
+}
+
+/// Segmentation kinds (virtio-net's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsoKind {
+    /// TCP over IPv4.
+    Tcpv4,
+    /// TCP over IPv6.
+    Tcpv6,
+    /// UDP (fragmentation offload / UDP GSO).
+    Udp,
+}
+
+/// Where a checksum the NIC must finish lies, relative to the frame start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CsumOffload {
+    /// Start of the region to sum (the transport header).
+    pub start: u16,
+    /// Offset of the checksum field from `start`.
+    pub offset: u16,
+}
+
+/// What the caller knows about a received frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Interface it arrived on.
+    pub ifindex: u32,
+    /// The transport checksum is partial (`CHECKSUM_PARTIAL`): the field holds the
+    /// pseudo-header seed, to be completed on transmit.
+    pub csum_partial: bool,
+    /// A segmentation-offload super-frame.
+    pub gso: Option<Gso>,
+    /// Firewall mark, if the caller knows one (0 = none).
+    pub fwmark: u32,
+    /// The capture cut the frame short.
+    pub truncated: bool,
+}
+
+/// A frame to transmit: `buf[start..start + len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tx {
+    /// Outgoing interface.
+    pub ifindex: u32,
+    /// Start of the frame in the buffer (may be before the received start: the tunnel header
+    /// takes headroom).
+    pub start: usize,
+    /// Frame length.
+    pub len: usize,
+    /// A checksum the NIC must finish.
+    pub csum: Option<CsumOffload>,
+    /// Segmentation the NIC (or kernel) must do.
+    pub gso: Option<Gso>,
+}
+
+/// The forwarding decision for one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the rewritten frame.
+    Transmit(Tx),
+    /// Not for the director: let the kernel have it.
+    Pass,
+    /// Dropped, for this reason (counted).
+    Drop(DropReason),
+    /// A super-frame that must be cut into segments of at most `mss` payload bytes, each
+    /// handed to [`Director::process`] again (IP-in-IP has no offload type).
+    Segment {
+        /// Largest payload per segment.
+        mss: u16,
+    },
+}
+
+/// Parsed essentials of an IPv4 TCP/UDP packet.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    proto: Protocol,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    ip_len: usize,
+    ihl: usize,
+}
+
+const ETH: usize = ethernet::HEADER_LEN;
+const TUN_OVERHEAD: usize = ipv4::HEADER_LEN;
+
+/// The director.
+#[derive(Debug)]
+pub struct Director {
+    services: ServiceTable,
+    conns: ConnTable,
+    /// Interfaces, routes and neighbours (filled by the caller).
+    pub net: NetTable,
+    timeouts: Timeouts,
+    settings: Settings,
+    counters: Counters,
+    ip_ident: u16,
+}
+
+impl Director {
+    /// A director with no services, starting at `now`.
+    pub fn new(settings: Settings, now: Time) -> Director {
+        Director {
+            services: ServiceTable::new(settings.sched_seed),
+            conns: ConnTable::new(
+                settings.conn_limit,
+                settings.conn_prealloc,
+                settings.hash_seed,
+                now,
+            ),
+            net: NetTable::default(),
+            timeouts: Timeouts::default(),
+            settings,
+            counters: Counters::default(),
+            ip_ident: 1,
+        }
+    }
+
+    // ---- configuration -------------------------------------------------------------------
+
+    /// The service table (read-only; change it through the methods below).
+    pub fn services(&self) -> &ServiceTable {
+        &self.services
+    }
+
+    /// The connection table.
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    /// Director-wide counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Change the `expire_*` and reuse settings (table sizes and seeds are fixed at creation).
+    pub fn set_policy(
+        &mut self,
+        expire_nodest_conn: bool,
+        expire_quiescent_template: bool,
+        conn_reuse_mode: u8,
+    ) {
+        self.settings.expire_nodest_conn = expire_nodest_conn;
+        self.settings.expire_quiescent_template = expire_quiescent_template;
+        self.settings.conn_reuse_mode = conn_reuse_mode;
+    }
+
+    /// Connection timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// `--set tcp tcpfin udp` (zero keeps a value).
+    pub fn set_timeouts(&mut self, tcp: Duration, tcpfin: Duration, udp: Duration) {
+        self.timeouts.set(tcp, tcpfin, udp);
+    }
+
+    /// `-A`.
+    pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
+        self.services.add(cfg).map(|_| ())
+    }
+
+    /// `-E`.
+    pub fn edit_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
+        self.services.edit(cfg)
+    }
+
+    /// `-D`.
+    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), ConfigError> {
+        self.services.delete(key)
+    }
+
+    /// `-C`: delete every service (connections finish as with `-D`).
+    pub fn clear(&mut self) {
+        for key in self.services.keys() {
+            let _ = self.services.delete(&key);
+        }
+    }
+
+    /// `-a`.
+    pub fn add_dest(&mut self, key: &ServiceKey, cfg: DestConfig) -> Result<(), ConfigError> {
+        self.services.add_dest(key, cfg).map(|_| ())
+    }
+
+    /// `-e`.
+    pub fn edit_dest(&mut self, key: &ServiceKey, cfg: DestConfig) -> Result<(), ConfigError> {
+        self.services.edit_dest(key, cfg)
+    }
+
+    /// `-d`.
+    pub fn delete_dest(
+        &mut self,
+        key: &ServiceKey,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), ConfigError> {
+        self.services.del_dest(key, addr, port)
+    }
+
+    /// `-Z`: zero the counters of every service and real server.
+    pub fn zero_stats(&mut self) {
+        let slots: Vec<u32> = self.services.iter().map(|(s, _)| s).collect();
+        for slot in slots {
+            if let Some(svc) = self.services.get_mut(slot) {
+                svc.stats = Stats::default();
+                let n = svc.dests().len() as u32;
+                for i in 0..n * 2 + 1 {
+                    if let Some(d) = svc.dest_mut(i) {
+                        d.stats = Stats::default();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Totals over every service.
+    pub fn total_stats(&self) -> Stats {
+        let mut t = Stats::default();
+        for (_, s) in self.services.iter() {
+            t.add(&s.stats);
+        }
+        t
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    /// Expire the connections whose time has come. Call it regularly (every tick, 250 ms).
+    pub fn expire(&mut self, now: Time) -> usize {
+        let mut gone: Vec<(ConnId, Conn)> = Vec::new();
+        self.conns.expire(now, |id, c| gone.push((id, c)));
+        let n = gone.len();
+        for (_, c) in gone {
+            self.unbind(&c);
+        }
+        self.counters.conns_expired += n as u64;
+        n
+    }
+
+    /// Remove every connection now (e.g. on shutdown or `--flush-connections`).
+    pub fn flush_connections(&mut self) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.remove_conn(id);
+        }
+    }
+
+    fn remove_conn(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.remove(id) {
+            self.unbind(&c);
+        }
+    }
+
+    /// Undo what binding a connection to its real server did.
+    fn unbind(&mut self, c: &Conn) {
+        if let Some(ctl) = c.controller
+            && let Some(t) = self.conns.get_mut(ctl)
+        {
+            t.n_control = t.n_control.saturating_sub(1);
+        }
+        if let Some(svc) = self.services.get_mut(c.svc)
+            && let Some(d) = svc.dest_mut(c.dest)
+        {
+            if c.is_template() {
+                d.persistent = d.persistent.saturating_sub(1);
+            } else if c.is_active() {
+                d.active = d.active.saturating_sub(1);
+            } else {
+                d.inactive = d.inactive.saturating_sub(1);
+            }
+            let total = d.active + d.inactive;
+            let cfg = d.config;
+            if cfg.lower_threshold != 0 {
+                if total < cfg.lower_threshold {
+                    d.overloaded = false;
+                }
+            } else if cfg.upper_threshold != 0 {
+                if u64::from(total) * 4 < u64::from(cfg.upper_threshold) * 3 {
+                    d.overloaded = false;
+                }
+            } else {
+                d.overloaded = false;
+            }
+        }
+        self.services.release(c.svc, c.dest);
+    }
+
+    // ---- the data path -------------------------------------------------------------------
+
+    /// Decide what to do with the frame `buf[start..start + len]`, rewriting it in place.
+    ///
+    /// Bytes before `start` are headroom the tunnel header may use. Never panics, whatever
+    /// the bytes.
+    pub fn process(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+    ) -> Verdict {
+        self.counters.rx_frames += 1;
+        let v = self.decide(now, meta, buf, start, len);
+        match v {
+            Verdict::Transmit(_) => self.counters.forwarded += 1,
+            Verdict::Pass => self.counters.passed += 1,
+            Verdict::Drop(r) => self.counters.drop(r),
+            Verdict::Segment { .. } => self.counters.segment_requests += 1,
+        }
+        v
+    }
+
+    fn decide(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+    ) -> Verdict {
+        let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let frame = &buf[start..end];
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return Verdict::Pass;
+        };
+        if !eth.dst_addr().is_unicast() || eth.vlan_id().is_some() {
+            return Verdict::Pass;
+        }
+        match eth.ethertype() {
+            ethernet::ethertype::IPV4 => {}
+            ethernet::ethertype::IPV6 => return self.ipv6(frame),
+            _ => return Verdict::Pass,
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH..]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let ip_len = usize::from(ip.total_len());
+        let ihl = ip.header_len();
+        let (src, dst, proto_no) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+        if proto_no == protocol::ICMP {
+            return self.icmp_v4(now, meta, buf, start, ETH + ip_len);
+        }
+        let Some(proto) = Protocol::from_number(proto_no) else {
+            return Verdict::Pass;
+        };
+        if ip.is_fragment() {
+            // Not reassembled. Only a first fragment has ports to tell whether it is ours.
+            return if ip.frag_offset() == 0 && self.first_fragment_is_ours(proto, ip.payload(), dst)
+            {
+                Verdict::Drop(DropReason::Fragment)
+            } else {
+                Verdict::Pass
+            };
+        }
+        if meta.truncated {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let l4 = ip.payload();
+        let (sport, dport) = match (l4.get(0..2), l4.get(2..4)) {
+            (Some(s), Some(d)) => (
+                u16::from_be_bytes([s[0], s[1]]),
+                u16::from_be_bytes([d[0], d[1]]),
+            ),
+            _ => return self.malformed_or_pass(proto, dst, 0),
+        };
+        let tcp_flags = match proto {
+            Protocol::Tcp => match l4.get(13) {
+                Some(&f) if l4.len() >= 20 => f,
+                _ => return self.malformed_or_pass(proto, dst, dport),
+            },
+            Protocol::Udp if l4.len() < 8 => return self.malformed_or_pass(proto, dst, dport),
+            _ => 0,
+        };
+        let flow = Flow {
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            tcp_flags,
+            ip_len,
+            ihl,
+        };
+        self.flow_v4(now, meta, buf, start, flow)
+    }
+
+    fn malformed_or_pass(&self, proto: Protocol, dst: Ipv4Addr, dport: u16) -> Verdict {
+        if self
+            .services
+            .lookup(proto, IpAddr::V4(dst), dport)
+            .is_some()
+        {
+            Verdict::Drop(DropReason::Malformed)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    fn first_fragment_is_ours(&self, proto: Protocol, l4: &[u8], dst: Ipv4Addr) -> bool {
+        let dport = match l4.get(2..4) {
+            Some(d) => u16::from_be_bytes([d[0], d[1]]),
+            None => 0,
+        };
+        self.services
+            .lookup(proto, IpAddr::V4(dst), dport)
+            .is_some()
+    }
+
+    fn ipv6(&mut self, frame: &[u8]) -> Verdict {
+        // IPv6 services can be configured; forwarding them comes with the IPv6 rewrites.
+        let Ok(ip) = lvs_wire::ipv6::Ipv6Packet::new_checked(&frame[ETH..]) else {
+            return Verdict::Pass;
+        };
+        let dst = IpAddr::V6(ip.dst_addr());
+        if let Ok((next, off, _)) = ip.upper_layer()
+            && let Some(proto) = Protocol::from_number(next)
+        {
+            let dport = frame
+                .get(ETH + off + 2..ETH + off + 4)
+                .map_or(0, |d| u16::from_be_bytes([d[0], d[1]]));
+            if self.services.lookup(proto, dst, dport).is_some() {
+                return Verdict::Drop(DropReason::Unsupported);
+            }
+        }
+        Verdict::Pass
+    }
+
+    fn flow_v4(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+    ) -> Verdict {
+        let key = FlowKey::new(
+            f.proto,
+            IpAddr::V4(f.src),
+            f.sport,
+            IpAddr::V4(f.dst),
+            f.dport,
+        );
+        if let Some(id) = self.conns.lookup_in(&key) {
+            return self.established_in(now, meta, buf, start, f, id);
+        }
+        if let Some(id) = self.conns.lookup_out(&key) {
+            return self.nat_out(now, meta, buf, start, f, id);
+        }
+        let svc = match self.services.lookup(f.proto, IpAddr::V4(f.dst), f.dport) {
+            Some(s) => s,
+            None => match self.services.lookup_fwmark(meta.fwmark, Family::V4) {
+                Some(s) => s,
+                None => return Verdict::Pass,
+            },
+        };
+        self.new_conn(now, meta, buf, start, f, svc)
+    }
+
+    fn new_conn(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        svc_slot: u32,
+    ) -> Verdict {
+        // IPVS schedules TCP only on a SYN without RST.
+        if f.proto == Protocol::Tcp && (f.tcp_flags & 0x02 == 0 || f.tcp_flags & 0x04 != 0) {
+            return Verdict::Drop(DropReason::NoConnection);
+        }
+        let (client, vaddr) = (IpAddr::V4(f.src), IpAddr::V4(f.dst));
+        let ctx = SchedCtx {
+            now,
+            proto: f.proto,
+            src: client,
+            sport: f.sport,
+            dst: vaddr,
+            dport: f.dport,
+        };
+        let Some(svc) = self.services.get(svc_slot) else {
+            return Verdict::Pass;
+        };
+        let cfg = *svc.config();
+        let fwmark = match cfg.key {
+            ServiceKey::Fwmark { mark, .. } => mark,
+            ServiceKey::Addr { .. } => 0,
+        };
+        let (dest_slot, controller) = match cfg.persistence {
+            Some(p) => match self.persistent_dest(now, svc_slot, &cfg, p, &ctx, fwmark) {
+                Ok(x) => x,
+                Err(r) => return Verdict::Drop(r),
+            },
+            None => match self
+                .services
+                .get_mut(svc_slot)
+                .and_then(|s| s.schedule(&ctx))
+            {
+                Some(d) => (d, None),
+                None => return Verdict::Drop(DropReason::NoRealServer),
+            },
+        };
+        let Some(dest) = self.services.get(svc_slot).and_then(|s| s.dest(dest_slot)) else {
+            return Verdict::Drop(DropReason::NoRealServer);
+        };
+        let dcfg = dest.config;
+        // A service port of 0 means "the port the client asked for".
+        let dport = if dcfg.port == 0 { f.dport } else { dcfg.port };
+        let mut conn = Conn::new(
+            f.proto,
+            (client, f.sport),
+            (vaddr, f.dport),
+            (dcfg.addr, dport),
+            svc_slot,
+            dest_slot,
+            dcfg.method,
+        );
+        conn.fwmark = fwmark;
+        conn.controller = controller;
+        conn.timeout = match f.proto {
+            Protocol::Tcp => self.timeouts.tcp(TcpState::None),
+            Protocol::Udp => self.timeouts.udp,
+            Protocol::Sctp => self.timeouts.sctp,
+        };
+        if cfg.one_packet && f.proto == Protocol::Udp {
+            // One-packet scheduling: count the connection, forward, keep no entry.
+            self.count_new_conn(svc_slot, dest_slot);
+            self.count_in(svc_slot, dest_slot, f.ip_len);
+            return self.transmit_in(meta, buf, start, f, &conn);
+        }
+        let id = match self.conns.insert(conn, now) {
+            Ok(id) => id,
+            Err(_) => return Verdict::Drop(DropReason::TableFull),
+        };
+        self.counters.conns_created += 1;
+        self.services.acquire(svc_slot);
+        if let Some(ctl) = controller
+            && let Some(t) = self.conns.get_mut(ctl)
+        {
+            t.n_control += 1;
+        }
+        self.bind(svc_slot, dest_slot, false);
+        self.count_new_conn(svc_slot, dest_slot);
+        self.established_in(now, meta, buf, start, f, id)
+    }
+
+    fn count_new_conn(&mut self, svc: u32, dest: u32) {
+        if let Some(s) = self.services.get_mut(svc) {
+            s.stats.conns += 1;
+            if let Some(d) = s.dest_mut(dest) {
+                d.stats.conns += 1;
+            }
+        }
+    }
+
+    /// Count a new entry on its real server (inactive, or persistent for a template) and
+    /// apply the upper threshold.
+    fn bind(&mut self, svc: u32, dest: u32, template: bool) {
+        if let Some(d) = self.services.get_mut(svc).and_then(|s| s.dest_mut(dest)) {
+            if template {
+                d.persistent += 1;
+            } else {
+                d.inactive += 1;
+            }
+            let u = d.config.upper_threshold;
+            if u != 0 && d.active + d.inactive >= u {
+                d.overloaded = true;
+            }
+        }
+    }
+
+    /// Find or create the persistence template for this client and return its real server.
+    fn persistent_dest(
+        &mut self,
+        now: Time,
+        svc_slot: u32,
+        cfg: &ServiceConfig,
+        p: crate::types::Persistence,
+        ctx: &SchedCtx,
+        fwmark: u32,
+    ) -> Result<(u32, Option<ConnId>), DropReason> {
+        let masked = p.netmask.apply(ctx.src);
+        let (tvaddr, tvport) = match cfg.key {
+            ServiceKey::Addr { addr, port, .. } => (addr, port),
+            ServiceKey::Fwmark { .. } => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        };
+        let tkey = FlowKey::template(ctx.proto, fwmark, masked, tvaddr, tvport);
+        if let Some(tid) = self.conns.lookup_in(&tkey)
+            && let Some(t) = self.conns.get(tid)
+        {
+            let dest_slot = t.dest;
+            let svc = self.services.get(svc_slot);
+            let usable = svc.is_some_and(|s| {
+                s.is_live(dest_slot)
+                    && !(self.settings.expire_quiescent_template
+                        && s.dest(dest_slot).is_some_and(|d| d.weight() == 0))
+            });
+            if usable {
+                return Ok((dest_slot, Some(tid)));
+            }
+            self.remove_conn(tid);
+        }
+        let dest_slot = self
+            .services
+            .get_mut(svc_slot)
+            .and_then(|s| s.schedule(ctx))
+            .ok_or(DropReason::NoRealServer)?;
+        let daddr = self
+            .services
+            .get(svc_slot)
+            .and_then(|s| s.dest(dest_slot))
+            .map(|d| (d.addr(), d.port()));
+        let Some((daddr, dport)) = daddr else {
+            return Err(DropReason::NoRealServer);
+        };
+        let mut t = Conn::new(
+            ctx.proto,
+            (masked, 0),
+            (tvaddr, tvport),
+            (daddr, dport),
+            svc_slot,
+            dest_slot,
+            ForwardMethod::DirectRoute,
+        );
+        t.flags = ConnFlags::TEMPLATE;
+        t.fwmark = fwmark;
+        t.timeout = p.timeout;
+        let tid = self
+            .conns
+            .insert(t, now)
+            .map_err(|_| DropReason::TableFull)?;
+        self.services.acquire(svc_slot);
+        self.bind(svc_slot, dest_slot, true);
+        Ok((dest_slot, Some(tid)))
+    }
+
+    fn count_in(&mut self, svc: u32, dest: u32, bytes: usize) {
+        if let Some(s) = self.services.get_mut(svc) {
+            s.stats.count_in(bytes);
+            if let Some(d) = s.dest_mut(dest) {
+                d.stats.count_in(bytes);
+            }
+        }
+    }
+
+    fn count_out(&mut self, svc: u32, dest: u32, bytes: usize) {
+        if let Some(s) = self.services.get_mut(svc) {
+            s.stats.count_out(bytes);
+            if let Some(d) = s.dest_mut(dest) {
+                d.stats.count_out(bytes);
+            }
+        }
+    }
+
+    /// Move a connection's TCP state for a packet and keep the real server's active/inactive
+    /// counts in step; refresh its timer.
+    fn transition(&mut self, now: Time, id: ConnId, dir: Direction, tcp_flags: u8) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let was_active = c.is_active();
+        if dir == Direction::Output {
+            c.flags.clear(ConnFlags::NO_OUTPUT);
+        }
+        if c.proto == Protocol::Tcp {
+            let sees_output = !c.flags.has(ConnFlags::NO_OUTPUT);
+            c.state = tcp_next_state(c.state, dir, sees_output, tcp_flags);
+            c.timeout = self.timeouts.tcp(c.state);
+            if c.state == TcpState::Established {
+                c.flags.clear(ConnFlags::INACTIVE);
+            } else {
+                c.flags.set(ConnFlags::INACTIVE);
+            }
+        }
+        c.expires = now + c.timeout;
+        let (is_active, svc, dest) = (c.is_active(), c.svc, c.dest);
+        if was_active != is_active
+            && let Some(d) = self.services.get_mut(svc).and_then(|s| s.dest_mut(dest))
+        {
+            if is_active {
+                d.inactive = d.inactive.saturating_sub(1);
+                d.active += 1;
+            } else {
+                d.active = d.active.saturating_sub(1);
+                d.inactive += 1;
+            }
+        }
+    }
+
+    fn established_in(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        id: ConnId,
+    ) -> Verdict {
+        let Some(c) = self.conns.get(id) else {
+            return Verdict::Drop(DropReason::NoConnection);
+        };
+        let (svc, dest, method, state) = (c.svc, c.dest, c.method, c.state);
+        let nooutput = c.flags.has(ConnFlags::NO_OUTPUT);
+        let dest_live = self.services.get(svc).is_some_and(|s| s.is_live(dest));
+        // A new SYN on a finished connection starts a new one (conn_reuse_mode).
+        if f.proto == Protocol::Tcp && f.tcp_flags & 0x12 == 0x02 {
+            let reuse = self.settings.conn_reuse_mode;
+            let finished = state == TcpState::TimeWait
+                || (reuse & 2 != 0 && state == TcpState::FinWait && nooutput)
+                || state == TcpState::Close;
+            if reuse & 1 != 0 && (finished || !dest_live) {
+                self.remove_conn(id);
+                return match self.services.lookup(f.proto, IpAddr::V4(f.dst), f.dport) {
+                    Some(s) => self.new_conn(now, meta, buf, start, f, s),
+                    None => Verdict::Drop(DropReason::NoConnection),
+                };
+            }
+        }
+        if !dest_live && self.settings.expire_nodest_conn {
+            self.remove_conn(id);
+            return Verdict::Drop(DropReason::DestRemoved);
+        }
+        if method == ForwardMethod::Tunnel
+            && let Some(g) = meta.gso
+        {
+            let mtu = self.mtu_towards(c_daddr(&self.conns, id));
+            let hdrs = f.ihl + tcp_header_len(buf, start, f.ihl);
+            let mss = mtu
+                .saturating_sub(TUN_OVERHEAD + hdrs)
+                .max(8)
+                .min(usize::from(g.size).max(8));
+            return Verdict::Segment { mss: mss as u16 };
+        }
+        self.transition(now, id, Direction::Input, f.tcp_flags);
+        self.count_in(svc, dest, f.ip_len);
+        let Some(c) = self.conns.get(id) else {
+            return Verdict::Drop(DropReason::NoConnection);
+        };
+        let conn = c.clone();
+        self.transmit_in(meta, buf, start, f, &conn)
+    }
+
+    fn mtu_towards(&self, addr: Option<IpAddr>) -> usize {
+        addr.and_then(|a| self.net.route(a))
+            .and_then(|r| self.net.interface(r.ifindex))
+            .map_or(1500, |i| usize::from(i.mtu))
+    }
+
+    fn next_hop(&mut self, dst: IpAddr) -> Result<NextHop, DropReason> {
+        self.net.next_hop(dst).map_err(|e| match e {
+            HopError::NoRoute | HopError::UnknownInterface => DropReason::NoRoute,
+            HopError::Unresolved { .. } => DropReason::NeighbourUnresolved,
+        })
+    }
+
+    /// Send a client → real server packet by the connection's method.
+    fn transmit_in(
+        &mut self,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        conn: &Conn,
+    ) -> Verdict {
+        let IpAddr::V4(rip) = conn.daddr else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let hop = match self.next_hop(conn.daddr) {
+            Ok(h) => h,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let frame_len = ETH + f.ip_len;
+        match conn.method {
+            ForwardMethod::Masq => {
+                if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
+                    return self.too_big(meta.ifindex, buf, start, f, hop.mtu);
+                }
+                let Some(ip) = buf.get_mut(start + ETH..start + frame_len) else {
+                    return Verdict::Drop(DropReason::Malformed);
+                };
+                if rewrite::rewrite_v4(
+                    ip,
+                    f.proto.number(),
+                    End::Destination,
+                    rip,
+                    conn.dport,
+                    meta.csum_partial,
+                )
+                .is_none()
+                {
+                    return Verdict::Drop(DropReason::Malformed);
+                }
+                rewrite::write_ethernet(
+                    &mut buf[start..],
+                    hop.src_mac,
+                    hop.dst_mac,
+                    ethernet::ethertype::IPV4,
+                );
+                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f, 0))
+            }
+            ForwardMethod::DirectRoute => {
+                if !hop.on_link {
+                    return Verdict::Drop(DropReason::NotOnLink);
+                }
+                if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
+                    return self.too_big(meta.ifindex, buf, start, f, hop.mtu);
+                }
+                rewrite::write_ethernet(
+                    &mut buf[start..],
+                    hop.src_mac,
+                    hop.dst_mac,
+                    ethernet::ethertype::IPV4,
+                );
+                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f, 0))
+            }
+            ForwardMethod::Tunnel => self.tunnel(meta, buf, start, f, rip, hop),
+        }
+    }
+
+    fn tx(
+        &self,
+        ifindex: u32,
+        start: usize,
+        len: usize,
+        meta: &RxMeta,
+        f: Flow,
+        shift: usize,
+    ) -> Tx {
+        let csum = meta.csum_partial.then(|| CsumOffload {
+            start: (ETH + shift + f.ihl) as u16,
+            offset: match f.proto {
+                Protocol::Tcp => rewrite::TCP_CHECKSUM_OFFSET as u16,
+                _ => rewrite::UDP_CHECKSUM_OFFSET as u16,
+            },
+        });
+        Tx {
+            ifindex,
+            start,
+            len,
+            csum,
+            gso: meta.gso,
+        }
+    }
+
+    /// Answer a too-big DF packet with "fragmentation needed"; drop one without DF.
+    fn too_big(
+        &mut self,
+        ifindex: u32,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        mtu: u16,
+    ) -> Verdict {
+        let df = buf.get(start + ETH + 6).is_some_and(|b| b & 0x40 != 0);
+        if !df {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        let Some(frame) = buf.get_mut(start..) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        match rewrite::frag_needed_in_place(frame, f.ip_len, f.dst, mtu) {
+            Some(len) => {
+                self.counters.icmp_sent += 1;
+                Verdict::Transmit(Tx {
+                    ifindex,
+                    start,
+                    len,
+                    csum: None,
+                    gso: None,
+                })
+            }
+            None => Verdict::Drop(DropReason::TooBig),
+        }
+    }
+
+    fn tunnel(
+        &mut self,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        rip: Ipv4Addr,
+        hop: NextHop,
+    ) -> Verdict {
+        if f.ip_len + TUN_OVERHEAD > usize::from(hop.mtu) {
+            return self.too_big(
+                meta.ifindex,
+                buf,
+                start,
+                f,
+                hop.mtu.saturating_sub(TUN_OVERHEAD as u16),
+            );
+        }
+        let Some(dip) = hop.src_ip.or_else(|| self.interface_v4(hop.ifindex)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let IpAddr::V4(dip) = dip else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let inner_start = start + ETH;
+        let inner_end = inner_start + f.ip_len;
+        let new_start = if start >= TUN_OVERHEAD {
+            start - TUN_OVERHEAD
+        } else if buf.len() >= inner_end + TUN_OVERHEAD {
+            // No headroom: slide the packet back instead.
+            buf.copy_within(inner_start..inner_end, inner_start + TUN_OVERHEAD);
+            start
+        } else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        let inner_at = new_start + ETH + TUN_OVERHEAD;
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let ident = self.ip_ident;
+        let (head, inner) = buf.split_at_mut(inner_at);
+        if rewrite::write_tunnel_header(
+            &mut head[new_start + ETH..],
+            dip,
+            rip,
+            &inner[..f.ip_len],
+            ident,
+        )
+        .is_none()
+        {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        rewrite::write_ethernet(
+            &mut buf[new_start..],
+            hop.src_mac,
+            hop.dst_mac,
+            ethernet::ethertype::IPV4,
+        );
+        let len = ETH + TUN_OVERHEAD + f.ip_len;
+        Verdict::Transmit(self.tx(hop.ifindex, new_start, len, meta, f, TUN_OVERHEAD))
+    }
+
+    fn interface_v4(&self, ifindex: u32) -> Option<IpAddr> {
+        self.net
+            .interface(ifindex)?
+            .addrs
+            .iter()
+            .copied()
+            .find(IpAddr::is_ipv4)
+    }
+
+    /// A reply from a NAT real server: source back to the virtual address, out to the client.
+    fn nat_out(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        id: ConnId,
+    ) -> Verdict {
+        self.transition(now, id, Direction::Output, f.tcp_flags);
+        let Some(c) = self.conns.get(id) else {
+            return Verdict::Drop(DropReason::NoConnection);
+        };
+        let (svc, dest, vaddr, vport, caddr) = (c.svc, c.dest, c.vaddr, c.vport, c.caddr);
+        self.count_out(svc, dest, f.ip_len);
+        let IpAddr::V4(vip) = vaddr else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let hop = match self.next_hop(caddr) {
+            Ok(h) => h,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        let frame_len = ETH + f.ip_len;
+        let Some(ip) = buf.get_mut(start + ETH..start + frame_len) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if rewrite::rewrite_v4(
+            ip,
+            f.proto.number(),
+            End::Source,
+            vip,
+            vport,
+            meta.csum_partial,
+        )
+        .is_none()
+        {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        rewrite::write_ethernet(
+            &mut buf[start..],
+            hop.src_mac,
+            hop.dst_mac,
+            ethernet::ethertype::IPV4,
+        );
+        Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f, 0))
+    }
+
+    /// ICMP: errors quoting a tracked connection go to the right side; the rest is the
+    /// kernel's (ping to the VIP included).
+    fn icmp_v4(
+        &mut self,
+        now: Time,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        frame_len: usize,
+    ) -> Verdict {
+        let _ = now;
+        let frame = &buf[start..start + frame_len];
+        let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH..]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let ihl = ip.header_len();
+        if ip.is_fragment() {
+            return Verdict::Pass;
+        }
+        let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
+            return Verdict::Pass;
+        };
+        if !icmp.is_error() {
+            return Verdict::Pass;
+        }
+        let Ok(inner) = Ipv4Packet::new_checked_truncated(icmp.data()) else {
+            return Verdict::Pass;
+        };
+        let Some(proto) = Protocol::from_number(inner.protocol()) else {
+            return Verdict::Pass;
+        };
+        let ports = inner.payload();
+        let (Some(sp), Some(dp)) = (ports.get(0..2), ports.get(2..4)) else {
+            return Verdict::Pass;
+        };
+        let (isrc, idst) = (inner.src_addr(), inner.dst_addr());
+        let (isport, idport) = (
+            u16::from_be_bytes([sp[0], sp[1]]),
+            u16::from_be_bytes([dp[0], dp[1]]),
+        );
+        let inner_ihl = inner.header_len();
+        let outer_src = ip.src_addr();
+        let ip_len = usize::from(ip.total_len());
+        let key = FlowKey::new(proto, IpAddr::V4(idst), idport, IpAddr::V4(isrc), isport);
+        let f = Flow {
+            proto: Protocol::Udp,
+            src: outer_src,
+            dst: ip.dst_addr(),
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            ip_len,
+            ihl,
+        };
+        let icmp_at = start + ETH + ihl;
+        let inner_at = icmp_at + 8;
+        if let Some(id) = self.conns.lookup_in(&key) {
+            // About traffic the client got from the VIP: on to the real server.
+            let Some(c) = self.conns.get(id) else {
+                return Verdict::Pass;
+            };
+            let conn = c.clone();
+            self.count_in(conn.svc, conn.dest, ip_len);
+            if conn.method == ForwardMethod::Masq {
+                let (IpAddr::V4(rip), IpAddr::V4(_)) = (conn.daddr, conn.vaddr) else {
+                    return Verdict::Drop(DropReason::Unsupported);
+                };
+                let end = start + frame_len;
+                if rewrite::rewrite_v4(
+                    &mut buf[inner_at..end],
+                    proto.number(),
+                    End::Source,
+                    rip,
+                    conn.dport,
+                    false,
+                )
+                .is_none()
+                {
+                    return Verdict::Pass;
+                }
+                Self::fix_inner_ip_checksum(&mut buf[inner_at..end], inner_ihl);
+                rewrite::fill_icmp_checksum(&mut buf[icmp_at..end]);
+                let hop = match self.next_hop(conn.daddr) {
+                    Ok(h) => h,
+                    Err(r) => return Verdict::Drop(r),
+                };
+                let mut p = Ipv4Packet::new_unchecked(&mut buf[start + ETH..end]);
+                p.set_dst_addr_incremental(rip);
+                rewrite::write_ethernet(
+                    &mut buf[start..],
+                    hop.src_mac,
+                    hop.dst_mac,
+                    ethernet::ethertype::IPV4,
+                );
+                return Verdict::Transmit(Tx {
+                    ifindex: hop.ifindex,
+                    start,
+                    len: frame_len,
+                    csum: None,
+                    gso: None,
+                });
+            }
+            let no_offload = RxMeta {
+                csum_partial: false,
+                gso: None,
+                ..*meta
+            };
+            return self.transmit_in(&no_offload, buf, start, f, &conn);
+        }
+        if let Some(id) = self.conns.lookup_out(&key) {
+            // About a packet we forwarded to a NAT real server: back to the client.
+            let Some(c) = self.conns.get(id) else {
+                return Verdict::Pass;
+            };
+            let conn = c.clone();
+            let IpAddr::V4(vip) = conn.vaddr else {
+                return Verdict::Drop(DropReason::Unsupported);
+            };
+            self.count_out(conn.svc, conn.dest, ip_len);
+            let end = start + frame_len;
+            if rewrite::rewrite_v4(
+                &mut buf[inner_at..end],
+                proto.number(),
+                End::Destination,
+                vip,
+                conn.vport,
+                false,
+            )
+            .is_none()
+            {
+                return Verdict::Pass;
+            }
+            Self::fix_inner_ip_checksum(&mut buf[inner_at..end], inner_ihl);
+            rewrite::fill_icmp_checksum(&mut buf[icmp_at..end]);
+            let hop = match self.next_hop(conn.caddr) {
+                Ok(h) => h,
+                Err(r) => return Verdict::Drop(r),
+            };
+            let mut p = Ipv4Packet::new_unchecked(&mut buf[start + ETH..end]);
+            p.set_src_addr_incremental(vip);
+            rewrite::write_ethernet(
+                &mut buf[start..],
+                hop.src_mac,
+                hop.dst_mac,
+                ethernet::ethertype::IPV4,
+            );
+            return Verdict::Transmit(Tx {
+                ifindex: hop.ifindex,
+                start,
+                len: frame_len,
+                csum: None,
+                gso: None,
+            });
+        }
+        Verdict::Pass
+    }
+
+    fn fix_inner_ip_checksum(inner: &mut [u8], ihl: usize) {
+        if let Some(h) = inner.get_mut(..ihl) {
+            Ipv4Packet::new_unchecked(h).fill_checksum();
+        }
+    }
+}
+
+fn c_daddr(conns: &ConnTable, id: ConnId) -> Option<IpAddr> {
+    conns.get(id).map(|c| c.daddr)
+}
+
+fn tcp_header_len(buf: &[u8], start: usize, ihl: usize) -> usize {
+    buf.get(start + ETH + ihl + 12)
+        .map_or(20, |b| usize::from(b >> 4) * 4)
+}

@@ -1,0 +1,28 @@
+//! Sans-IO forwarding core of the LVS director.
+//!
+//! Nothing here reads a clock, opens a socket or starts a thread: the caller passes the
+//! current [`Time`](time::Time) and a frame, and gets a [`Verdict`](director::Verdict) back.
+//!
+//! Where to look:
+//! - a packet is rewritten in [`rewrite`] (NAT, DR, Tun, ICMP errors);
+//! - a connection is scheduled in [`director::Director::process`] → [`sched`];
+//! - connection state and expiry live in [`conn`];
+//! - services and real servers in [`service`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod conn;
+pub mod counters;
+pub mod director;
+pub mod net;
+pub mod rewrite;
+pub mod sched;
+pub mod service;
+pub mod sim;
+pub mod stats;
+pub mod time;
+pub mod types;
+
+pub use counters::{Counters, DropReason};
+pub use director::{Director, RxMeta, Settings, Tx, Verdict};
+pub use time::Time;

@@ -1,0 +1,348 @@
+//! The IPVS scheduling algorithms: given the live real servers of a service, pick one for a
+//! new connection. Each scheduler reproduces the kernel's `net/netfilter/ipvs/ip_vs_*.c`
+//! semantics (tie breaks, skip rules, weight handling).
+//!
+//! Conventions shared by every scheduler here:
+//!
+//! - The kernel's destination list order is the order of the `dests` slice.
+//! - A real server is "available" when its weight is above zero and its threshold
+//!   `overloaded` flag is clear ([`Dest::available`]); each scheduler applies exactly the
+//!   kernel's skip rule, which is not always that one (lc skips only weight 0 and overloaded,
+//!   fo compares weights, lblc ignores the threshold flag of a cached server, ...).
+//! - `schedule()` never panics: an index remembered from an earlier `update()` that no
+//!   longer fits `dests` is treated as an unavailable server.
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use siphasher::sip::SipHasher13;
+
+use crate::service::Dest;
+use crate::time::Time;
+use crate::types::{Protocol, SchedFlags, SchedulerKind};
+
+mod dh;
+mod fo;
+mod lblc;
+mod lblcr;
+mod lc;
+mod mh;
+mod nq;
+mod ovf;
+mod rr;
+mod sed;
+mod sh;
+mod twos;
+mod wlc;
+mod wrr;
+
+pub use dh::DestinationHashing;
+pub use fo::WeightedFailover;
+pub use lblc::{DEFAULT_LBLC_EXPIRATION, LocalityLeastConnection};
+pub use lblcr::{DEFAULT_LBLCR_EXPIRATION, LocalityLeastConnectionReplicated};
+pub use lc::LeastConnection;
+pub use mh::{DEFAULT_MH_TABLE_SIZE, Maglev};
+pub use nq::NeverQueue;
+pub use ovf::WeightedOverflow;
+pub use rr::RoundRobin;
+pub use sed::ShortestExpectedDelay;
+pub use sh::SourceHashing;
+pub use twos::TwoChoices;
+pub use wlc::WeightedLeastConnection;
+pub use wrr::WeightedRoundRobin;
+
+/// What a scheduler may look at about the connection being scheduled.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedCtx {
+    /// Current time (lblc/lblcr expire their tables with it).
+    pub now: Time,
+    /// Transport protocol.
+    pub proto: Protocol,
+    /// Client address.
+    pub src: IpAddr,
+    /// Client port.
+    pub sport: u16,
+    /// Destination address of the packet (the VIP, or for fwmark services whatever address
+    /// the client targeted).
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dport: u16,
+}
+
+/// A scheduling algorithm bound to one virtual service.
+///
+/// `dests` is the service's current list of real servers, in the order they were added; the
+/// scheduler returns an index into it, or `None` when no server is available (the caller
+/// then counts a "no real server" drop, as IPVS logs "no destination available").
+pub trait Scheduler: Send + std::fmt::Debug {
+    /// Which algorithm this is.
+    fn kind(&self) -> SchedulerKind;
+
+    /// Called whenever real servers are added, removed or re-weighted (and once at creation),
+    /// so table-driven schedulers (wrr, sh, dh, mh) can rebuild their state.
+    fn update(&mut self, dests: &[Dest]);
+
+    /// Pick a real server for a new connection.
+    fn schedule(&mut self, ctx: &SchedCtx, dests: &[Dest]) -> Option<usize>;
+}
+
+/// Build a scheduler of the given kind with the service's scheduler flags.
+///
+/// `seed` feeds randomised schedulers (twos) so runs are reproducible for a given seed; it
+/// also keys the lblc/lblcr tables' internal hashing.
+pub fn new_scheduler(kind: SchedulerKind, flags: SchedFlags, seed: u64) -> Box<dyn Scheduler> {
+    match kind {
+        SchedulerKind::Rr => Box::new(RoundRobin::new()),
+        SchedulerKind::Wrr => Box::new(WeightedRoundRobin::new()),
+        SchedulerKind::Lc => Box::new(LeastConnection::new()),
+        SchedulerKind::Wlc => Box::new(WeightedLeastConnection::new()),
+        SchedulerKind::Lblc => Box::new(LocalityLeastConnection::new(seed)),
+        SchedulerKind::Lblcr => Box::new(LocalityLeastConnectionReplicated::new(seed)),
+        SchedulerKind::Dh => Box::new(DestinationHashing::new()),
+        SchedulerKind::Sh => Box::new(SourceHashing::new(flags)),
+        SchedulerKind::Sed => Box::new(ShortestExpectedDelay::new()),
+        SchedulerKind::Nq => Box::new(NeverQueue::new()),
+        SchedulerKind::Fo => Box::new(WeightedFailover::new()),
+        SchedulerKind::Ovf => Box::new(WeightedOverflow::new()),
+        SchedulerKind::Mh => Box::new(Maglev::new(flags)),
+        SchedulerKind::Twos => Box::new(TwoChoices::new(seed)),
+    }
+}
+
+/// Identity of a real server inside a service (IPVS identifies a dest by address and port).
+pub(crate) type DestKey = (IpAddr, u16);
+
+/// The identity of `d`.
+#[inline]
+pub(crate) fn dest_key(d: &Dest) -> DestKey {
+    (d.addr(), d.port())
+}
+
+/// The kernel's `addr_fold`: the IPv4 address as a host-order integer, or the XOR of the
+/// four 32-bit words of an IPv6 address (host order after `ntohl`).
+#[inline]
+pub(crate) fn addr_fold(addr: IpAddr) -> u32 {
+    match addr {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            w(0) ^ w(4) ^ w(8) ^ w(12)
+        }
+    }
+}
+
+/// Whether `dests[i]` exists and may take a new connection (weight > 0, not overloaded).
+#[inline]
+pub(crate) fn is_available(dests: &[Dest], i: usize) -> bool {
+    dests.get(i).is_some_and(Dest::available)
+}
+
+/// A remembered real server: its index when last seen plus its identity, so a stale index
+/// (dests changed without `update()`) is detected rather than trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DestRef {
+    pub(crate) idx: usize,
+    pub(crate) key: DestKey,
+}
+
+impl DestRef {
+    /// Remember `dests[idx]`.
+    pub(crate) fn new(dests: &[Dest], idx: usize) -> Option<DestRef> {
+        dests.get(idx).map(|d| DestRef {
+            idx,
+            key: dest_key(d),
+        })
+    }
+
+    /// Where this server is in `dests` now, if it is still there. Checks the remembered
+    /// index first, then searches (no allocation).
+    pub(crate) fn resolve(&self, dests: &[Dest]) -> Option<usize> {
+        if dests.get(self.idx).is_some_and(|d| dest_key(d) == self.key) {
+            return Some(self.idx);
+        }
+        dests.iter().position(|d| dest_key(d) == self.key)
+    }
+
+    /// As [`resolve`](Self::resolve), also refreshing the remembered index.
+    pub(crate) fn refresh(&mut self, dests: &[Dest]) -> Option<usize> {
+        let i = self.resolve(dests)?;
+        self.idx = i;
+        Some(i)
+    }
+}
+
+/// The weighted least-connection choice shared by wlc and the "schedule a new server" step
+/// of lblc/lblcr (`__ip_vs_wlc_schedule`, `__ip_vs_lblc_schedule`): the first available
+/// server, then any later non-overloaded one whose `overhead/weight` is strictly smaller,
+/// compared as `loh * dw > doh * lw` in 64-bit integers (a weight-0 server never wins that
+/// comparison).
+pub(crate) fn weighted_least_conn(dests: &[Dest]) -> Option<usize> {
+    let first = dests.iter().position(Dest::available)?;
+    let mut least = first;
+    let mut loh = dests[first].overhead();
+    let mut lw = u64::from(dests[first].weight());
+    for (i, d) in dests.iter().enumerate().skip(first + 1) {
+        if d.overloaded {
+            continue;
+        }
+        let doh = d.overhead();
+        let dw = u64::from(d.weight());
+        if u128::from(loh) * u128::from(dw) > u128::from(doh) * u128::from(lw) {
+            least = i;
+            loh = doh;
+            lw = dw;
+        }
+    }
+    Some(least)
+}
+
+/// lblc/lblcr's "is this server overloaded and is there a less loaded one": more active
+/// connections than its weight while some server of the service (any, as in the kernel) has
+/// fewer than half its weight in active connections.
+pub(crate) fn locality_overloaded(d: &Dest, dests: &[Dest]) -> bool {
+    d.active > d.weight()
+        && dests
+            .iter()
+            .any(|o| u64::from(o.active) * 2 < u64::from(o.weight()))
+}
+
+/// Greatest common divisor.
+pub(crate) fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// A [`BuildHasher`] for the lblc/lblcr tables: SipHash-1-3 keyed from the scheduler seed,
+/// so table iteration order (which decides what garbage collection visits first) is
+/// reproducible for a given seed without being guessable by clients.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SeededSip {
+    k0: u64,
+    k1: u64,
+}
+
+impl SeededSip {
+    pub(crate) fn new(seed: u64) -> SeededSip {
+        let mut s = twos::SplitMix64::new(seed);
+        SeededSip {
+            k0: s.next_u64(),
+            k1: s.next_u64(),
+        }
+    }
+}
+
+impl BuildHasher for SeededSip {
+    type Hasher = SipHasher13;
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Helpers for the scheduler tests.
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::SchedCtx;
+    use crate::service::{Dest, DestConfig};
+    use crate::time::Time;
+    use crate::types::{ForwardMethod, Protocol};
+
+    /// Real servers 10.0.1.1, 10.0.1.2, ... with the given weights.
+    pub fn dests(weights: &[u32]) -> Vec<Dest> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let addr = IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8 + 1));
+                Dest::new(DestConfig::new(addr, 80, ForwardMethod::Masq).with_weight(w))
+            })
+            .collect()
+    }
+
+    /// A real server at 10.0.<hi>.<lo> with weight `w`.
+    pub fn dest_at(hi: u8, lo: u8, w: u32) -> Dest {
+        let addr = IpAddr::V4(Ipv4Addr::new(10, 0, hi, lo));
+        Dest::new(DestConfig::new(addr, 80, ForwardMethod::Masq).with_weight(w))
+    }
+
+    /// A TCP connection from `src:sport` to 192.0.2.1:80 at time zero.
+    pub fn ctx(src: IpAddr, sport: u16) -> SchedCtx {
+        SchedCtx {
+            now: Time::ZERO,
+            proto: Protocol::Tcp,
+            src,
+            sport,
+            dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            dport: 80,
+        }
+    }
+
+    /// A connection from 198.51.100.7:40000 to 192.0.2.1:80 at time zero.
+    pub fn any_ctx() -> SchedCtx {
+        ctx(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40000)
+    }
+
+    /// Client number `n` (distinct IPv4 addresses in 100.64.0.0/10-ish space).
+    pub fn client(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(
+            0x6440_0000u32.wrapping_add(n.wrapping_mul(2_654_435_761)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    /// Every scheduler: empty dests, all-unavailable dests, and dests that grew or shrank
+    /// without `update()` never panic.
+    #[test]
+    fn no_panic_on_empty_or_stale_dests() {
+        for kind in SchedulerKind::ALL {
+            let mut s = new_scheduler(kind, SchedFlags::FALLBACK.union(SchedFlags::PORT), 7);
+            assert_eq!(s.kind(), kind);
+            assert_eq!(s.schedule(&any_ctx(), &[]), None, "{kind}");
+            let mut ds = dests(&[3, 1, 2, 5]);
+            s.update(&ds);
+            for n in 0..50u32 {
+                let _ = s.schedule(&ctx(client(n), n as u16), &ds);
+            }
+            // Shrink without update.
+            ds.truncate(1);
+            for n in 0..50u32 {
+                if let Some(i) = s.schedule(&ctx(client(n), n as u16), &ds) {
+                    assert!(i < ds.len(), "{kind}");
+                }
+            }
+            assert_eq!(s.schedule(&any_ctx(), &[]), None, "{kind}");
+            // All quiescent / overloaded.
+            let mut ds = dests(&[0, 2, 0]);
+            s.update(&ds);
+            ds[1].overloaded = true;
+            for n in 0..20u32 {
+                assert_eq!(s.schedule(&ctx(client(n), 1), &ds), None, "{kind}");
+            }
+            // Grow without update.
+            let ds = dests(&[1, 1, 1, 1, 1, 1, 1]);
+            for n in 0..50u32 {
+                if let Some(i) = s.schedule(&ctx(client(n), n as u16), &ds) {
+                    assert!(i < ds.len(), "{kind}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn addr_fold_matches_kernel() {
+        assert_eq!(addr_fold("10.0.0.1".parse().unwrap()), 0x0a00_0001);
+        assert_eq!(addr_fold("2001:db8::1".parse().unwrap()), 0x2001_0db8 ^ 1);
+    }
+}

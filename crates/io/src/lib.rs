@@ -1,0 +1,29 @@
+//! Packet I/O for the LVS director.
+//!
+//! This crate is the only place in the workspace that uses `unsafe` and talks
+//! to the kernel directly. It provides:
+//!
+//! * [`afpacket`]: an `AF_PACKET` backend with a `TPACKET_V3` memory-mapped RX
+//!   ring (with `PACKET_VNET_HDR`, `PACKET_RESERVE` headroom, fanout and
+//!   `PACKET_IGNORE_OUTGOING`) and batched `sendmmsg` TX.
+//! * [`backend`]: the [`PacketIo`] trait that the data path is written
+//!   against, so an AF_XDP backend can slot in later, plus the backend-neutral
+//!   [`RxFrame`] and [`VnetHdr`] types.
+//! * [`gso`]: pure-logic TCP/IPv4 segmentation of GSO super-frames (for the
+//!   cases the kernel cannot segment for us, e.g. IP-in-IP).
+//! * [`iface`]: interface look-ups (index, MAC, MTU, list), non-blocking mode
+//!   and CPU pinning.
+//! * [`netns`]: entering a named network namespace from the calling thread.
+//!
+//! Every `unsafe` block carries a `// SAFETY:` comment (enforced by
+//! `clippy::undocumented_unsafe_blocks`).
+
+pub mod afpacket;
+pub mod backend;
+pub mod gso;
+pub mod iface;
+pub mod netns;
+mod sys;
+
+pub use afpacket::{AfPacket, AfPacketConfig, Fanout, PacketTx, RingStats, TxCounters};
+pub use backend::{PacketIo, RxFrame, TxQueue, VnetHdr};

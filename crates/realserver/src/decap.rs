@@ -1,0 +1,221 @@
+//! Pure IP-in-IP (RFC 2003) decapsulation checks, free of I/O so they can be tested on bytes.
+//!
+//! The raw `IPPROTO_IPIP` socket hands us the whole outer IPv4 packet (header included);
+//! [`inner_packet`] validates it and returns the inner IPv4 packet to inject into the TUN device.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// IP protocol number of IPv4-in-IPv4 encapsulation (RFC 2003).
+pub const IPPROTO_IPIP: u8 = 4;
+
+/// Why a received packet was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The outer header is shorter than 20 bytes, has a bad IHL or a total length past the buffer.
+    OuterMalformed,
+    /// The outer protocol is not 4 (IP-in-IP).
+    OuterNotIpip,
+    /// The inner packet is not a well-formed IPv4 packet (version, IHL or total length).
+    InnerMalformed,
+    /// The inner packet is addressed to something other than the VIP.
+    InnerNotVip,
+    /// Writing the inner packet into the TUN device failed.
+    TunWrite,
+}
+
+impl DropReason {
+    /// Every reason, in the order used for counters and summaries.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::OuterMalformed,
+        DropReason::OuterNotIpip,
+        DropReason::InnerMalformed,
+        DropReason::InnerNotVip,
+        DropReason::TunWrite,
+    ];
+
+    /// Short snake_case name used in the exit summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::OuterMalformed => "outer_malformed",
+            DropReason::OuterNotIpip => "outer_not_ipip",
+            DropReason::InnerMalformed => "inner_malformed",
+            DropReason::InnerNotVip => "inner_not_vip",
+            DropReason::TunWrite => "tun_write",
+        }
+    }
+}
+
+/// Counters of the decapsulator.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets read from the raw IPIP socket.
+    pub received: u64,
+    /// Inner packets written into the TUN device.
+    pub delivered: u64,
+    /// Dropped: outer header malformed.
+    pub outer_malformed: u64,
+    /// Dropped: outer protocol not IPIP.
+    pub outer_not_ipip: u64,
+    /// Dropped: inner packet malformed.
+    pub inner_malformed: u64,
+    /// Dropped: inner destination is not the VIP.
+    pub inner_not_vip: u64,
+    /// Dropped: TUN write failed.
+    pub tun_write: u64,
+}
+
+impl Counters {
+    /// Count one drop for `reason`.
+    pub fn drop(&mut self, reason: DropReason) {
+        *self.slot(reason) += 1;
+    }
+
+    /// Current value of the drop counter for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::OuterMalformed => self.outer_malformed,
+            DropReason::OuterNotIpip => self.outer_not_ipip,
+            DropReason::InnerMalformed => self.inner_malformed,
+            DropReason::InnerNotVip => self.inner_not_vip,
+            DropReason::TunWrite => self.tun_write,
+        }
+    }
+
+    fn slot(&mut self, reason: DropReason) -> &mut u64 {
+        match reason {
+            DropReason::OuterMalformed => &mut self.outer_malformed,
+            DropReason::OuterNotIpip => &mut self.outer_not_ipip,
+            DropReason::InnerMalformed => &mut self.inner_malformed,
+            DropReason::InnerNotVip => &mut self.inner_not_vip,
+            DropReason::TunWrite => &mut self.tun_write,
+        }
+    }
+}
+
+impl fmt::Display for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "received={} delivered={}", self.received, self.delivered)?;
+        for r in DropReason::ALL {
+            write!(f, " dropped_{}={}", r.name(), self.dropped(r))?;
+        }
+        Ok(())
+    }
+}
+
+/// Validates one IPv4 header at the start of `buf` and returns `(header_len, total_len)`.
+fn ipv4_lengths(buf: &[u8]) -> Option<(usize, usize)> {
+    let first = *buf.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < 20 || buf.len() < ihl {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    if total < ihl || total > buf.len() {
+        return None;
+    }
+    Some((ihl, total))
+}
+
+/// Returns the inner IPv4 packet of an IP-in-IP packet `outer` (starting at the outer IPv4
+/// header, as a raw socket delivers it) if it is a well-formed IPv4 packet addressed to `vip`.
+///
+/// Bytes past the outer total length (link padding) are ignored; the returned slice is exactly
+/// the inner packet's total length.
+pub fn inner_packet(outer: &[u8], vip: Ipv4Addr) -> Result<&[u8], DropReason> {
+    let (ohl, ototal) = ipv4_lengths(outer).ok_or(DropReason::OuterMalformed)?;
+    if outer[9] != IPPROTO_IPIP {
+        return Err(DropReason::OuterNotIpip);
+    }
+    let inner = &outer[ohl..ototal];
+    let (_, itotal) = ipv4_lengths(inner).ok_or(DropReason::InnerMalformed)?;
+    let dst = Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]);
+    if dst != vip {
+        return Err(DropReason::InnerNotVip);
+    }
+    Ok(&inner[..itotal])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let total = u16::try_from(20 + payload.len()).unwrap();
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 100);
+
+    #[test]
+    fn good_packet_is_unwrapped() {
+        let inner = ipv4(
+            1,
+            [10, 201, 1, 2],
+            [10, 201, 2, 100],
+            &[8, 0, 0, 0, 0, 1, 0, 1],
+        );
+        let outer = ipv4(4, [10, 201, 3, 2], [10, 201, 3, 11], &inner);
+        assert_eq!(inner_packet(&outer, VIP), Ok(&inner[..]));
+        // Trailing padding beyond the outer total length is ignored.
+        let mut padded = outer.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(inner_packet(&padded, VIP), Ok(&inner[..]));
+    }
+
+    #[test]
+    fn wrong_destination_and_protocol() {
+        let inner = ipv4(17, [10, 201, 1, 2], [10, 201, 2, 101], &[0; 8]);
+        let outer = ipv4(4, [1, 1, 1, 1], [2, 2, 2, 2], &inner);
+        assert_eq!(inner_packet(&outer, VIP), Err(DropReason::InnerNotVip));
+        let outer = ipv4(41, [1, 1, 1, 1], [2, 2, 2, 2], &inner);
+        assert_eq!(inner_packet(&outer, VIP), Err(DropReason::OuterNotIpip));
+    }
+
+    #[test]
+    fn malformed_never_panics() {
+        assert_eq!(inner_packet(&[], VIP), Err(DropReason::OuterMalformed));
+        assert_eq!(
+            inner_packet(&[0x45; 19], VIP),
+            Err(DropReason::OuterMalformed)
+        );
+        let outer = ipv4(4, [1, 1, 1, 1], [2, 2, 2, 2], &[0x60; 40]);
+        assert_eq!(inner_packet(&outer, VIP), Err(DropReason::InnerMalformed));
+        let outer = ipv4(4, [1, 1, 1, 1], [2, 2, 2, 2], &[0x45, 0, 0, 10]);
+        assert_eq!(inner_packet(&outer, VIP), Err(DropReason::InnerMalformed));
+        // Every prefix and every single-byte corruption of a good packet is handled.
+        let inner = ipv4(6, [10, 201, 1, 2], [10, 201, 2, 100], &[0; 20]);
+        let outer = ipv4(4, [1, 1, 1, 1], [2, 2, 2, 2], &inner);
+        for n in 0..outer.len() {
+            let _ = inner_packet(&outer[..n], VIP);
+            for v in [0u8, 0x0f, 0x45, 0xff] {
+                let mut c = outer.clone();
+                c[n] = v;
+                let _ = inner_packet(&c, VIP);
+            }
+        }
+    }
+
+    #[test]
+    fn counters_summary() {
+        let mut c = Counters {
+            received: 3,
+            delivered: 1,
+            ..Default::default()
+        };
+        c.drop(DropReason::InnerNotVip);
+        c.drop(DropReason::InnerNotVip);
+        assert_eq!(c.dropped(DropReason::InnerNotVip), 2);
+        let s = c.to_string();
+        assert!(s.starts_with("received=3 delivered=1 "), "{s}");
+        assert!(s.contains("dropped_inner_not_vip=2"), "{s}");
+    }
+}
