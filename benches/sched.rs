@@ -47,7 +47,9 @@ fn bench_schedulers(c: &mut Criterion) {
                     let ctx = SchedCtx {
                         now: Time::from_nanos(u64::from(i) * 1000),
                         proto: Protocol::Tcp,
-                        src: IpAddr::V4(Ipv4Addr::from(0x6440_0000 | (i.wrapping_mul(2_654_435_761) >> 16))),
+                        src: IpAddr::V4(Ipv4Addr::from(
+                            0x6440_0000 | (i.wrapping_mul(2_654_435_761) >> 16),
+                        )),
                         sport: (i as u16) | 1024,
                         dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8)),
                         dport: 80,

@@ -155,7 +155,7 @@ impl NetTable {
 
     /// Replace the whole route list.
     pub fn set_routes(&mut self, mut routes: Vec<Route>) {
-        routes.sort_by(|a, b| b.len.cmp(&a.len));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.len));
         self.routes = routes;
     }
 

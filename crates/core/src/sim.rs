@@ -46,8 +46,11 @@ pub mod addr {
     /// The director's address on the real-server network.
     pub const DIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
     /// Real server addresses.
-    pub const RIPS: [Ipv4Addr; 3] =
-        [Ipv4Addr::new(10, 0, 1, 11), Ipv4Addr::new(10, 0, 1, 12), Ipv4Addr::new(10, 0, 1, 13)];
+    pub const RIPS: [Ipv4Addr; 3] = [
+        Ipv4Addr::new(10, 0, 1, 11),
+        Ipv4Addr::new(10, 0, 1, 12),
+        Ipv4Addr::new(10, 0, 1, 13),
+    ];
     /// Front interface index.
     pub const FRONT: u32 = 2;
     /// Back interface index.
@@ -115,7 +118,11 @@ impl PacketSpec {
 
     /// A UDP datagram.
     pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> PacketSpec {
-        PacketSpec { proto: Protocol::Udp, payload: payload.to_vec(), ..PacketSpec::tcp(src, dst, 0) }
+        PacketSpec {
+            proto: Protocol::Udp,
+            payload: payload.to_vec(),
+            ..PacketSpec::tcp(src, dst, 0)
+        }
     }
 
     /// With these MACs.
@@ -149,7 +156,8 @@ impl PacketSpec {
         };
         let mut buf = vec![0u8; 20 + l4_len];
         repr.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]));
-        let pseudo = checksum::pseudo_header_v4(self.src, self.dst, self.proto.number(), l4_len as u32);
+        let pseudo =
+            checksum::pseudo_header_v4(self.src, self.dst, self.proto.number(), l4_len as u32);
         let l4 = &mut buf[20..];
         match self.proto {
             Protocol::Tcp => {
@@ -194,25 +202,42 @@ pub fn frame_with(src_mac: [u8; 6], dst_mac: [u8; 6], ip: &[u8]) -> (Vec<u8>, us
 
 /// The virtual service of the simulated topology: TCP VIP:80.
 pub fn http_service() -> ServiceKey {
-    ServiceKey::Addr { proto: Protocol::Tcp, addr: IpAddr::V4(addr::VIP), port: 80 }
+    ServiceKey::Addr {
+        proto: Protocol::Tcp,
+        addr: IpAddr::V4(addr::VIP),
+        port: 80,
+    }
 }
 
 /// The UDP service of the simulated topology: UDP VIP:53.
 pub fn udp_service() -> ServiceKey {
-    ServiceKey::Addr { proto: Protocol::Udp, addr: IpAddr::V4(addr::VIP), port: 53 }
+    ServiceKey::Addr {
+        proto: Protocol::Udp,
+        addr: IpAddr::V4(addr::VIP),
+        port: 53,
+    }
 }
 
 /// A director wired like the seed's topology with `TCP VIP:80` and `UDP VIP:53` served by the
 /// three real servers with `method` and `sched` (real-server port 8080 for NAT, 80 else).
 pub fn director(method: ForwardMethod, sched: SchedulerKind, now: Time) -> Director {
-    let settings = Settings { conn_prealloc: 1 << 14, ..Settings::default() };
+    let settings = Settings {
+        conn_prealloc: 1 << 14,
+        ..Settings::default()
+    };
     let mut d = Director::new(settings, now);
     wire_network(&mut d);
     for key in [http_service(), udp_service()] {
-        d.add_service(ServiceConfig::new(key).with_scheduler(sched)).expect("fresh service");
+        d.add_service(ServiceConfig::new(key).with_scheduler(sched))
+            .expect("fresh service");
         for rip in addr::RIPS {
-            let port = if method == ForwardMethod::Masq { 8080 } else { 80 };
-            d.add_dest(&key, DestConfig::new(IpAddr::V4(rip), port, method)).expect("fresh dest");
+            let port = if method == ForwardMethod::Masq {
+                8080
+            } else {
+                80
+            };
+            d.add_dest(&key, DestConfig::new(IpAddr::V4(rip), port, method))
+                .expect("fresh dest");
         }
     }
     d
@@ -255,9 +280,17 @@ pub fn wire_network(d: &mut Director) {
         gateway: None,
         src: Some(IpAddr::V4(addr::DIP)),
     });
-    d.net.set_neighbour(IpAddr::V4(addr::ROUTER), addr::FRONT, EthernetAddress(addr::ROUTER_MAC));
+    d.net.set_neighbour(
+        IpAddr::V4(addr::ROUTER),
+        addr::FRONT,
+        EthernetAddress(addr::ROUTER_MAC),
+    );
     for (i, rip) in addr::RIPS.iter().enumerate() {
-        d.net.set_neighbour(IpAddr::V4(*rip), addr::BACK, EthernetAddress(addr::rs_mac(i)));
+        d.net.set_neighbour(
+            IpAddr::V4(*rip),
+            addr::BACK,
+            EthernetAddress(addr::rs_mac(i)),
+        );
     }
 }
 
@@ -268,14 +301,25 @@ pub fn rs_index(ip: Ipv4Addr) -> Option<usize> {
 
 /// Whether an IP packet's header and TCP/UDP checksums are valid.
 pub fn checksums_ok(ip: &[u8]) -> bool {
-    let Ok(p) = Ipv4Packet::new_checked(ip) else { return false };
+    let Ok(p) = Ipv4Packet::new_checked(ip) else {
+        return false;
+    };
     if !p.verify_checksum() {
         return false;
     }
-    let pseudo = checksum::pseudo_header_v4(p.src_addr(), p.dst_addr(), p.protocol(), p.payload().len() as u32);
+    let pseudo = checksum::pseudo_header_v4(
+        p.src_addr(),
+        p.dst_addr(),
+        p.protocol(),
+        p.payload().len() as u32,
+    );
     match p.protocol() {
-        protocol::TCP => TcpPacket::new_checked(p.payload()).is_ok_and(|t| t.verify_checksum(pseudo)),
-        protocol::UDP => UdpPacket::new_checked(p.payload()).is_ok_and(|u| u.verify_checksum(pseudo)),
+        protocol::TCP => {
+            TcpPacket::new_checked(p.payload()).is_ok_and(|t| t.verify_checksum(pseudo))
+        }
+        protocol::UDP => {
+            UdpPacket::new_checked(p.payload()).is_ok_and(|u| u.verify_checksum(pseudo))
+        }
         _ => true,
     }
 }

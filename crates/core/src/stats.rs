@@ -3,7 +3,7 @@
 /// Connections, packets and bytes in both directions, as IPVS keeps per service and per
 /// real server. "In" is client → real server, "out" is real server → client (seen only in
 /// NAT, since DR and Tun replies bypass the director).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Connections scheduled.
     pub conns: u64,

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// Transport protocol of a virtual service (`-t`, `-u`, `--sctp-service`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Protocol {
     /// TCP (IP protocol 6).
     Tcp,
@@ -48,7 +50,9 @@ impl Protocol {
 }
 
 /// Address family, needed where no address says it (firewall-mark services).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Family {
     /// IPv4.
     V4,
@@ -67,7 +71,9 @@ impl Family {
 }
 
 /// What identifies a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ServiceKey {
     /// Protocol, virtual IP and port (`-t VIP:port`, `-u VIP:port`).
     Addr {
@@ -110,7 +116,19 @@ impl fmt::Display for ServiceKey {
 }
 
 /// Packet-forwarding method of a real server (`-m`, `-g`, `-i`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum ForwardMethod {
     /// NAT (`-m`, "Masq"): rewrite destination address and port; replies come back through us.
     Masq,
@@ -133,7 +151,19 @@ impl ForwardMethod {
 }
 
 /// The scheduling algorithms of IPVS (`-s name`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum SchedulerKind {
     /// Round robin.
     Rr,
@@ -240,7 +270,9 @@ impl FromStr for SchedulerKind {
 
 /// Scheduler flags (`-b`): IPVS's `IP_VS_SVC_F_SCHED1..3`, whose meaning depends on the
 /// scheduler (`sh-fallback` and `mh-fallback` are flag 1, `sh-port` and `mh-port` flag 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct SchedFlags(pub u8);
 
 impl SchedFlags {
@@ -268,7 +300,7 @@ impl SchedFlags {
 
 /// Persistence (`-p [timeout] [-M netmask]`): connections from one client (or client
 /// network) stick to one real server while a template entry lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Persistence {
     /// Template lifetime after its last connection ends (`-p`, default 300 s).
     pub timeout: Duration,
@@ -278,7 +310,7 @@ pub struct Persistence {
 }
 
 /// Client-address mask of a persistent service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Netmask {
     /// IPv4 mask, as a prefix length 0..=32.
     V4(u8),

@@ -16,11 +16,17 @@ use lvs_wire::protocol;
 const CPORT: u16 = 40000;
 
 fn front() -> RxMeta {
-    RxMeta { ifindex: addr::FRONT, ..RxMeta::default() }
+    RxMeta {
+        ifindex: addr::FRONT,
+        ..RxMeta::default()
+    }
 }
 
 fn back() -> RxMeta {
-    RxMeta { ifindex: addr::BACK, ..RxMeta::default() }
+    RxMeta {
+        ifindex: addr::BACK,
+        ..RxMeta::default()
+    }
 }
 
 /// Feed a frame; return the verdict and the transmitted frame bytes.
@@ -49,7 +55,10 @@ fn dest_counts(d: &Director, key: &ServiceKey, i: usize) -> (u32, u32) {
 }
 
 fn conn_state(d: &Director) -> Option<TcpState> {
-    d.conns().iter().find(|(_, c)| !c.is_template()).map(|(_, c)| c.state)
+    d.conns()
+        .iter()
+        .find(|(_, c)| !c.is_template())
+        .map(|(_, c)| c.state)
 }
 
 #[test]
@@ -60,12 +69,18 @@ fn nat_full_tcp_exchange() {
 
     // SYN: scheduled to the first real server, destination rewritten to RIP:8080.
     let (v, out) = run(&mut d, now, front(), &client_pkt(SYN));
-    let Verdict::Transmit(tx) = v else { panic!("SYN not forwarded: {v:?}") };
+    let Verdict::Transmit(tx) = v else {
+        panic!("SYN not forwarded: {v:?}")
+    };
     assert_eq!(tx.ifindex, addr::BACK);
     assert_eq!(&out[0..6], &addr::rs_mac(0), "dst MAC is the real server's");
     assert_eq!(&out[6..12], &addr::BACK_MAC);
     let ip = ip_of(&out);
-    assert_eq!((ip.src_addr(), ip.dst_addr()), (addr::CLIENT, addr::RIPS[0]), "client address kept");
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (addr::CLIENT, addr::RIPS[0]),
+        "client address kept"
+    );
     assert_eq!(u16::from_be_bytes([ip.payload()[2], ip.payload()[3]]), 8080);
     assert!(sim::checksums_ok(&out[14..]), "checksums valid after NAT");
     assert_eq!(conn_state(&d), Some(TcpState::SynRecv));
@@ -76,7 +91,9 @@ fn nat_full_tcp_exchange() {
     let reply = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), SYN | ACK)
         .macs(addr::rs_mac(0), addr::BACK_MAC);
     let (v, out) = run(&mut d, now, back(), &reply);
-    let Verdict::Transmit(tx) = v else { panic!("SYN-ACK not forwarded: {v:?}") };
+    let Verdict::Transmit(tx) = v else {
+        panic!("SYN-ACK not forwarded: {v:?}")
+    };
     assert_eq!(tx.ifindex, addr::FRONT);
     assert_eq!(&out[0..6], &addr::ROUTER_MAC);
     let ip = ip_of(&out);
@@ -85,7 +102,12 @@ fn nat_full_tcp_exchange() {
     assert!(sim::checksums_ok(&out[14..]));
 
     // ACK: established, active.
-    let (v, _) = run(&mut d, now, front(), &client_pkt(ACK).payload(b"GET / HTTP/1.0\r\n\r\n"));
+    let (v, _) = run(
+        &mut d,
+        now,
+        front(),
+        &client_pkt(ACK).payload(b"GET / HTTP/1.0\r\n\r\n"),
+    );
     assert!(matches!(v, Verdict::Transmit(_)));
     assert_eq!(conn_state(&d), Some(TcpState::Established));
     assert_eq!(dest_counts(&d, &key, 0), (1, 0));
@@ -94,11 +116,15 @@ fn nat_full_tcp_exchange() {
     let data = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), ACK | PSH)
         .macs(addr::rs_mac(0), addr::BACK_MAC)
         .payload(&[7u8; 1000]);
-    assert!(matches!(run(&mut d, now, back(), &data).0, Verdict::Transmit(_)));
+    assert!(matches!(
+        run(&mut d, now, back(), &data).0,
+        Verdict::Transmit(_)
+    ));
     run(&mut d, now, front(), &client_pkt(FIN | ACK));
     assert_eq!(conn_state(&d), Some(TcpState::CloseWait));
     assert_eq!(dest_counts(&d, &key, 0), (0, 1));
-    let fin = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), FIN | ACK).macs(addr::rs_mac(0), addr::BACK_MAC);
+    let fin = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), FIN | ACK)
+        .macs(addr::rs_mac(0), addr::BACK_MAC);
     run(&mut d, now, back(), &fin);
     assert_eq!(conn_state(&d), Some(TcpState::TimeWait));
     run(&mut d, now, front(), &client_pkt(ACK));
@@ -128,11 +154,17 @@ fn dr_forwards_unchanged_ip_and_tracks_input_only() {
         let spec = client_pkt(flags).payload(&vec![1u8; i * 100]);
         let original = spec.ip_packet();
         let (v, out) = run(&mut d, now, front(), &spec);
-        let Verdict::Transmit(tx) = v else { panic!("{v:?}") };
+        let Verdict::Transmit(tx) = v else {
+            panic!("{v:?}")
+        };
         assert_eq!(tx.ifindex, addr::BACK);
         assert_eq!(&out[0..6], &addr::rs_mac(0));
         assert_eq!(&out[6..12], &addr::BACK_MAC);
-        assert_eq!(&out[14..], &original[..], "DR leaves the IP packet untouched");
+        assert_eq!(
+            &out[14..],
+            &original[..],
+            "DR leaves the IP packet untouched"
+        );
     }
     assert_eq!(conn_state(&d), Some(TcpState::Established));
     assert_eq!(dest_counts(&d, &key, 0), (1, 0));
@@ -140,7 +172,11 @@ fn dr_forwards_unchanged_ip_and_tracks_input_only() {
     run(&mut d, now, front(), &client_pkt(FIN | ACK));
     assert_eq!(conn_state(&d), Some(TcpState::FinWait));
     let svc = d.services().get(0).unwrap();
-    assert_eq!((svc.stats.inpkts, svc.stats.outpkts), (4, 0), "no reply passes a DR director");
+    assert_eq!(
+        (svc.stats.inpkts, svc.stats.outpkts),
+        (4, 0),
+        "no reply passes a DR director"
+    );
     // FIN_WAIT: 120 s.
     d.expire(now + Duration::from_secs(121));
     assert!(d.conns().is_empty());
@@ -152,13 +188,22 @@ fn tun_encapsulates_and_decapsulates_to_the_original() {
     let spec = client_pkt(SYN);
     let original = spec.ip_packet();
     let (v, out) = run(&mut d, Time::from_secs(1), front(), &spec);
-    let Verdict::Transmit(tx) = v else { panic!("{v:?}") };
-    assert_eq!(tx.start, sim::HEADROOM - 20, "outer header takes 20 bytes of headroom");
+    let Verdict::Transmit(tx) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        tx.start,
+        sim::HEADROOM - 20,
+        "outer header takes 20 bytes of headroom"
+    );
     assert_eq!(&out[0..6], &addr::rs_mac(0));
     let outer = ip_of(&out);
     assert!(outer.verify_checksum());
     assert_eq!(outer.protocol(), protocol::IPIP);
-    assert_eq!((outer.src_addr(), outer.dst_addr()), (addr::DIP, addr::RIPS[0]));
+    assert_eq!(
+        (outer.src_addr(), outer.dst_addr()),
+        (addr::DIP, addr::RIPS[0])
+    );
     assert!(outer.dont_frag(), "DF copied from the inner packet");
     assert_eq!(outer.payload(), &original[..], "inner packet intact");
 }
@@ -170,23 +215,45 @@ fn tun_too_big_df_gets_frag_needed_with_mtu_minus_20() {
     let spec = client_pkt(SYN).payload(&vec![0u8; 1460]);
     assert_eq!(spec.ip_packet().len(), 1500);
     let (v, out) = run(&mut d, Time::from_secs(1), front(), &spec);
-    let Verdict::Transmit(tx) = v else { panic!("{v:?}") };
-    assert_eq!(tx.ifindex, addr::FRONT, "the error goes back where the packet came from");
+    let Verdict::Transmit(tx) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        tx.ifindex,
+        addr::FRONT,
+        "the error goes back where the packet came from"
+    );
     assert_eq!(&out[0..6], &addr::ROUTER_MAC);
     let ip = ip_of(&out);
     assert!(ip.verify_checksum());
-    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.protocol()), (addr::VIP, addr::CLIENT, protocol::ICMP));
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.protocol()),
+        (addr::VIP, addr::CLIENT, protocol::ICMP)
+    );
     assert!(ip.total_len() as usize <= 576);
     let icmp = lvs_wire::icmpv4::Icmpv4Packet::new_checked(ip.payload()).unwrap();
     assert!(icmp.verify_checksum());
-    assert_eq!((icmp.msg_type(), icmp.msg_code(), icmp.next_hop_mtu()), (3, 4, 1480));
+    assert_eq!(
+        (icmp.msg_type(), icmp.msg_code(), icmp.next_hop_mtu()),
+        (3, 4, 1480)
+    );
     let quoted = Ipv4Packet::new_checked_truncated(icmp.data()).unwrap();
-    assert_eq!((quoted.src_addr(), quoted.dst_addr()), (addr::CLIENT, addr::VIP));
+    assert_eq!(
+        (quoted.src_addr(), quoted.dst_addr()),
+        (addr::CLIENT, addr::VIP)
+    );
     assert_eq!(d.counters().icmp_sent, 1);
 
     // 1480 bytes fits exactly.
-    let spec = PacketSpec::tcp((addr::CLIENT, CPORT + 1), (addr::VIP, 80), SYN).payload(&vec![0u8; 1440]);
-    assert!(matches!(run(&mut d, Time::from_secs(1), front(), &spec).0, Verdict::Transmit(Tx { ifindex: addr::BACK, .. })));
+    let spec =
+        PacketSpec::tcp((addr::CLIENT, CPORT + 1), (addr::VIP, 80), SYN).payload(&vec![0u8; 1440]);
+    assert!(matches!(
+        run(&mut d, Time::from_secs(1), front(), &spec).0,
+        Verdict::Transmit(Tx {
+            ifindex: addr::BACK,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -197,12 +264,17 @@ fn udp_request_reply_and_timeout() {
     let (v, out) = run(&mut d, Time::from_secs(1), front(), &q);
     assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
     assert!(sim::checksums_ok(&out[14..]));
-    let r = PacketSpec::udp((addr::RIPS[0], 8080), (addr::CLIENT, 5555), b"answer").macs(addr::rs_mac(0), addr::BACK_MAC);
+    let r = PacketSpec::udp((addr::RIPS[0], 8080), (addr::CLIENT, 5555), b"answer")
+        .macs(addr::rs_mac(0), addr::BACK_MAC);
     let (v, out) = run(&mut d, Time::from_secs(1), back(), &r);
     assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
     assert_eq!(ip_of(&out).src_addr(), addr::VIP);
     assert!(sim::checksums_ok(&out[14..]));
-    assert_eq!(dest_counts(&d, &key, 0), (0, 1), "UDP entries count as inactive, as in IPVS");
+    assert_eq!(
+        dest_counts(&d, &key, 0),
+        (0, 1),
+        "UDP entries count as inactive, as in IPVS"
+    );
     d.expire(Time::from_secs(300));
     assert_eq!(d.conns().len(), 1);
     d.expire(Time::from_secs(302));
@@ -217,7 +289,9 @@ fn udp_checksum_zero_stays_zero() {
     ip[27] = 0;
     let (mut buf, len) = sim::frame_with(addr::ROUTER_MAC, addr::FRONT_MAC, &ip);
     let v = d.process(Time::from_secs(1), &front(), &mut buf, sim::HEADROOM, len);
-    let Verdict::Transmit(tx) = v else { panic!("{v:?}") };
+    let Verdict::Transmit(tx) = v else {
+        panic!("{v:?}")
+    };
     let out = &buf[tx.start..tx.start + tx.len];
     assert_eq!(&out[14 + 26..14 + 28], &[0, 0]);
     assert!(ip_of(out).verify_checksum());
@@ -240,7 +314,10 @@ fn traffic_not_for_a_service_passes_to_the_kernel() {
     let mut arp = vec![0u8; sim::HEADROOM + 42];
     arp[sim::HEADROOM + 12] = 0x08;
     arp[sim::HEADROOM + 13] = 0x06;
-    assert_eq!(d.process(Time::ZERO, &front(), &mut arp, sim::HEADROOM, 42), Verdict::Pass);
+    assert_eq!(
+        d.process(Time::ZERO, &front(), &mut arp, sim::HEADROOM, 42),
+        Verdict::Pass
+    );
 }
 
 #[test]
@@ -264,12 +341,29 @@ fn quiescent_server_keeps_its_connections_but_gets_no_new_ones() {
     let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
     let now = Time::from_secs(1);
     run(&mut d, now, front(), &client_pkt(SYN));
-    d.edit_dest(&key, DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute).with_weight(0)).unwrap();
+    d.edit_dest(
+        &key,
+        DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute).with_weight(0),
+    )
+    .unwrap();
     let (_, out) = run(&mut d, now, front(), &client_pkt(ACK));
-    assert_eq!(&out[0..6], &addr::rs_mac(0), "existing connection continues");
+    assert_eq!(
+        &out[0..6],
+        &addr::rs_mac(0),
+        "existing connection continues"
+    );
     for i in 0..6u16 {
-        let (_, out) = run(&mut d, now, front(), &PacketSpec::tcp((addr::CLIENT, 1000 + i), (addr::VIP, 80), SYN));
-        assert_ne!(&out[0..6], &addr::rs_mac(0), "no new connection to a quiescent server");
+        let (_, out) = run(
+            &mut d,
+            now,
+            front(),
+            &PacketSpec::tcp((addr::CLIENT, 1000 + i), (addr::VIP, 80), SYN),
+        );
+        assert_ne!(
+            &out[0..6],
+            &addr::rs_mac(0),
+            "no new connection to a quiescent server"
+        );
     }
 }
 
@@ -292,7 +386,11 @@ fn removed_server_connections_continue_unless_expire_nodest_conn() {
             assert!(d.conns().is_empty());
         }
         // The trash entry is gone once its connections ended; adding it back works.
-        d.add_dest(&key, DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute)).unwrap();
+        d.add_dest(
+            &key,
+            DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute),
+        )
+        .unwrap();
     }
 }
 
@@ -301,26 +399,45 @@ fn persistence_sticks_a_client_network_to_one_server() {
     let key = sim::http_service();
     let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
     let mut cfg = ServiceConfig::new(key).with_scheduler(SchedulerKind::Rr);
-    cfg.persistence = Some(Persistence { timeout: Duration::from_secs(300), netmask: Netmask::V4(24) });
+    cfg.persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask: Netmask::V4(24),
+    });
     d.edit_service(cfg).unwrap();
     let now = Time::from_secs(1);
     let mut macs = Vec::new();
     for i in 0..5u8 {
         // Different clients in the same /24, different ports.
         let client = Ipv4Addr::new(198, 51, 100, 10 + i);
-        let (v, out) = run(&mut d, now, front(), &PacketSpec::tcp((client, 2000 + u16::from(i)), (addr::VIP, 80), SYN));
+        let (v, out) = run(
+            &mut d,
+            now,
+            front(),
+            &PacketSpec::tcp((client, 2000 + u16::from(i)), (addr::VIP, 80), SYN),
+        );
         assert!(matches!(v, Verdict::Transmit(_)));
         macs.push(out[0..6].to_vec());
     }
-    assert!(macs.windows(2).all(|w| w[0] == w[1]), "all on one server: {macs:?}");
+    assert!(
+        macs.windows(2).all(|w| w[0] == w[1]),
+        "all on one server: {macs:?}"
+    );
     let svc = d.services().get(0).unwrap();
     assert_eq!(svc.dests()[0].persistent, 1);
     // Another /24 goes elsewhere (rr moves on).
-    let (_, out) = run(&mut d, now, front(), &PacketSpec::tcp((Ipv4Addr::new(203, 0, 113, 5), 1), (addr::VIP, 80), SYN));
+    let (_, out) = run(
+        &mut d,
+        now,
+        front(),
+        &PacketSpec::tcp((Ipv4Addr::new(203, 0, 113, 5), 1), (addr::VIP, 80), SYN),
+    );
     assert_ne!(out[0..6].to_vec(), macs[0]);
     // The template outlives its connections by the persistence timeout.
     d.expire(now + Duration::from_secs(61)); // SYN_RECV entries expire
-    assert_eq!(d.conns().iter().filter(|(_, c)| !c.is_template()).count(), 0);
+    assert_eq!(
+        d.conns().iter().filter(|(_, c)| !c.is_template()).count(),
+        0
+    );
     assert_eq!(d.conns().iter().filter(|(_, c)| c.is_template()).count(), 2);
     d.expire(now + Duration::from_secs(61 + 301));
     assert!(d.conns().is_empty());
@@ -343,10 +460,24 @@ fn thresholds_mark_overloaded_and_clear() {
     }
     let now = Time::from_secs(1);
     for p in 0..2u16 {
-        assert!(matches!(run(&mut d, now, front(), &PacketSpec::tcp((addr::CLIENT, 100 + p), (addr::VIP, 80), SYN)).0, Verdict::Transmit(_)));
+        assert!(matches!(
+            run(
+                &mut d,
+                now,
+                front(),
+                &PacketSpec::tcp((addr::CLIENT, 100 + p), (addr::VIP, 80), SYN)
+            )
+            .0,
+            Verdict::Transmit(_)
+        ));
     }
     assert!(d.services().get(0).unwrap().dests()[0].overloaded);
-    let (v, _) = run(&mut d, now, front(), &PacketSpec::tcp((addr::CLIENT, 200), (addr::VIP, 80), SYN));
+    let (v, _) = run(
+        &mut d,
+        now,
+        front(),
+        &PacketSpec::tcp((addr::CLIENT, 200), (addr::VIP, 80), SYN),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::NoRealServer));
     // SYN_RECV entries expire after 60 s: total drops below the lower threshold.
     d.expire(now + Duration::from_secs(61));
@@ -358,14 +489,19 @@ fn syn_on_time_wait_entry_is_rescheduled() {
     let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
     let now = Time::from_secs(1);
     run(&mut d, now, front(), &client_pkt(SYN));
-    let fin = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), FIN | ACK).macs(addr::rs_mac(0), addr::BACK_MAC);
+    let fin = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), FIN | ACK)
+        .macs(addr::rs_mac(0), addr::BACK_MAC);
     run(&mut d, now, front(), &client_pkt(ACK));
     run(&mut d, now, front(), &client_pkt(FIN | ACK));
     run(&mut d, now, back(), &fin);
     assert_eq!(conn_state(&d), Some(TcpState::TimeWait));
     let (v, out) = run(&mut d, now, front(), &client_pkt(SYN));
     assert!(matches!(v, Verdict::Transmit(_)));
-    assert_eq!(ip_of(&out).dst_addr(), addr::RIPS[1], "new connection, next server");
+    assert_eq!(
+        ip_of(&out).dst_addr(),
+        addr::RIPS[1],
+        "new connection, next server"
+    );
     assert_eq!(conn_state(&d), Some(TcpState::SynRecv));
     assert_eq!(d.conns().len(), 1);
 }
@@ -379,24 +515,46 @@ fn one_packet_udp_keeps_no_entry() {
     d.edit_service(cfg).unwrap();
     let mut rips = Vec::new();
     for _ in 0..3 {
-        let (_, out) = run(&mut d, Time::from_secs(1), front(), &PacketSpec::udp((addr::CLIENT, 5000), (addr::VIP, 53), b"x"));
+        let (_, out) = run(
+            &mut d,
+            Time::from_secs(1),
+            front(),
+            &PacketSpec::udp((addr::CLIENT, 5000), (addr::VIP, 53), b"x"),
+        );
         rips.push(ip_of(&out).dst_addr());
     }
-    assert_eq!(rips, addr::RIPS.to_vec(), "each datagram scheduled on its own");
+    assert_eq!(
+        rips,
+        addr::RIPS.to_vec(),
+        "each datagram scheduled on its own"
+    );
     assert!(d.conns().is_empty());
     assert_eq!(d.services().get(1).unwrap().stats.conns, 3);
 }
 
 #[test]
 fn full_table_drops_new_connections_and_counts() {
-    let settings = lvs_core::Settings { conn_limit: 2, conn_prealloc: 2, ..Default::default() };
+    let settings = lvs_core::Settings {
+        conn_limit: 2,
+        conn_prealloc: 2,
+        ..Default::default()
+    };
     let mut d = Director::new(settings, Time::ZERO);
     sim::wire_network(&mut d);
     let key = sim::http_service();
     d.add_service(ServiceConfig::new(key)).unwrap();
-    d.add_dest(&key, DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute)).unwrap();
+    d.add_dest(
+        &key,
+        DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute),
+    )
+    .unwrap();
     for p in 0..3u16 {
-        let (v, _) = run(&mut d, Time::ZERO, front(), &PacketSpec::tcp((addr::CLIENT, p + 1), (addr::VIP, 80), SYN));
+        let (v, _) = run(
+            &mut d,
+            Time::ZERO,
+            front(),
+            &PacketSpec::tcp((addr::CLIENT, p + 1), (addr::VIP, 80), SYN),
+        );
         if p < 2 {
             assert!(matches!(v, Verdict::Transmit(_)));
         } else {
@@ -405,7 +563,11 @@ fn full_table_drops_new_connections_and_counts() {
     }
     assert_eq!(d.counters().drops(DropReason::TableFull), 1);
     let svc = d.services().get(0).unwrap();
-    assert_eq!(svc.dests()[0].inactive, 2, "a refused connection is not counted");
+    assert_eq!(
+        svc.dests()[0].inactive,
+        2,
+        "a refused connection is not counted"
+    );
 }
 
 #[test]
@@ -422,7 +584,12 @@ fn unresolved_neighbour_is_dropped_and_queued() {
 fn icmp_errors_follow_their_connection_in_nat() {
     let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
     let now = Time::from_secs(1);
-    run(&mut d, now, front(), &PacketSpec::udp((addr::CLIENT, 5555), (addr::VIP, 53), b"q"));
+    run(
+        &mut d,
+        now,
+        front(),
+        &PacketSpec::udp((addr::CLIENT, 5555), (addr::VIP, 53), b"q"),
+    );
 
     // A router between director and real server says the forwarded datagram cannot be
     // delivered: the error quotes CLIENT:5555 → RIP:8080 and must reach the client quoting
@@ -431,7 +598,9 @@ fn icmp_errors_follow_their_connection_in_nat() {
     let err = icmp_error(Ipv4Addr::new(10, 0, 1, 99), addr::CLIENT, 3, 1, &forwarded);
     let (mut buf, len) = sim::frame_with(addr::rs_mac(0), addr::BACK_MAC, &err);
     let v = d.process(now, &back(), &mut buf, sim::HEADROOM, len);
-    let Verdict::Transmit(tx) = v else { panic!("{v:?}") };
+    let Verdict::Transmit(tx) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(tx.ifindex, addr::FRONT);
     let out = &buf[tx.start..tx.start + tx.len];
     let ip = ip_of(out);
@@ -441,7 +610,10 @@ fn icmp_errors_follow_their_connection_in_nat() {
     assert!(icmp.verify_checksum());
     let inner = Ipv4Packet::new_checked_truncated(icmp.data()).unwrap();
     assert!(inner.verify_checksum());
-    assert_eq!((inner.src_addr(), inner.dst_addr()), (addr::CLIENT, addr::VIP));
+    assert_eq!(
+        (inner.src_addr(), inner.dst_addr()),
+        (addr::CLIENT, addr::VIP)
+    );
     assert_eq!(&inner.payload()[0..4], &[0x15, 0xb3, 0, 53]);
 
     // The client says our reply (VIP:53 → CLIENT:5555) was unreachable: to the real server,
@@ -450,23 +622,34 @@ fn icmp_errors_follow_their_connection_in_nat() {
     let err = icmp_error(addr::CLIENT, addr::VIP, 3, 3, &reply);
     let (mut buf, len) = sim::frame_with(addr::ROUTER_MAC, addr::FRONT_MAC, &err);
     let v = d.process(now, &front(), &mut buf, sim::HEADROOM, len);
-    let Verdict::Transmit(tx) = v else { panic!("{v:?}") };
+    let Verdict::Transmit(tx) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(tx.ifindex, addr::BACK);
     let out = &buf[tx.start..tx.start + tx.len];
     let ip = ip_of(out);
     assert!(ip.verify_checksum());
-    assert_eq!((ip.src_addr(), ip.dst_addr()), (addr::CLIENT, addr::RIPS[0]));
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (addr::CLIENT, addr::RIPS[0])
+    );
     let icmp = lvs_wire::icmpv4::Icmpv4Packet::new_checked(ip.payload()).unwrap();
     assert!(icmp.verify_checksum());
     let inner = Ipv4Packet::new_checked_truncated(icmp.data()).unwrap();
-    assert_eq!((inner.src_addr(), inner.dst_addr()), (addr::RIPS[0], addr::CLIENT));
+    assert_eq!(
+        (inner.src_addr(), inner.dst_addr()),
+        (addr::RIPS[0], addr::CLIENT)
+    );
     assert_eq!(&inner.payload()[0..2], &8080u16.to_be_bytes());
 
     // An unrelated ICMP error and a ping pass to the kernel.
     let other = PacketSpec::udp((addr::VIP, 99), (addr::CLIENT, 1), b"").ip_packet();
     let err = icmp_error(addr::CLIENT, addr::VIP, 3, 3, &other);
     let (mut buf, len) = sim::frame_with(addr::ROUTER_MAC, addr::FRONT_MAC, &err);
-    assert_eq!(d.process(now, &front(), &mut buf, sim::HEADROOM, len), Verdict::Pass);
+    assert_eq!(
+        d.process(now, &front(), &mut buf, sim::HEADROOM, len),
+        Verdict::Pass
+    );
 }
 
 fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
@@ -498,18 +681,49 @@ fn service_table_errors_change_nothing() {
     let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Wlc, Time::ZERO);
     assert!(d.add_service(ServiceConfig::new(key)).is_err());
     let rip = IpAddr::V4(addr::RIPS[0]);
-    assert!(d.add_dest(&key, DestConfig::new(rip, 8080, ForwardMethod::Masq)).is_err());
-    assert!(d.add_dest(&key, DestConfig::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 50)), 80, ForwardMethod::Masq).with_weight(70000)).is_err());
+    assert!(
+        d.add_dest(&key, DestConfig::new(rip, 8080, ForwardMethod::Masq))
+            .is_err()
+    );
+    assert!(
+        d.add_dest(
+            &key,
+            DestConfig::new(
+                IpAddr::V4(Ipv4Addr::new(10, 0, 1, 50)),
+                80,
+                ForwardMethod::Masq
+            )
+            .with_weight(70000)
+        )
+        .is_err()
+    );
     let mut bad = DestConfig::new(rip, 8080, ForwardMethod::Masq);
     bad.upper_threshold = 5;
     bad.lower_threshold = 9;
     assert!(d.edit_dest(&key, bad).is_err());
-    let missing = ServiceKey::Addr { proto: Protocol::Tcp, addr: IpAddr::V4(addr::VIP), port: 443 };
-    assert!(d.add_dest(&missing, DestConfig::new(rip, 443, ForwardMethod::Masq)).is_err());
+    let missing = ServiceKey::Addr {
+        proto: Protocol::Tcp,
+        addr: IpAddr::V4(addr::VIP),
+        port: 443,
+    };
+    assert!(
+        d.add_dest(&missing, DestConfig::new(rip, 443, ForwardMethod::Masq))
+            .is_err()
+    );
     assert!(d.delete_service(&missing).is_err());
     let svc = d.services().get(0).unwrap();
     assert_eq!(svc.dests().len(), 3);
-    assert!(svc.dests().iter().all(|x| x.weight() == 1 && x.config.upper_threshold == 0));
-    let msg = d.add_dest(&key, DestConfig::new(rip, 8080, ForwardMethod::Masq).with_weight(70000)).unwrap_err().to_string();
+    assert!(
+        svc.dests()
+            .iter()
+            .all(|x| x.weight() == 1 && x.config.upper_threshold == 0)
+    );
+    let msg = d
+        .add_dest(
+            &key,
+            DestConfig::new(rip, 8080, ForwardMethod::Masq).with_weight(70000),
+        )
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("weight"), "{msg}");
 }

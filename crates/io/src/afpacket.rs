@@ -47,9 +47,12 @@
 //!   [`RxFrame::truncated`], and must be dropped.
 //!
 //! For NAT and DR the director forwards a super-frame unchanged in size with
-//! its vnet header; `PACKET_VNET_HDR` on the TX socket makes the kernel
-//! segment it (`gso_type`/`gso_size`) and finish checksums on egress, exactly
-//! as for a locally generated TSO packet.
+//! its vnet header; `PACKET_VNET_HDR` on the TX socket makes the kernel build
+//! a GSO skb from it (`gso_type`/`gso_size`, `SKB_GSO_DODGY`), which is then
+//! segmented and checksummed in software or by the NIC (TSO) on egress,
+//! exactly as a locally generated TSO packet. Over a veth (which has TSO) the
+//! skb stays GSO and the peer receives the super-frame as is, with our
+//! `gso_size` (verified in the tests).
 //!
 //! What this cannot cover: **IP-in-IP** (Tun). virtio has no GSO type for
 //! "TCP inside IPIP", so a super-frame that gets an outer IPv4 header cannot
@@ -458,6 +461,13 @@ pub struct AfPacket {
     // ring is unmapped; either order is valid for the kernel.
     tx: PacketTx,
 }
+
+// Workers own their sockets on their own threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<AfPacket>();
+    assert_send::<PacketTx>();
+};
 
 fn read_u32(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(

@@ -181,15 +181,25 @@ pub trait TxQueue {
 /// headroom) and the backend's TX queue, so a frame can be rewritten in place
 /// and queued for transmission while it is still borrowed:
 ///
-/// ```ignore
+/// ```no_run
+/// use std::time::Duration;
+/// use lvs_io::{AfPacket, AfPacketConfig, PacketIo, TxQueue};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let idx = lvs_io::iface::ifindex("eth0")?;
+/// let mut io = AfPacket::open(idx, &AfPacketConfig::default())?;
 /// loop {
 ///     io.rx_batch(Duration::from_millis(10), |mut frame, tx| {
-///         if frame.truncated() { return; }
-///         // decide, rewrite frame.frame_mut() ...
-///         tx.push(out_ifindex, &frame.vnet, frame.frame());
+///         if frame.truncated() {
+///             return; // incomplete: never forward
+///         }
+///         // decide, rewrite frame.frame_mut() in place ...
+///         let _ = frame.frame_mut();
+///         tx.push(idx, &frame.vnet, frame.frame());
 ///     })?;
 ///     io.flush();
 /// }
+/// # }
 /// ```
 pub trait PacketIo {
     /// The backend's transmit queue type.

@@ -22,6 +22,7 @@ pub mod afpacket;
 pub mod backend;
 pub mod gso;
 pub mod iface;
+pub mod netlink;
 pub mod netns;
 mod sys;
 

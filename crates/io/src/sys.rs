@@ -72,9 +72,10 @@ pub(crate) fn getsockopt<T: Copy + Default>(
     if r < 0 { Err(last_err(ctx)) } else { Ok(val) }
 }
 
-/// Waits until `fd` is readable or `timeout` passes. Returns true if readable
-/// (or in error state, which the next operation will report). `EINTR` is
-/// reported as "not readable".
+/// Waits until `fd` is readable or `timeout` passes. Returns true if readable.
+/// A pending socket error (`POLLERR`, e.g. `ENETDOWN` after the interface
+/// went away) is fetched with `SO_ERROR` and returned as the error. `EINTR`
+/// is reported as "not readable".
 pub(crate) fn poll_in(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
     let mut pfd = libc::pollfd {
@@ -90,6 +91,15 @@ pub(crate) fn poll_in(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool>
             return Ok(false);
         }
         return Err(context(e, "poll on AF_PACKET socket"));
+    }
+    if r > 0 && pfd.revents & libc::POLLERR != 0 {
+        let err: libc::c_int = getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, "read SO_ERROR")?;
+        if err != 0 {
+            return Err(context(
+                io::Error::from_raw_os_error(err),
+                "AF_PACKET socket error (interface down or removed?)",
+            ));
+        }
     }
     Ok(r > 0)
 }

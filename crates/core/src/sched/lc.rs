@@ -25,17 +25,22 @@ impl Scheduler for LeastConnection {
     fn update(&mut self, _dests: &[Dest]) {}
 
     fn schedule(&mut self, _ctx: &SchedCtx, dests: &[Dest]) -> Option<usize> {
-        let mut least: Option<(usize, u64)> = None;
+        // Skipped servers get an overhead no real one reaches (at most 2^40 + 2^32), so
+        // the loop is a plain strict minimum: first wins ties, as in the kernel.
+        let mut least = usize::MAX;
+        let mut loh = u64::MAX;
         for (i, d) in dests.iter().enumerate() {
-            if d.overloaded || d.weight() == 0 {
-                continue;
-            }
-            let doh = d.overhead();
-            if least.is_none_or(|(_, loh)| doh < loh) {
-                least = Some((i, doh));
+            let doh = if d.overloaded || d.weight() == 0 {
+                u64::MAX
+            } else {
+                d.overhead()
+            };
+            if doh < loh {
+                least = i;
+                loh = doh;
             }
         }
-        least.map(|(i, _)| i)
+        (least != usize::MAX).then_some(least)
     }
 }
 

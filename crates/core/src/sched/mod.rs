@@ -183,16 +183,15 @@ pub(crate) fn weighted_least_conn(dests: &[Dest]) -> Option<usize> {
     let mut loh = dests[first].overhead();
     let mut lw = u64::from(dests[first].weight());
     for (i, d) in dests.iter().enumerate().skip(first + 1) {
-        if d.overloaded {
-            continue;
-        }
         let doh = d.overhead();
         let dw = u64::from(d.weight());
-        if u128::from(loh) * u128::from(dw) > u128::from(doh) * u128::from(lw) {
-            least = i;
-            loh = doh;
-            lw = dw;
-        }
+        // Written as selects rather than a branch: which server wins is unpredictable, and
+        // the comparison is cheap.
+        let better =
+            !d.overloaded && u128::from(loh) * u128::from(dw) > u128::from(doh) * u128::from(lw);
+        least = if better { i } else { least };
+        loh = if better { doh } else { loh };
+        lw = if better { dw } else { lw };
     }
     Some(least)
 }
@@ -337,6 +336,68 @@ mod tests {
                     assert!(i < ds.len(), "{kind}");
                 }
             }
+        }
+    }
+
+    /// Literal transcription of the kernel loops (branches, `goto nextstage`) for
+    /// lc / wlc / sed, to check the branch-free versions against.
+    fn kernel_lc(ds: &[Dest]) -> Option<usize> {
+        let mut least: Option<usize> = None;
+        for (i, d) in ds.iter().enumerate() {
+            if d.overloaded || d.weight() == 0 {
+                continue;
+            }
+            if least.is_none() || d.overhead() < ds[least.unwrap()].overhead() {
+                least = Some(i);
+            }
+        }
+        least
+    }
+
+    fn kernel_weighted(ds: &[Dest], oh: fn(&Dest) -> u64) -> Option<usize> {
+        let mut it = ds.iter().enumerate();
+        let mut least = loop {
+            let (i, d) = it.next()?;
+            if !d.overloaded && d.weight() > 0 {
+                break i;
+            }
+        };
+        for (i, d) in it {
+            if d.overloaded {
+                continue;
+            }
+            let l = &ds[least];
+            if u128::from(oh(l)) * u128::from(d.weight())
+                > u128::from(oh(d)) * u128::from(l.weight())
+            {
+                least = i;
+            }
+        }
+        Some(least)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn least_conn_family_matches_kernel_loops(
+            servers in proptest::collection::vec((0u32..4, 0u32..6, 0u32..300, proptest::bool::weighted(0.2)), 0..12),
+        ) {
+            let mut ds = dests(&servers.iter().map(|s| s.0).collect::<Vec<_>>());
+            for (d, &(_, a, ina, over)) in ds.iter_mut().zip(&servers) {
+                d.active = a;
+                d.inactive = ina;
+                d.overloaded = over;
+            }
+            let ctx = any_ctx();
+            proptest::prop_assert_eq!(LeastConnection::new().schedule(&ctx, &ds), kernel_lc(&ds));
+            proptest::prop_assert_eq!(
+                WeightedLeastConnection::new().schedule(&ctx, &ds),
+                kernel_weighted(&ds, Dest::overhead)
+            );
+            proptest::prop_assert_eq!(
+                ShortestExpectedDelay::new().schedule(&ctx, &ds),
+                kernel_weighted(&ds, |d| u64::from(d.active) + 1)
+            );
         }
     }
 

@@ -37,16 +37,14 @@ impl Scheduler for ShortestExpectedDelay {
         let mut loh = sed_overhead(&dests[first]);
         let mut lw = u64::from(dests[first].weight());
         for (i, d) in dests.iter().enumerate().skip(first + 1) {
-            if d.overloaded {
-                continue;
-            }
             let doh = sed_overhead(d);
             let dw = u64::from(d.weight());
-            if loh * dw > doh * lw {
-                least = i;
-                loh = doh;
-                lw = dw;
-            }
+            // (active + 1) <= 2^32 and weight < 2^32: the products fit in u64. Selects, not
+            // a branch (the winner is unpredictable).
+            let better = !d.overloaded && loh * dw > doh * lw;
+            least = if better { i } else { least };
+            loh = if better { doh } else { loh };
+            lw = if better { dw } else { lw };
         }
         Some(least)
     }

@@ -1,0 +1,273 @@
+//! `lvsadm`: administer `lvsd` with ipvsadm's syntax and output formats.
+//!
+//! Existing scripts and habits keep working: the same options (`-A -t 10.0.0.1:80 -s rr`,
+//! `-Ln`, `--add-server`, ...), the same messages and exit codes, and the same listing formats
+//! as ipvsadm 1.31, byte for byte. Instead of talking netlink to the kernel, lvsadm sends
+//! [`lvs_api::Request`]s to lvsd's control socket.
+//!
+//! The work is split so it can be tested without a daemon:
+//! - [`args`] turns argv into an [`args::Invocation`] (or a [`args::ParseError`]);
+//! - [`render`] prints replies in ipvsadm's formats;
+//! - [`run`] ties them together against any [`Daemon`], returning the exit code and both
+//!   output streams as an [`Outcome`]. `main.rs` only connects it to the real socket.
+//!
+//! Exit codes follow ipvsadm (see [`args::EXIT_INVALID`], [`args::EXIT_USAGE`],
+//! [`EXIT_REFUSED`], [`EXIT_LIST_FAILED`], [`EXIT_UNREACHABLE`]).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod args;
+pub mod render;
+
+use std::path::Path;
+
+use lvs_api::{Reply, Request};
+
+use args::{Command, Format, ListWhat};
+
+/// Exit code when the daemon refuses a change: ipvsadm returns the `-1` of the failed
+/// `ipvs_*` call from `main`, so the shell sees 255.
+pub const EXIT_REFUSED: i32 = 255;
+
+/// Exit code when a listing fails (ipvsadm's `exit(1)` in `list_all`, `list_service`,
+/// `list_conn`, `list_timeout`), e.g. `-L -t` of a service that does not exist.
+pub const EXIT_LIST_FAILED: i32 = 1;
+
+/// Exit code when lvsd cannot be reached (ipvsadm's `fail(2, "Can't initialize ipvs ...")`).
+pub const EXIT_UNREACHABLE: i32 = 2;
+
+/// Talking to lvsd failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaemonError {
+    /// Could not connect: lvsd is not running, or the socket path is wrong.
+    Unreachable(String),
+    /// Connected, but the exchange failed or the answer was not understood.
+    Failed(String),
+}
+
+/// Something that answers control requests: the real socket client, or a fake in tests.
+pub trait Daemon {
+    /// Send `request` to the daemon at `socket` (the `--socket` path, if one was given;
+    /// otherwise `$LVSD_SOCKET` or the default path).
+    fn call(&mut self, socket: Option<&Path>, request: Request) -> Result<Reply, DaemonError>;
+}
+
+impl<F> Daemon for F
+where
+    F: FnMut(Request) -> Result<Reply, DaemonError>,
+{
+    fn call(&mut self, _socket: Option<&Path>, request: Request) -> Result<Reply, DaemonError> {
+        self(request)
+    }
+}
+
+/// What a run produced: what `main` prints and the status it exits with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit status.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Outcome {
+    fn ok(stdout: String) -> Outcome {
+        Outcome {
+            code: 0,
+            stdout,
+            stderr: String::new(),
+        }
+    }
+
+    fn err(code: i32, message: &str) -> Outcome {
+        let mut stderr = message.to_string();
+        if !stderr.ends_with('\n') {
+            stderr.push('\n');
+        }
+        Outcome {
+            code,
+            stdout: String::new(),
+            stderr,
+        }
+    }
+}
+
+/// Run one command line (`argv[0]` is the program name) against `daemon`.
+///
+/// Nothing is sent when the command line is invalid.
+pub fn run(argv: &[String], daemon: &mut dyn Daemon) -> Outcome {
+    let program = argv.first().map_or("lvsadm", String::as_str);
+    let inv = match args::parse(argv) {
+        Ok(inv) => inv,
+        Err(e) => return Outcome::err(e.code, &e.message),
+    };
+    let socket = inv.socket.as_deref();
+    let change = |daemon: &mut dyn Daemon, request: Request| match daemon.call(socket, request) {
+        Ok(Reply::Ok) => Outcome::ok(String::new()),
+        Ok(Reply::Error { message }) => Outcome::err(EXIT_REFUSED, &message),
+        Ok(other) => Outcome::err(EXIT_REFUSED, &unexpected(&other)),
+        Err(DaemonError::Unreachable(m)) => Outcome::err(EXIT_UNREACHABLE, &m),
+        Err(DaemonError::Failed(m)) => Outcome::err(EXIT_REFUSED, &m),
+    };
+    match inv.command {
+        Command::Help => Outcome::ok(help(program)),
+        Command::Version => Outcome::ok(version()),
+        Command::AddService(service) => change(daemon, Request::AddService { service }),
+        Command::EditService(service) => change(daemon, Request::EditService { service }),
+        Command::DeleteService(key) => change(daemon, Request::DeleteService { key }),
+        Command::Clear => change(daemon, Request::Clear),
+        Command::AddDest { key, dest } => change(daemon, Request::AddDest { key, dest }),
+        Command::EditDest { key, dest } => change(daemon, Request::EditDest { key, dest }),
+        Command::DeleteDest { key, addr, port } => {
+            change(daemon, Request::DeleteDest { key, addr, port })
+        }
+        Command::SetTimeouts { tcp, tcpfin, udp } => {
+            change(daemon, Request::SetTimeouts { tcp, tcpfin, udp })
+        }
+        Command::Zero(None) => change(daemon, Request::Zero),
+        Command::Zero(Some(_)) => Outcome::err(
+            args::EXIT_INVALID,
+            "zeroing the counters of one service is not supported by lvsd yet (use -Z without a service to zero all)",
+        ),
+        Command::List { what, format } => list(daemon, socket, what, &format),
+    }
+}
+
+fn list(
+    daemon: &mut dyn Daemon,
+    socket: Option<&Path>,
+    what: ListWhat,
+    format: &Format,
+) -> Outcome {
+    let request = match what {
+        ListWhat::All | ListWhat::Service(_) => Request::List,
+        ListWhat::Connections => Request::Connections,
+        ListWhat::Timeouts => Request::Timeouts,
+    };
+    let reply = match daemon.call(socket, request) {
+        Ok(Reply::Error { message }) => return Outcome::err(EXIT_LIST_FAILED, &message),
+        Ok(reply) => reply,
+        Err(DaemonError::Unreachable(m)) => return Outcome::err(EXIT_UNREACHABLE, &m),
+        Err(DaemonError::Failed(m)) => return Outcome::err(EXIT_LIST_FAILED, &m),
+    };
+    match (what, reply) {
+        (
+            ListWhat::All,
+            Reply::Services {
+                table_size,
+                services,
+            },
+        ) => Outcome::ok(render::list_all(table_size, &services, format)),
+        (ListWhat::Service(key), Reply::Services { services, .. }) => {
+            match services.iter().find(|s| s.config.key == key) {
+                Some(s) => Outcome::ok(render::list_service(s, format)),
+                // ipvs_strerror(ESRCH) for ipvs_get_service, then exit(1).
+                None => Outcome::err(
+                    EXIT_LIST_FAILED,
+                    &format!(
+                        "No such service ({}; see lvsadm -L -n for the services)",
+                        render::service_name(&key)
+                    ),
+                ),
+            }
+        }
+        (ListWhat::Connections, Reply::Connections { conns }) => {
+            Outcome::ok(render::connections(&conns, format))
+        }
+        (ListWhat::Timeouts, Reply::Timeouts { tcp, tcpfin, udp }) => {
+            Outcome::ok(render::timeouts(tcp, tcpfin, udp))
+        }
+        (_, other) => Outcome::err(EXIT_LIST_FAILED, &unexpected(&other)),
+    }
+}
+
+fn unexpected(reply: &Reply) -> String {
+    format!("unexpected answer from lvsd: {reply:?} (are lvsadm and lvsd the same version?)")
+}
+
+/// `-v`: ipvsadm's line, naming what this tool speaks.
+pub fn version() -> String {
+    format!(
+        "lvsadm v{} (ipvsadm v1.31 syntax, IPVS v{}, lvsd control protocol {})\n",
+        env!("CARGO_PKG_VERSION"),
+        render::IPVS_VERSION,
+        lvs_api::VERSION
+    )
+}
+
+/// `-h`: ipvsadm's usage, limited to what lvsadm supports.
+pub fn help(program: &str) -> String {
+    let p = program;
+    let mut s = version();
+    s.push_str(&format!(
+        "Usage:
+  {p} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]
+  {p} -D virtual-service
+  {p} -C
+  {p} -a|e virtual-service -r server-address [options]
+  {p} -d virtual-service -r server-address
+  {p} -L|l [virtual-service] [options]
+  {p} -Z
+  {p} --set tcp tcpfin udp
+  {p} -h
+
+Commands:
+Either long or short options are allowed.
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options
+  --delete-service  -D        delete virtual service
+  --clear           -C        clear the whole table
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options
+  --delete-server   -d        delete real server
+  --list            -L|-l     list the table
+  --zero            -Z        zero counters in all services
+  --set tcp tcpfin udp        set connection timeout values (seconds, 0 keeps a value)
+  --help            -h        display this help message
+  --version         -v        display the version
+
+virtual-service:
+  --tcp-service|-t  service-address   service-address is address[:port]
+  --udp-service|-u  service-address   service-address is address[:port]
+  --sctp-service    service-address   service-address is address[:port]
+  --fwmark-service|-f fwmark          fwmark is an integer greater than zero
+  (addresses are numeric: 10.0.0.1:80 or [2001:db8::1]:80; names are not resolved yet)
+
+Options:
+  --ipv6         -6                   fwmark entry uses IPv6
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos,
+                                      the default scheduler is wlc.
+  --persistent   -p [timeout]         persistent service (default timeout 300 seconds)
+  --netmask      -M netmask           persistent granularity mask
+  --real-server  -r server-address    server-address is address (and port)
+  --gatewaying   -g                   gatewaying (direct routing) (default)
+  --ipip         -i                   ipip encapsulation (tunneling)
+  --masquerading -m                   masquerading (NAT)
+  --weight       -w weight            capacity of real server (0..65535, default 1)
+  --u-threshold  -x uthreshold        upper threshold of connections
+  --l-threshold  -y lthreshold        lower threshold of connections
+  --connection   -c                   output of current IPVS connections
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --stats                             output of statistics information
+  --exact                             expand numbers (display exact values)
+  --thresholds                        output of thresholds information
+  --persistent-conn                   output of persistent connection info
+  --nosort                            disable sorting output of service/server entries
+  --sort                              does nothing, for backwards compatibility
+  --ops          -o                   one-packet scheduling
+  --numeric      -n                   numeric output of addresses and ports
+                                      (output is always numeric for now)
+  --sched-flags  -b flags             scheduler flags (comma-separated): sh-fallback,
+                                      sh-port, mh-fallback, mh-port, flag-1, flag-2, flag-3
+  --socket PATH                       lvsd's control socket (else ${env}, else {default})
+
+Exit status: 0 done; 2 invalid command line or lvsd unreachable; 255 unknown option,
+missing command, or lvsd refused the change; 1 a listing failed.
+",
+        env = lvs_api::SOCKET_ENV,
+        default = lvs_api::DEFAULT_SOCKET,
+    ));
+    s
+}

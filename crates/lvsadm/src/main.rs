@@ -1,0 +1,40 @@
+//! `lvsadm`: ipvsadm's command line for lvsd. See the library for the work.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::Path;
+
+use lvs_api::{Client, ClientError, Reply, Request};
+use lvsadm::{Daemon, DaemonError};
+
+/// The real control socket, connected on first use.
+#[derive(Default)]
+struct SocketDaemon {
+    client: Option<Client>,
+}
+
+impl Daemon for SocketDaemon {
+    fn call(&mut self, socket: Option<&Path>, request: Request) -> Result<Reply, DaemonError> {
+        if self.client.is_none() {
+            let path = lvs_api::socket_path(socket);
+            let client =
+                Client::connect(&path).map_err(|e| DaemonError::Unreachable(e.to_string()))?;
+            self.client = Some(client);
+        }
+        let client = self.client.as_mut().expect("connected above");
+        client.call(request).map_err(|e| match e {
+            ClientError::Io(..) | ClientError::Protocol(_) => DaemonError::Failed(e.to_string()),
+        })
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let outcome = lvsadm::run(&argv, &mut SocketDaemon::default());
+    // Output errors (a closed pipe) are not worth a panic; the exit status still tells.
+    let _ = std::io::stdout().write_all(outcome.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
+    std::process::exit(outcome.code);
+}

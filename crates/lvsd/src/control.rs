@@ -1,0 +1,146 @@
+//! The control socket: one JSON request per line in, one reply per line out.
+//!
+//! Root only (the socket is mode 0600 in a root-owned directory). Each client gets a thread;
+//! requests go to the data path worker, which applies them between packet batches; after a
+//! change the steering rules are brought in line before the reply is written.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use lvs_api::{Reply, parse_request};
+use tracing::{info, warn};
+
+use crate::dataplane::{Command, is_change};
+use crate::steering;
+
+/// Shared by the client threads.
+pub struct Control {
+    /// To the worker.
+    pub commands: Mutex<Sender<Command>>,
+    /// Wakes the worker when a command is queued.
+    pub wake: Mutex<UnixStream>,
+    /// Interfaces the steering rules cover.
+    pub devices: Vec<String>,
+    /// Serialises steering updates.
+    pub steering: Mutex<()>,
+}
+
+impl Control {
+    /// Send a request to the worker and wait for the reply; apply steering after a change.
+    pub fn call(&self, req: lvs_api::Request) -> Reply {
+        let (tx, rx) = channel();
+        let change = is_change(&req);
+        let summary = if change {
+            Some(format!("{req:?}"))
+        } else {
+            None
+        };
+        if self
+            .commands
+            .lock()
+            .map(|c| c.send(Command::Api(req, tx)))
+            .is_err()
+        {
+            return Reply::Error {
+                message: "lvsd is shutting down".into(),
+            };
+        }
+        if let Ok(mut w) = self.wake.lock() {
+            let _ = w.write_all(&[1]);
+        }
+        let Ok((reply, spec)) = rx.recv_timeout(Duration::from_secs(10)) else {
+            return Reply::Error {
+                message: "the data path did not answer in 10 s".into(),
+            };
+        };
+        if let Some(spec) = spec {
+            let _guard = self.steering.lock();
+            if let Err(e) = steering::apply(&spec, &self.devices) {
+                warn!(error = %e, "steering update failed");
+                return Reply::Error {
+                    message: format!("change applied, but the kernel steering failed: {e:#}"),
+                };
+            }
+            if let Some(s) = summary {
+                info!(change = %s, "configuration applied");
+            }
+        }
+        reply
+    }
+}
+
+/// Bind the control socket: create the directory, refuse to steal a live daemon's socket,
+/// remove a stale one, set mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!(
+                "another lvsd is already listening on {} (stop it, or pass --socket)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accept clients until `stop` is set.
+pub fn serve(listener: UnixListener, control: Arc<Control>, stop: Arc<AtomicBool>, path: PathBuf) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let c = Arc::clone(&control);
+                std::thread::spawn(move || client(stream, &c));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn client(stream: UnixStream, control: &Control) {
+    let _ = stream.set_nonblocking(false);
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match parse_request(&line) {
+            Ok(req) => control.call(req),
+            Err(message) => Reply::Error { message },
+        };
+        let mut text = serde_json::to_string(&reply)
+            .unwrap_or_else(|_| r#"{"result":"error","message":"internal"}"#.into());
+        text.push('\n');
+        if out.write_all(text.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `lvsd`: the LVS director daemon.
+//!
+//! Runs in the foreground (systemd `Type=simple`), serves every non-loopback interface of its
+//! network namespace unless `--interface` narrows it, takes the virtual services' traffic
+//! from the kernel (see [`steering`]), forwards it with NAT, DR or Tun, and answers
+//! `lvsadm` on its control socket. SIGTERM or SIGINT stops it and removes every rule it
+//! installed.
+#![forbid(unsafe_code)]
+
+mod config;
+mod control;
+mod dataplane;
+mod netsync;
+mod steering;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use lvs_core::director::Settings;
+use lvs_core::{Director, Time};
+use lvs_io::{AfPacket, AfPacketConfig};
+use tracing::{error, info, warn};
+
+/// The LVS director daemon.
+#[derive(Parser, Debug)]
+#[command(
+    name = "lvsd",
+    version,
+    about = "Linux Virtual Server director: NAT, direct routing and IP tunnelling in user space"
+)]
+struct Args {
+    /// Control socket path.
+    #[arg(long, env = "LVSD_SOCKET", default_value = lvs_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Interface to serve (repeatable). Default: every non-loopback interface.
+    #[arg(long = "interface", short = 'i')]
+    interfaces: Vec<String>,
+    /// Most connection entries kept (ipvsadm's table size).
+    #[arg(long, default_value_t = 1 << 20)]
+    conn_limit: usize,
+    /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
+    #[arg(long, env = "LVSD_LOG", default_value = "info")]
+    log: String,
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        u64::from_le_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |d| d.as_nanos() as u64)
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(args) {
+        error!("{e:#}");
+        eprintln!("lvsd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn served_interfaces(names: &[String]) -> Result<Vec<(u32, String)>> {
+    if names.is_empty() {
+        let all = lvs_io::iface::interfaces().context("cannot list interfaces")?;
+        if all.is_empty() {
+            bail!("no non-loopback interface to serve in this network namespace");
+        }
+        return Ok(all.into_iter().map(|i| (i.index, i.name)).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            lvs_io::iface::ifindex(n)
+                .map(|i| (i, n.clone()))
+                .with_context(|| format!("no interface named '{n}' (see `ip link`)"))
+        })
+        .collect()
+}
+
+fn run(args: Args) -> Result<()> {
+    let start = Instant::now();
+    let ifaces = served_interfaces(&args.interfaces)?;
+    let names: Vec<String> = ifaces.iter().map(|(_, n)| n.clone()).collect();
+    let indexes: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
+    }
+
+    let mut sockets = Vec::new();
+    for (index, name) in &ifaces {
+        let s = AfPacket::open(*index, &AfPacketConfig::default()).with_context(|| {
+            format!("cannot open AF_PACKET socket on {name} (lvsd needs root / CAP_NET_RAW)")
+        })?;
+        sockets.push(s);
+    }
+
+    // Replace whatever a crashed predecessor left, then start with no rule.
+    steering::apply(&steering::Spec::default(), &names)
+        .context("cannot install kernel steering")?;
+
+    let settings = Settings {
+        conn_limit: args.conn_limit,
+        hash_seed: random_seed(),
+        sched_seed: random_seed(),
+        ..Settings::default()
+    };
+    let mut director = Director::new(settings, Time::ZERO);
+    let mut local = std::collections::BTreeSet::new();
+    match netsync::snapshot(&indexes) {
+        Ok((t, l)) => {
+            director.net = t;
+            local = l;
+        }
+        Err(e) => warn!(error = %e, "cannot read the kernel's tables yet"),
+    }
+
+    let (cmd_tx, cmd_rx) = channel();
+    let (res_tx, res_rx) = channel();
+    let (wake_tx, wake_rx) = UnixStream::pair().context("socketpair")?;
+    let wake = Arc::new(Mutex::new(wake_tx.try_clone()?));
+
+    let worker = {
+        let dp = dataplane::Dataplane::new(
+            director,
+            local,
+            sockets,
+            cmd_rx,
+            wake_rx,
+            Arc::clone(&stop),
+            start,
+            res_tx,
+        );
+        std::thread::Builder::new()
+            .name("lvsd-dataplane".into())
+            .spawn(move || dp.run())?
+    };
+    let sync = {
+        let (c, w, s, idx) = (
+            cmd_tx.clone(),
+            Arc::clone(&wake),
+            Arc::clone(&stop),
+            indexes.clone(),
+        );
+        std::thread::Builder::new()
+            .name("lvsd-netsync".into())
+            .spawn(move || netsync::run(idx, c, w, res_rx, s))?
+    };
+
+    let listener = control::bind(&args.socket)?;
+    let control = Arc::new(control::Control {
+        commands: Mutex::new(cmd_tx),
+        wake: Mutex::new(wake_tx),
+        devices: names.clone(),
+        steering: Mutex::new(()),
+    });
+    info!(socket = %args.socket.display(), interfaces = ?names, "lvsd started");
+    let server = {
+        let (c, s, p) = (Arc::clone(&control), Arc::clone(&stop), args.socket.clone());
+        std::thread::Builder::new()
+            .name("lvsd-control".into())
+            .spawn(move || control::serve(listener, c, s, p))?
+    };
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    info!("stopping");
+    let _ = server.join();
+    if let Ok(mut w) = control.wake.lock() {
+        use std::io::Write;
+        let _ = w.write_all(&[1]);
+    }
+    let _ = worker.join();
+    let _ = sync.join();
+    let _guard = control.steering.lock();
+    steering::remove().context("cannot remove the kernel steering rules")?;
+    let _ = std::fs::remove_file(&args.socket);
+    info!("stopped; steering rules removed");
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Keeps the core's view of interfaces, routes and neighbours in step with the kernel.
+//!
+//! A thread dumps the kernel's tables over rtnetlink at start, again whenever the netlink
+//! monitor reports a change (and at least every few seconds), and sends the result to the
+//! worker. Addresses the core could not resolve come back on a channel and are handed to the
+//! kernel's neighbour machinery; the next dump carries their MAC.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use lvs_core::net::{Interface, NetTable, Route};
+use lvs_io::netlink::{self, Monitor, Snapshot};
+use lvs_wire::ethernet::EthernetAddress;
+use tracing::{debug, warn};
+
+use crate::dataplane::Command;
+
+/// Build the core's table from a kernel snapshot, for the interfaces lvsd serves.
+pub fn table(snap: &Snapshot, served: &[u32]) -> (NetTable, BTreeSet<IpAddr>) {
+    let mut t = NetTable::default();
+    let local: BTreeSet<IpAddr> = snap.addrs.iter().map(|a| a.addr).collect();
+    for l in snap.links.iter().filter(|l| served.contains(&l.ifindex)) {
+        t.set_interface(Interface {
+            ifindex: l.ifindex,
+            name: l.name.clone(),
+            mac: EthernetAddress(l.mac.unwrap_or_default()),
+            mtu: l.mtu.min(u32::from(u16::MAX)) as u16,
+            addrs: snap
+                .addrs
+                .iter()
+                .filter(|a| a.ifindex == l.ifindex)
+                .map(|a| a.addr)
+                .collect(),
+        });
+    }
+    let routes = snap
+        .routes
+        .iter()
+        .filter(|r| served.contains(&r.ifindex))
+        .map(|r| Route {
+            prefix: r.dst,
+            len: r.dst_len,
+            ifindex: r.ifindex,
+            gateway: r.gateway,
+            src: r.prefsrc,
+        })
+        .collect();
+    t.set_routes(routes);
+    for n in &snap.neighbours {
+        if let Some(mac) = n.mac
+            && served.contains(&n.ifindex)
+        {
+            t.set_neighbour(n.addr, n.ifindex, EthernetAddress(mac));
+        }
+    }
+    (t, local)
+}
+
+/// One dump, converted.
+pub fn snapshot(served: &[u32]) -> Result<(NetTable, BTreeSet<IpAddr>)> {
+    let snap = netlink::dump()?;
+    Ok(table(&snap, served))
+}
+
+/// Run until `stop`: push fresh tables to the worker, resolve what it asks for.
+pub fn run(
+    served: Vec<u32>,
+    commands: Sender<Command>,
+    wake: Arc<Mutex<UnixStream>>,
+    resolve: Receiver<(u32, IpAddr)>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut monitor = match Monitor::open() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!(error = %e, "netlink monitor unavailable; polling the kernel tables every second");
+            None
+        }
+    };
+    let mut last = Instant::now();
+    let mut pending_resolution = false;
+    while !stop.load(Ordering::Relaxed) {
+        let changed = match monitor.as_mut() {
+            Some(m) => m.wait(Duration::from_millis(100)).unwrap_or(true),
+            None => {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        };
+        let mut asked = false;
+        while let Ok((ifindex, addr)) = resolve.try_recv() {
+            asked = true;
+            if let Err(e) = netlink::resolve(ifindex, addr) {
+                debug!(%addr, error = %e, "neighbour resolution request failed");
+            }
+        }
+        pending_resolution |= asked;
+        let due = last.elapsed() >= Duration::from_secs(if pending_resolution { 0 } else { 5 });
+        if !(changed || due) {
+            continue;
+        }
+        if pending_resolution && !changed {
+            // Give ARP a moment before the next dump.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match snapshot(&served) {
+            Ok((table, local)) => {
+                pending_resolution = false;
+                last = Instant::now();
+                if commands.send(Command::Net(Box::new(table), local)).is_err() {
+                    return;
+                }
+                if let Ok(mut w) = wake.lock() {
+                    let _ = w.write_all(&[1]);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the kernel's routing tables"),
+        }
+    }
+}

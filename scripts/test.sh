@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/property/simulation tests, and (as root) the
+# end-to-end tests in network namespaces. Run as root on a Debian machine with Rust.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ]; then
+  scripts/install-deps.sh
+else
+  echo "not root: end-to-end tests will be skipped" >&2
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast
