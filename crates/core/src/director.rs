@@ -164,6 +164,8 @@ pub struct Director {
     settings: Settings,
     counters: Counters,
     ip_ident: u16,
+    /// Reused by `expire` so that expiring does not allocate once warmed up.
+    expired: Vec<Conn>,
 }
 
 impl Director {
@@ -182,6 +184,7 @@ impl Director {
             settings,
             counters: Counters::default(),
             ip_ident: 1,
+            expired: Vec::with_capacity(1024),
         }
     }
 
@@ -300,12 +303,13 @@ impl Director {
 
     /// Expire the connections whose time has come. Call it regularly (every tick, 250 ms).
     pub fn expire(&mut self, now: Time) -> usize {
-        let mut gone: Vec<(ConnId, Conn)> = Vec::new();
-        self.conns.expire(now, |id, c| gone.push((id, c)));
+        let mut gone = std::mem::take(&mut self.expired);
+        self.conns.expire(now, |_, c| gone.push(c));
         let n = gone.len();
-        for (_, c) in gone {
+        for c in gone.drain(..) {
             self.unbind(&c);
         }
+        self.expired = gone;
         self.counters.conns_expired += n as u64;
         n
     }
@@ -871,7 +875,7 @@ impl Director {
                     hop.dst_mac,
                     ethernet::ethertype::IPV4,
                 );
-                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f, 0))
+                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f))
             }
             ForwardMethod::DirectRoute => {
                 if !hop.on_link {
@@ -886,23 +890,15 @@ impl Director {
                     hop.dst_mac,
                     ethernet::ethertype::IPV4,
                 );
-                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f, 0))
+                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f))
             }
             ForwardMethod::Tunnel => self.tunnel(meta, buf, start, f, rip, hop),
         }
     }
 
-    fn tx(
-        &self,
-        ifindex: u32,
-        start: usize,
-        len: usize,
-        meta: &RxMeta,
-        f: Flow,
-        shift: usize,
-    ) -> Tx {
+    fn tx(&self, ifindex: u32, start: usize, len: usize, meta: &RxMeta, f: Flow) -> Tx {
         let csum = meta.csum_partial.then(|| CsumOffload {
-            start: (ETH + shift + f.ihl) as u16,
+            start: (ETH + f.ihl) as u16,
             offset: match f.proto {
                 Protocol::Tcp => rewrite::TCP_CHECKSUM_OFFSET as u16,
                 _ => rewrite::UDP_CHECKSUM_OFFSET as u16,
@@ -984,6 +980,11 @@ impl Director {
             return Verdict::Drop(DropReason::NoHeadroom);
         };
         let inner_at = new_start + ETH + TUN_OVERHEAD;
+        if meta.csum_partial {
+            // The receiver decapsulates; no NIC will finish this checksum after us.
+            let l4 = &mut buf[inner_at + f.ihl..inner_at + f.ip_len];
+            rewrite::complete_partial_checksum(l4, f.proto.number());
+        }
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let ident = self.ip_ident;
         let (head, inner) = buf.split_at_mut(inner_at);
@@ -1005,7 +1006,13 @@ impl Director {
             ethernet::ethertype::IPV4,
         );
         let len = ETH + TUN_OVERHEAD + f.ip_len;
-        Verdict::Transmit(self.tx(hop.ifindex, new_start, len, meta, f, TUN_OVERHEAD))
+        Verdict::Transmit(Tx {
+            ifindex: hop.ifindex,
+            start: new_start,
+            len,
+            csum: None,
+            gso: None,
+        })
     }
 
     fn interface_v4(&self, ifindex: u32) -> Option<IpAddr> {
@@ -1065,7 +1072,7 @@ impl Director {
             hop.dst_mac,
             ethernet::ethertype::IPV4,
         );
-        Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f, 0))
+        Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f))
     }
 
     /// ICMP: errors quoting a tracked connection go to the right side; the rest is the

@@ -205,3 +205,23 @@ pub fn fill_icmp_checksum(icmp: &mut [u8]) {
     let c = checksum::checksum(icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
 }
+
+/// Finish a partial (`CHECKSUM_PARTIAL`) transport checksum in software: the field holds the
+/// pseudo-header seed, so the one's-complement sum of the whole segment with the seed in
+/// place, complemented, is the checksum. Needed where no NIC will finish it (a packet
+/// wrapped in IP-in-IP is decapsulated by a receiver that never sees the offload request).
+pub fn complete_partial_checksum(l4: &mut [u8], proto: u8) {
+    let at = match proto {
+        protocol::TCP => TCP_CHECKSUM_OFFSET,
+        protocol::UDP => UDP_CHECKSUM_OFFSET,
+        _ => return,
+    };
+    if l4.len() < at + 2 {
+        return;
+    }
+    let mut c = !checksum::fold(checksum::sum(l4));
+    if proto == protocol::UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}

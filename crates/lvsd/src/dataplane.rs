@@ -154,6 +154,7 @@ impl Dataplane {
             match self.commands.try_recv() {
                 Ok(Command::Api(req, reply)) => {
                     let changes = is_change(&req);
+                    self.warn_if_vip_not_local(&req);
                     let answer = self.api(req);
                     let spec = (changes && matches!(answer, Reply::Ok))
                         .then(|| Spec::of(&self.director, &self.local));
@@ -168,6 +169,29 @@ impl Dataplane {
                     self.stop.store(true, Ordering::Relaxed);
                     return;
                 }
+            }
+        }
+    }
+
+    /// As with IPVS, the VIP is an address the operator (or keepalived) puts on the
+    /// director; without it nobody answers ARP for it and no traffic arrives.
+    fn warn_if_vip_not_local(&self, req: &Request) {
+        let keys: Vec<&lvs_core::types::ServiceKey> = match req {
+            Request::AddService { service } | Request::EditService { service } => vec![&service.key],
+            Request::Batch { requests } => requests
+                .iter()
+                .filter_map(|r| match r {
+                    Request::AddService { service } => Some(&service.key),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for key in keys {
+            if let lvs_core::types::ServiceKey::Addr { addr, .. } = key
+                && !self.local.contains(addr)
+            {
+                warn!(vip = %addr, "virtual IP is not an address of this host: add it (ip addr add {addr}/32 dev IFACE) or no traffic will reach the service");
             }
         }
     }

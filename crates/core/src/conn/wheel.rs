@@ -38,7 +38,8 @@ impl TimerWheel {
         let slots = slots.max(1);
         let tick_nanos = tick_nanos.max(1);
         TimerWheel {
-            slots: (0..slots).map(|_| Vec::new()).collect(),
+            // A little room per slot up front, so filing a timer rarely allocates.
+            slots: (0..slots).map(|_| Vec::with_capacity(4)).collect(),
             tick_nanos,
             current: now.as_nanos() / tick_nanos,
             scratch: Vec::new(),
