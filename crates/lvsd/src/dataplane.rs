@@ -177,7 +177,9 @@ impl Dataplane {
     /// director; without it nobody answers ARP for it and no traffic arrives.
     fn warn_if_vip_not_local(&self, req: &Request) {
         let keys: Vec<&lvs_core::types::ServiceKey> = match req {
-            Request::AddService { service } | Request::EditService { service } => vec![&service.key],
+            Request::AddService { service } | Request::EditService { service } => {
+                vec![&service.key]
+            }
             Request::Batch { requests } => requests
                 .iter()
                 .filter_map(|r| match r {
