@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lvs_core::service::{DestConfig, ServiceConfig};
-use lvs_core::stats::Stats;
+use lvs_core::stats::{Rates, Stats};
 use lvs_core::types::{ForwardMethod, Protocol, ServiceKey};
 use serde::{Deserialize, Serialize};
 
@@ -114,8 +114,12 @@ pub enum Request {
     },
     /// Current timeouts (`-L --timeout`).
     Timeouts,
-    /// `-Z`.
-    Zero,
+    /// `-Z`: zero counters of one service, or of all.
+    Zero {
+        /// The service; all when absent.
+        #[serde(default)]
+        key: Option<ServiceKey>,
+    },
     /// Apply all of these or none.
     Batch {
         /// The changes, applied in order.
@@ -173,6 +177,9 @@ pub struct ServiceInfo {
     pub config: ServiceConfig,
     /// Counters.
     pub stats: Stats,
+    /// Rates (IPVS estimator).
+    #[serde(default)]
+    pub rates: Rates,
     /// Real servers.
     pub dests: Vec<DestInfo>,
 }
@@ -192,6 +199,9 @@ pub struct DestInfo {
     pub overloaded: bool,
     /// Counters.
     pub stats: Stats,
+    /// Rates (IPVS estimator).
+    #[serde(default)]
+    pub rates: Rates,
 }
 
 /// A connection entry as listed (`ipvsadm -L -c`).

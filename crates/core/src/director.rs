@@ -166,6 +166,8 @@ pub struct Director {
     ip_ident: u16,
     /// Reused by `expire` so that expiring does not allocate once warmed up.
     expired: Vec<Conn>,
+    /// When the rate estimators tick next.
+    next_estimate: Time,
 }
 
 impl Director {
@@ -185,6 +187,7 @@ impl Director {
             counters: Counters::default(),
             ip_ident: 1,
             expired: Vec::with_capacity(1024),
+            next_estimate: now + crate::stats::ESTIMATOR_PERIOD,
         }
     }
 
@@ -274,20 +277,28 @@ impl Director {
         self.services.del_dest(key, addr, port)
     }
 
-    /// `-Z`: zero the counters of every service and real server.
-    pub fn zero_stats(&mut self) {
-        let slots: Vec<u32> = self.services.iter().map(|(s, _)| s).collect();
-        for slot in slots {
-            if let Some(svc) = self.services.get_mut(slot) {
-                svc.stats = Stats::default();
-                let n = svc.dests().len() as u32;
-                for i in 0..n * 2 + 1 {
-                    if let Some(d) = svc.dest_mut(i) {
-                        d.stats = Stats::default();
+    /// `-Z`: zero the counters of every service and real server, or of one service.
+    pub fn zero_stats(&mut self, key: Option<&ServiceKey>) -> Result<(), ConfigError> {
+        match key {
+            Some(k) => {
+                let slot = self
+                    .services
+                    .find(k)
+                    .ok_or(ConfigError::NoSuchService(*k))?;
+                if let Some(s) = self.services.get_mut(slot) {
+                    s.zero();
+                }
+            }
+            None => {
+                let slots: Vec<u32> = self.services.iter().map(|(s, _)| s).collect();
+                for slot in slots {
+                    if let Some(s) = self.services.get_mut(slot) {
+                        s.zero();
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Totals over every service.
@@ -303,6 +314,10 @@ impl Director {
 
     /// Expire the connections whose time has come. Call it regularly (every tick, 250 ms).
     pub fn expire(&mut self, now: Time) -> usize {
+        while now >= self.next_estimate {
+            self.services.tick_estimators();
+            self.next_estimate = self.next_estimate + crate::stats::ESTIMATOR_PERIOD;
+        }
         let mut gone = std::mem::take(&mut self.expired);
         self.conns.expire(now, |_, c| gone.push(c));
         let n = gone.len();

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::stats::Stats;
+use crate::stats::{Estimator, Stats};
 use crate::types::ForwardMethod;
 
 /// Largest weight a real server may have (ipvsadm accepts 0..=65535).
@@ -60,6 +60,8 @@ pub struct Dest {
     pub overloaded: bool,
     /// Traffic counters.
     pub stats: Stats,
+    /// Rate estimator over `stats`.
+    pub est: Estimator,
 }
 
 impl Dest {
@@ -72,6 +74,7 @@ impl Dest {
             persistent: 0,
             overloaded: false,
             stats: Stats::default(),
+            est: Estimator::default(),
         }
     }
 
@@ -244,6 +247,8 @@ pub struct Service {
     scheduler: Box<dyn Scheduler>,
     /// Traffic counters of the service.
     pub stats: Stats,
+    /// Rate estimator over `stats`.
+    pub est: Estimator,
     deleted: bool,
     refs: u32,
 }
@@ -260,6 +265,7 @@ impl Service {
             slot_pos: Vec::new(),
             scheduler,
             stats: Stats::default(),
+            est: Estimator::default(),
             deleted: false,
             refs: 0,
         }
@@ -310,6 +316,31 @@ impl Service {
             SlotPos::Live(i) => self.dests.get_mut(i as usize),
             SlotPos::Trash(i) => self.trash.get_mut(i as usize).map(|(_, d)| d),
             SlotPos::Free => None,
+        }
+    }
+
+    /// Run one estimator tick over the service and its real servers.
+    pub(crate) fn tick_estimators(&mut self) {
+        self.est.tick(&self.stats);
+        for d in &mut self.dests {
+            d.est.tick(&d.stats);
+        }
+        for (_, d) in &mut self.trash {
+            d.est.tick(&d.stats);
+        }
+    }
+
+    /// Zero counters and rates of the service and its real servers (`-Z`).
+    pub fn zero(&mut self) {
+        self.stats = Stats::default();
+        self.est = Estimator::default();
+        for d in self
+            .dests
+            .iter_mut()
+            .chain(self.trash.iter_mut().map(|(_, d)| d))
+        {
+            d.stats = Stats::default();
+            d.est = Estimator::default();
         }
     }
 
@@ -654,6 +685,13 @@ impl ServiceTable {
         self.slots[slot as usize]
             .as_mut()
             .ok_or(ConfigError::NoSuchService(*key))
+    }
+
+    /// Run one estimator tick everywhere.
+    pub(crate) fn tick_estimators(&mut self) {
+        for s in self.slots.iter_mut().flatten() {
+            s.tick_estimators();
+        }
     }
 
     /// Keys of every live service.

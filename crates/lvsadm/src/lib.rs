@@ -126,11 +126,7 @@ pub fn run(argv: &[String], daemon: &mut dyn Daemon) -> Outcome {
         Command::SetTimeouts { tcp, tcpfin, udp } => {
             change(daemon, Request::SetTimeouts { tcp, tcpfin, udp })
         }
-        Command::Zero(None) => change(daemon, Request::Zero),
-        Command::Zero(Some(_)) => Outcome::err(
-            args::EXIT_INVALID,
-            "zeroing the counters of one service is not supported by lvsd yet (use -Z without a service to zero all)",
-        ),
+        Command::Zero(key) => change(daemon, Request::Zero { key }),
         Command::List { what, format } => list(daemon, socket, what, &format),
     }
 }

@@ -60,6 +60,7 @@ fn dest(
         persistent: 0,
         overloaded: false,
         stats: Stats::default(),
+        rates: Default::default(),
     }
 }
 
@@ -67,6 +68,7 @@ fn service(config: ServiceConfig, dests: Vec<DestInfo>) -> ServiceInfo {
     ServiceInfo {
         config,
         stats: Stats::default(),
+        rates: Default::default(),
         dests,
     }
 }
@@ -473,11 +475,6 @@ const BAD: &[(&str, &str, i32)] = &[
         2,
     ),
     ("-C now", "unexpected argument now", 2),
-    (
-        "-Z -t 10.0.0.1:80",
-        "zeroing the counters of one service is not supported",
-        2,
-    ),
     ("-L --bogus", "--bogus: unknown option", 255),
     ("-L -Q", "-Q: unknown option", 255),
     ("-A -t", "-t: missing argument", 255),
@@ -673,7 +670,11 @@ fn requests_of_typical_service_commands() {
     );
     assert_eq!(sent_by("-C"), Request::Clear);
     assert_eq!(sent_by("--clear"), Request::Clear);
-    assert_eq!(sent_by("-Z"), Request::Zero);
+    assert_eq!(sent_by("-Z"), Request::Zero { key: None });
+    assert!(matches!(
+        sent_by("-Z -t 10.0.0.1:80"),
+        Request::Zero { key: Some(_) }
+    ));
     assert_eq!(
         sent_by("--set 900 120 300"),
         Request::SetTimeouts {

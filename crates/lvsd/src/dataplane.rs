@@ -1,4 +1,4 @@
-//! The data path worker: one thread owning the [`Director`] and the AF_PACKET sockets.
+//! The data path workers: threads sharing the [`Director`], each with AF_PACKET sockets.
 //!
 //! Loop: wait for frames on any served interface (or a command), hand each frame to the
 //! core, queue what it says to transmit, flush in batches; between batches apply control
@@ -9,9 +9,9 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lvs_api::{ConnInfo, CountersInfo, DestInfo, Reply, Request, ServiceInfo};
@@ -42,80 +42,118 @@ const TICK: Duration = Duration::from_millis(250);
 /// Largest number of segments one super-frame is cut into.
 const MAX_SEGS: usize = 64;
 
-/// The worker's state.
-pub struct Dataplane {
-    director: Director,
-    sockets: Vec<AfPacket>,
-    commands: Receiver<Command>,
-    wake: UnixStream,
-    stop: Arc<AtomicBool>,
-    start: Instant,
-    local: BTreeSet<IpAddr>,
-    resolve: Sender<(u32, IpAddr)>,
-    arena: Vec<u8>,
-    segs: Vec<Segment>,
-    tx_errors: u64,
+/// State shared by the workers.
+pub struct Shared {
+    /// The core. Workers lock it for one receive batch at a time.
+    pub director: Mutex<Director>,
+    /// Frames the TX path could not queue or segment.
+    pub tx_errors: AtomicU64,
+    /// Origin of the core's clock.
+    pub start: Instant,
+    /// Set to stop every worker.
+    pub stop: Arc<AtomicBool>,
 }
 
-impl Dataplane {
-    /// A worker for these sockets.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        director: Director,
-        local: BTreeSet<IpAddr>,
-        sockets: Vec<AfPacket>,
-        commands: Receiver<Command>,
-        wake: UnixStream,
-        stop: Arc<AtomicBool>,
-        start: Instant,
-        resolve: Sender<(u32, IpAddr)>,
-    ) -> Dataplane {
-        Dataplane {
-            director,
-            sockets,
-            commands,
-            wake,
-            stop,
-            start,
-            local,
-            resolve,
-            arena: vec![0u8; 256 * 1024],
-            segs: vec![Segment::default(); MAX_SEGS],
-            tx_errors: 0,
-        }
-    }
-
+impl Shared {
     fn now(&self) -> Time {
         Time::from_nanos(self.start.elapsed().as_nanos() as u64)
+    }
+}
+
+/// What only the first worker has: the control channel and the timers.
+pub struct ControlPart {
+    /// Requests from the control socket and the netlink thread.
+    pub commands: Receiver<Command>,
+    /// Written to when a command is queued.
+    pub wake: UnixStream,
+    /// Addresses of this host.
+    pub local: BTreeSet<IpAddr>,
+    /// Next hops the core could not resolve, for the netlink thread.
+    pub resolve: Sender<(u32, IpAddr)>,
+}
+
+/// One data path worker: its own socket on each served interface (all workers' sockets on
+/// an interface form one fanout group hashed by flow, so a flow stays on one worker).
+pub struct Worker {
+    id: usize,
+    shared: Arc<Shared>,
+    sockets: Vec<AfPacket>,
+    control: Option<ControlPart>,
+    arena: Vec<u8>,
+    segs: Vec<Segment>,
+}
+
+impl Worker {
+    /// A worker; give `control` to exactly one of them.
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        sockets: Vec<AfPacket>,
+        control: Option<ControlPart>,
+    ) -> Worker {
+        Worker {
+            id,
+            shared,
+            sockets,
+            control,
+            arena: vec![0u8; 256 * 1024],
+            segs: vec![Segment::default(); MAX_SEGS],
+        }
     }
 
     /// Run until the stop flag is set.
     pub fn run(mut self) {
-        let _ = self.wake.set_nonblocking(true);
+        if let Some(c) = &self.control {
+            let _ = c.wake.set_nonblocking(true);
+        }
         let mut next_tick = Instant::now() + TICK;
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.shared.stop.load(Ordering::Relaxed) {
             let timeout = next_tick
                 .saturating_duration_since(Instant::now())
                 .min(TICK);
             self.wait(timeout);
-            let now = self.now();
-            let mut sockets = std::mem::take(&mut self.sockets);
-            for sock in &mut sockets {
-                if let Err(e) = self.poll_socket(sock, now) {
-                    warn!(ifindex = sock.ifindex(), error = %e, "receive failed");
+            let shared = Arc::clone(&self.shared);
+            let Ok(mut director) = shared.director.lock() else {
+                warn!("data path state poisoned; stopping");
+                shared.stop.store(true, Ordering::Relaxed);
+                break;
+            };
+            let now = shared.now();
+            for sock in &mut self.sockets {
+                let (arena, segs) = (&mut self.arena, &mut self.segs);
+                let res = sock.rx_batch_tx(Duration::ZERO, |frame, tx| {
+                    handle_frame(
+                        &mut director,
+                        now,
+                        frame,
+                        tx,
+                        arena,
+                        segs,
+                        &shared.tx_errors,
+                    );
+                });
+                if let Err(e) = res {
+                    warn!(worker = self.id, ifindex = sock.ifindex(), error = %e, "receive failed");
                 }
             }
-            self.sockets = sockets;
-            for (ifindex, addr) in self.director.net.take_unresolved() {
-                let _ = self.resolve.send((ifindex, addr));
+            if let Some(c) = &mut self.control {
+                for (ifindex, addr) in director.net.take_unresolved() {
+                    let _ = c.resolve.send((ifindex, addr));
+                }
+                if Instant::now() >= next_tick {
+                    director.expire(shared.now());
+                    next_tick = Instant::now() + TICK;
+                }
+                drain_commands(c, &mut director, &shared);
             }
-            if Instant::now() >= next_tick {
-                self.director.expire(self.now());
-                next_tick = Instant::now() + TICK;
+            drop(director);
+            // Send outside the lock so another worker can process meanwhile.
+            for sock in &mut self.sockets {
+                use lvs_io::PacketIo;
+                sock.flush();
             }
-            self.drain_commands();
         }
-        info!("data path stopped");
+        info!(worker = self.id, "data path worker stopped");
     }
 
     /// Sleep until a socket is readable, a command arrives, or the timeout passes.
@@ -126,166 +164,159 @@ impl Dataplane {
             .iter()
             .map(|s| PollFd::new(s, PollFlags::IN))
             .collect();
-        fds.push(PollFd::from_borrowed_fd(self.wake.as_fd(), PollFlags::IN));
+        if let Some(c) = &self.control {
+            fds.push(PollFd::from_borrowed_fd(c.wake.as_fd(), PollFlags::IN));
+        }
         let ts = Timespec {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: i64::from(timeout.subsec_nanos()),
         };
         let _ = poll(&mut fds, Some(&ts));
         drop(fds);
-        let mut sink = [0u8; 64];
-        while matches!(self.wake.read(&mut sink), Ok(n) if n > 0) {}
+        if let Some(c) = &mut self.control {
+            let mut sink = [0u8; 64];
+            while matches!(c.wake.read(&mut sink), Ok(n) if n > 0) {}
+        }
     }
+}
 
-    fn poll_socket(&mut self, sock: &mut AfPacket, now: Time) -> std::io::Result<()> {
-        let director = &mut self.director;
-        let arena = &mut self.arena;
-        let segs = &mut self.segs;
-        let tx_errors = &mut self.tx_errors;
-        sock.rx_batch_tx(Duration::ZERO, |frame, tx| {
-            handle_frame(director, now, frame, tx, arena, segs, tx_errors);
-        })?;
-        sock.tx_queue_flush();
-        Ok(())
-    }
-
-    fn drain_commands(&mut self) {
-        loop {
-            match self.commands.try_recv() {
-                Ok(Command::Api(req, reply)) => {
-                    let changes = is_change(&req);
-                    self.warn_if_vip_not_local(&req);
-                    let answer = self.api(req);
-                    let spec = (changes && matches!(answer, Reply::Ok))
-                        .then(|| Spec::of(&self.director, &self.local));
-                    let _ = reply.send((answer, spec));
-                }
-                Ok(Command::Net(table, local)) => {
-                    self.director.net = *table;
-                    self.local = local;
-                }
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.stop.store(true, Ordering::Relaxed);
-                    return;
-                }
+fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared) {
+    loop {
+        match c.commands.try_recv() {
+            Ok(Command::Api(req, reply)) => {
+                let changes = is_change(&req);
+                warn_if_vip_not_local(&c.local, &req);
+                let answer = api(director, shared, req);
+                let spec =
+                    (changes && matches!(answer, Reply::Ok)).then(|| Spec::of(director, &c.local));
+                let _ = reply.send((answer, spec));
+            }
+            Ok(Command::Net(table, local)) => {
+                director.net = *table;
+                c.local = local;
+            }
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                return;
             }
         }
     }
+}
 
-    /// As with IPVS, the VIP is an address the operator (or keepalived) puts on the
-    /// director; without it nobody answers ARP for it and no traffic arrives.
-    fn warn_if_vip_not_local(&self, req: &Request) {
-        let keys: Vec<&lvs_core::types::ServiceKey> = match req {
-            Request::AddService { service } | Request::EditService { service } => {
-                vec![&service.key]
+/// As with IPVS, the VIP is an address the operator (or keepalived) puts on the
+/// director; without it nobody answers ARP for it and no traffic arrives.
+fn warn_if_vip_not_local(local: &BTreeSet<IpAddr>, req: &Request) {
+    let keys: Vec<&lvs_core::types::ServiceKey> = match req {
+        Request::AddService { service } | Request::EditService { service } => {
+            vec![&service.key]
+        }
+        Request::Batch { requests } => requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::AddService { service } => Some(&service.key),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for key in keys {
+        if let lvs_core::types::ServiceKey::Addr { addr, .. } = key
+            && !local.contains(addr)
+        {
+            warn!(vip = %addr, "virtual IP is not an address of this host: add it (ip addr add {addr}/32 dev IFACE) or no traffic will reach the service");
+        }
+    }
+}
+
+fn api(director: &mut Director, shared: &Shared, req: Request) -> Reply {
+    match req {
+        Request::Batch { requests } => {
+            // All or none: rehearse on a copy of the configuration first.
+            let mut rehearsal = crate::config::shadow(director);
+            for r in &requests {
+                if let Err(e) = apply_change(&mut rehearsal, r.clone()) {
+                    return Reply::Error {
+                        message: format!("batch refused, nothing applied: {e}"),
+                    };
+                }
             }
-            Request::Batch { requests } => requests
+            for r in requests {
+                if let Err(e) = apply_change(director, r) {
+                    // Cannot happen after a successful rehearsal; say so loudly.
+                    return Reply::Error {
+                        message: format!("batch failed half-way (bug): {e}"),
+                    };
+                }
+            }
+            Reply::Ok
+        }
+        r if is_change(&r) => match apply_change(director, r) {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::Error { message: e },
+        },
+        Request::Version => Reply::Version {
+            protocol: lvs_api::VERSION,
+            daemon: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        Request::List => Reply::Services {
+            table_size: director.conns().limit(),
+            services: list(director),
+        },
+        Request::Connections => {
+            let now = shared.now();
+            let conns = director
+                .conns()
                 .iter()
-                .filter_map(|r| match r {
-                    Request::AddService { service } => Some(&service.key),
-                    _ => None,
+                .map(|(_, c)| ConnInfo {
+                    proto: c.proto,
+                    caddr: c.caddr,
+                    cport: c.cport,
+                    vaddr: c.vaddr,
+                    vport: c.vport,
+                    daddr: c.daddr,
+                    dport: c.dport,
+                    state: c.state.name().to_string(),
+                    expires_secs: c.remaining(now).as_secs(),
+                    method: c.method,
+                    template: c.is_template(),
                 })
-                .collect(),
-            _ => Vec::new(),
-        };
-        for key in keys {
-            if let lvs_core::types::ServiceKey::Addr { addr, .. } = key
-                && !self.local.contains(addr)
-            {
-                warn!(vip = %addr, "virtual IP is not an address of this host: add it (ip addr add {addr}/32 dev IFACE) or no traffic will reach the service");
-            }
+                .collect();
+            Reply::Connections { conns }
         }
-    }
-
-    fn api(&mut self, req: Request) -> Reply {
-        match req {
-            Request::Batch { requests } => {
-                // All or none: rehearse on a copy of the configuration first.
-                let mut rehearsal = crate::config::shadow(&self.director);
-                for r in &requests {
-                    if let Err(e) = apply_change(&mut rehearsal, r.clone()) {
-                        return Reply::Error {
-                            message: format!("batch refused, nothing applied: {e}"),
-                        };
-                    }
-                }
-                for r in requests {
-                    if let Err(e) = apply_change(&mut self.director, r) {
-                        // Cannot happen after a successful rehearsal; say so loudly.
-                        return Reply::Error {
-                            message: format!("batch failed half-way (bug): {e}"),
-                        };
-                    }
-                }
-                Reply::Ok
-            }
-            r if is_change(&r) => match apply_change(&mut self.director, r) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::Error { message: e },
-            },
-            Request::Version => Reply::Version {
-                protocol: lvs_api::VERSION,
-                daemon: env!("CARGO_PKG_VERSION").to_string(),
-            },
-            Request::List => Reply::Services {
-                table_size: self.director.conns().limit(),
-                services: list(&self.director),
-            },
-            Request::Connections => {
-                let now = self.now();
-                let conns = self
-                    .director
-                    .conns()
+        Request::Counters => {
+            let c = director.counters();
+            Reply::Counters(CountersInfo {
+                rx_frames: c.rx_frames,
+                forwarded: c.forwarded,
+                passed: c.passed,
+                icmp_sent: c.icmp_sent,
+                conns: director.conns().len(),
+                conn_limit: director.conns().limit(),
+                drops: DropReason::ALL
                     .iter()
-                    .map(|(_, c)| ConnInfo {
-                        proto: c.proto,
-                        caddr: c.caddr,
-                        cport: c.cport,
-                        vaddr: c.vaddr,
-                        vport: c.vport,
-                        daddr: c.daddr,
-                        dport: c.dport,
-                        state: c.state.name().to_string(),
-                        expires_secs: c.remaining(now).as_secs(),
-                        method: c.method,
-                        template: c.is_template(),
-                    })
-                    .collect();
-                Reply::Connections { conns }
-            }
-            Request::Counters => {
-                let c = self.director.counters();
-                Reply::Counters(CountersInfo {
-                    rx_frames: c.rx_frames,
-                    forwarded: c.forwarded,
-                    passed: c.passed,
-                    icmp_sent: c.icmp_sent,
-                    conns: self.director.conns().len(),
-                    conn_limit: self.director.conns().limit(),
-                    drops: DropReason::ALL
-                        .iter()
-                        .map(|r| (r.name().to_string(), c.drops(*r)))
-                        .collect(),
-                    tx_errors: self.tx_errors,
-                })
-            }
-            Request::Timeouts => {
-                let (tcp, fin, udp) = self.director.timeouts().get();
-                Reply::Timeouts {
-                    tcp: tcp.as_secs(),
-                    tcpfin: fin.as_secs(),
-                    udp: udp.as_secs(),
-                }
-            }
-            Request::Zero => {
-                self.director.zero_stats();
-                Reply::Ok
-            }
-            _ => Reply::Error {
-                message: "request not handled".into(),
-            },
+                    .map(|r| (r.name().to_string(), c.drops(*r)))
+                    .collect(),
+                tx_errors: shared.tx_errors.load(Ordering::Relaxed),
+            })
         }
+        Request::Timeouts => {
+            let (tcp, fin, udp) = director.timeouts().get();
+            Reply::Timeouts {
+                tcp: tcp.as_secs(),
+                tcpfin: fin.as_secs(),
+                udp: udp.as_secs(),
+            }
+        }
+        Request::Zero { key } => match director.zero_stats(key.as_ref()) {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
+        },
+        _ => Reply::Error {
+            message: "request not handled".into(),
+        },
     }
 }
 
@@ -339,6 +370,7 @@ pub fn list(d: &Director) -> Vec<ServiceInfo> {
         .map(|(_, s)| ServiceInfo {
             config: *s.config(),
             stats: s.stats,
+            rates: s.est.rates(),
             dests: s
                 .dests()
                 .iter()
@@ -349,6 +381,7 @@ pub fn list(d: &Director) -> Vec<ServiceInfo> {
                     persistent: x.persistent,
                     overloaded: x.overloaded,
                     stats: x.stats,
+                    rates: x.est.rates(),
                 })
                 .collect(),
         })
@@ -394,7 +427,7 @@ fn handle_frame(
     tx: &mut PacketTx,
     arena: &mut [u8],
     segs: &mut [Segment],
-    tx_errors: &mut u64,
+    tx_errors: &AtomicU64,
 ) {
     if frame.pkt_type != PACKET_HOST {
         return;
@@ -412,7 +445,7 @@ fn handle_frame(
         Verdict::Transmit(t) => {
             let v = tx_vnet(&vnet, head, &t);
             if !tx.push(t.ifindex, &v, &frame.buf[t.start..t.start + t.len]) {
-                *tx_errors += 1;
+                tx_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
         Verdict::Segment { mss } => {
@@ -420,7 +453,7 @@ fn handle_frame(
             let n = match segment_tcp_ipv4(f, 14, usize::from(mss), 64, arena, segs) {
                 Ok(n) => n,
                 Err(_) => {
-                    *tx_errors += 1;
+                    tx_errors.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             };
@@ -438,22 +471,10 @@ fn handle_frame(
                         &arena[t.start..t.start + t.len],
                     )
                 {
-                    *tx_errors += 1;
+                    tx_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         Verdict::Pass | Verdict::Drop(_) => {}
-    }
-}
-
-/// Extension used above: flush the socket's own TX queue.
-trait FlushTx {
-    fn tx_queue_flush(&mut self);
-}
-
-impl FlushTx for AfPacket {
-    fn tx_queue_flush(&mut self) {
-        use lvs_io::PacketIo;
-        self.flush();
     }
 }

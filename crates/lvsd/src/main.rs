@@ -45,6 +45,10 @@ struct Args {
     /// Most connection entries kept (ipvsadm's table size).
     #[arg(long, default_value_t = 1 << 20)]
     conn_limit: usize,
+    /// Data path worker threads. Each has a socket per interface; the sockets of an interface
+    /// form a fanout group hashed by flow.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
     /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
     #[arg(long, env = "LVSD_LOG", default_value = "info")]
     log: String,
@@ -109,12 +113,20 @@ fn run(args: Args) -> Result<()> {
             .context("cannot install signal handler")?;
     }
 
-    let mut sockets = Vec::new();
+    // One socket per (worker, interface); an interface's sockets share a fanout group.
+    let mut per_worker: Vec<Vec<AfPacket>> = (0..args.workers).map(|_| Vec::new()).collect();
     for (index, name) in &ifaces {
-        let s = AfPacket::open(*index, &AfPacketConfig::default()).with_context(|| {
-            format!("cannot open AF_PACKET socket on {name} (lvsd needs root / CAP_NET_RAW)")
-        })?;
-        sockets.push(s);
+        let group = (std::process::id() as u16) ^ (*index as u16).rotate_left(8);
+        let cfg = AfPacketConfig {
+            fanout: (args.workers > 1).then(|| lvs_io::Fanout::hash(group)),
+            ..AfPacketConfig::default()
+        };
+        for sockets in per_worker.iter_mut() {
+            let s = AfPacket::open(*index, &cfg).with_context(|| {
+                format!("cannot open AF_PACKET socket on {name} (lvsd needs root / CAP_NET_RAW)")
+            })?;
+            sockets.push(s);
+        }
     }
 
     // Replace whatever a crashed predecessor left, then start with no rule.
@@ -142,21 +154,27 @@ fn run(args: Args) -> Result<()> {
     let (wake_tx, wake_rx) = UnixStream::pair().context("socketpair")?;
     let wake = Arc::new(Mutex::new(wake_tx.try_clone()?));
 
-    let worker = {
-        let dp = dataplane::Dataplane::new(
-            director,
-            local,
-            sockets,
-            cmd_rx,
-            wake_rx,
-            Arc::clone(&stop),
-            start,
-            res_tx,
+    let shared = Arc::new(dataplane::Shared {
+        director: Mutex::new(director),
+        tx_errors: std::sync::atomic::AtomicU64::new(0),
+        start,
+        stop: Arc::clone(&stop),
+    });
+    let mut workers = Vec::new();
+    let mut control_part = Some(dataplane::ControlPart {
+        commands: cmd_rx,
+        wake: wake_rx,
+        local,
+        resolve: res_tx,
+    });
+    for (id, sockets) in per_worker.into_iter().enumerate() {
+        let w = dataplane::Worker::new(id, Arc::clone(&shared), sockets, control_part.take());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("lvsd-worker{id}"))
+                .spawn(move || w.run())?,
         );
-        std::thread::Builder::new()
-            .name("lvsd-dataplane".into())
-            .spawn(move || dp.run())?
-    };
+    }
     let sync = {
         let (c, w, s, idx) = (
             cmd_tx.clone(),
@@ -193,7 +211,9 @@ fn run(args: Args) -> Result<()> {
         use std::io::Write;
         let _ = w.write_all(&[1]);
     }
-    let _ = worker.join();
+    for w in workers {
+        let _ = w.join();
+    }
     let _ = sync.join();
     let _guard = control.steering.lock();
     steering::remove().context("cannot remove the kernel steering rules")?;

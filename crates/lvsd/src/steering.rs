@@ -61,11 +61,21 @@ fn proto_name(p: Protocol) -> &'static str {
     }
 }
 
-fn family(a: IpAddr) -> &'static str {
-    if a.is_ipv4() { "ip" } else { "ip6" }
+/// `set NAME { type T; elements = { ... } }` (no `elements` when empty: nft refuses `{ }`).
+fn set(out: &mut String, name: &str, ty: &str, elements: &[String]) {
+    out.push_str(&format!("  set {name} {{\n    type {ty}\n"));
+    if !elements.is_empty() {
+        out.push_str("    elements = { ");
+        out.push_str(&elements.join(", "));
+        out.push_str(" }\n");
+    }
+    out.push_str("  }\n");
 }
 
 /// The nft script that replaces the table with what `spec` needs on `devices`.
+///
+/// Matching uses sets (address . protocol . port), so ten thousand services are ten thousand
+/// set elements and still three rules per family.
 pub fn script(spec: &Spec, devices: &[String]) -> String {
     let mut s = String::new();
     // Create-then-delete makes the replacement work whether or not the table exists, all in
@@ -74,50 +84,66 @@ pub fn script(spec: &Spec, devices: &[String]) -> String {
         "table netdev {TABLE} {{}}\ndelete table netdev {TABLE}\n"
     ));
     s.push_str(&format!("table netdev {TABLE} {{\n"));
+    for (fam, addr_ty, v4) in [("ip", "ipv4_addr", true), ("ip6", "ipv6_addr", false)] {
+        let fam_ok = |a: &IpAddr| a.is_ipv4() == v4;
+        let svc: Vec<String> = spec
+            .services
+            .iter()
+            .filter(|(_, a, port)| fam_ok(a) && *port != 0)
+            .map(|(p, a, port)| format!("{a} . {} . {port}", proto_name(*p)))
+            .collect();
+        let svc_all: Vec<String> = spec
+            .services
+            .iter()
+            .filter(|(_, a, port)| fam_ok(a) && *port == 0)
+            .map(|(p, a, _)| format!("{a} . {}", proto_name(*p)))
+            .collect();
+        let nat: Vec<String> = spec
+            .nat_replies
+            .iter()
+            .filter(|(_, a, _)| fam_ok(a))
+            .map(|(p, a, port)| format!("{a} . {} . {port}", proto_name(*p)))
+            .collect();
+        let local: Vec<String> = spec
+            .local
+            .iter()
+            .filter(|a| fam_ok(a))
+            .map(|a| a.to_string())
+            .collect();
+        set(
+            &mut s,
+            &format!("svc_{fam}"),
+            &format!("{addr_ty} . inet_proto . inet_service"),
+            &svc,
+        );
+        set(
+            &mut s,
+            &format!("svcall_{fam}"),
+            &format!("{addr_ty} . inet_proto"),
+            &svc_all,
+        );
+        set(
+            &mut s,
+            &format!("nat_{fam}"),
+            &format!("{addr_ty} . inet_proto . inet_service"),
+            &nat,
+        );
+        set(&mut s, &format!("local_{fam}"), addr_ty, &local);
+    }
     for (i, dev) in devices.iter().enumerate() {
         s.push_str(&format!(
             "  chain in{i} {{\n    type filter hook ingress device \"{}\" priority -500; policy accept;\n",
             dev.replace('"', "")
         ));
-        for &(proto, addr, port) in &spec.services {
-            let p = proto_name(proto);
-            if port == 0 {
-                s.push_str(&format!(
-                    "    {} daddr {addr} meta l4proto {p} drop\n",
-                    family(addr)
-                ));
-            } else {
-                s.push_str(&format!(
-                    "    {} daddr {addr} {p} dport {port} drop\n",
-                    family(addr)
-                ));
-            }
-        }
-        for &(proto, addr, port) in &spec.nat_replies {
-            let fam = family(addr);
-            let locals: Vec<String> = spec
-                .local
-                .iter()
-                .filter(|l| family(**l) == fam)
-                .map(|l| l.to_string())
-                .collect();
-            let not_local = if locals.is_empty() {
-                String::new()
-            } else {
-                format!(" {fam} daddr != {{ {} }}", locals.join(", "))
-            };
-            let sport = if port == 0 {
-                String::new()
-            } else {
-                format!(" {} sport {port}", proto_name(proto))
-            };
-            let l4 = if port == 0 {
-                format!(" meta l4proto {}", proto_name(proto))
-            } else {
-                String::new()
-            };
+        for fam in ["ip", "ip6"] {
             s.push_str(&format!(
-                "    {fam} saddr {addr}{l4}{sport}{not_local} drop\n"
+                "    {fam} daddr . meta l4proto . th dport @svc_{fam} drop\n"
+            ));
+            s.push_str(&format!(
+                "    {fam} daddr . meta l4proto @svcall_{fam} drop\n"
+            ));
+            s.push_str(&format!(
+                "    {fam} saddr . meta l4proto . th sport @nat_{fam} {fam} daddr != @local_{fam} drop\n"
             ));
         }
         s.push_str("  }\n");
@@ -172,6 +198,8 @@ mod tests {
             .insert((Protocol::Tcp, "10.0.0.100".parse().unwrap(), 80));
         spec.services
             .insert((Protocol::Udp, "10.0.0.100".parse().unwrap(), 0));
+        spec.services
+            .insert((Protocol::Tcp, "2001:db8::1".parse().unwrap(), 443));
         spec.nat_replies
             .insert((Protocol::Tcp, "10.0.1.11".parse().unwrap(), 8080));
         spec.local.insert("10.0.1.1".parse().unwrap());
@@ -179,11 +207,53 @@ mod tests {
         let s = script(&spec, &["eth0".into(), "eth1".into()]);
         assert!(s.starts_with("table netdev lvsd {}\ndelete table netdev lvsd\n"));
         assert!(s.contains("type filter hook ingress device \"eth1\" priority -500;"));
-        assert!(s.contains("ip daddr 10.0.0.100 tcp dport 80 drop"));
-        assert!(s.contains("ip daddr 10.0.0.100 meta l4proto udp drop"));
-        assert!(s.contains(
-            "ip saddr 10.0.1.11 tcp sport 8080 ip daddr != { 10.0.0.100, 10.0.1.1 } drop"
-        ));
+        assert!(s.contains("elements = { 10.0.0.100 . tcp . 80 }"));
+        assert!(s.contains("elements = { 10.0.0.100 . udp }"));
+        assert!(s.contains("elements = { 2001:db8::1 . tcp . 443 }"));
+        assert!(s.contains("elements = { 10.0.1.11 . tcp . 8080 }"));
+        assert!(s.contains("elements = { 10.0.0.100, 10.0.1.1 }"));
+        assert!(
+            s.contains("ip saddr . meta l4proto . th sport @nat_ip ip daddr != @local_ip drop")
+        );
         assert_eq!(s.matches("chain in").count(), 2);
+    }
+
+    /// The generated script is accepted by the real nft (when installed and root).
+    #[test]
+    fn nft_accepts_the_script() {
+        if Command::new("nft").arg("--version").output().is_err() || !rustix_is_root() {
+            eprintln!("SKIP: needs nft and root");
+            return;
+        }
+        let mut spec = Spec::default();
+        spec.services
+            .insert((Protocol::Tcp, "10.0.0.100".parse().unwrap(), 80));
+        spec.services
+            .insert((Protocol::Sctp, "10.0.0.100".parse().unwrap(), 0));
+        spec.nat_replies
+            .insert((Protocol::Udp, "fd00::5".parse().unwrap(), 53));
+        // `nft -c` checks without applying; `lo` exists everywhere.
+        let mut child = Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script(&spec, &["lo".into()]).as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn rustix_is_root() -> bool {
+        rustix::process::geteuid().is_root()
     }
 }

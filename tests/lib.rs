@@ -1,0 +1,1006 @@
+//! `lvs_e2e`: the fixture and the scenarios of the end-to-end tests.
+//!
+//! Every test builds its own lab (`lvs_lab::Lab`, seven network namespaces with a prefix made of
+//! the test process id and a hash of the test name), starts the lab's HTTP/UDP servers on
+//! rs1..rs3, prepares the real servers for the method (`lvs-realserver setup` for DR; a
+//! `lvs-realserver setup --method tun` decapsulator per real server for Tun), and starts `lvsd`
+//! in the director namespace with a control socket under `/tmp` unique to the test. Nothing is
+//! shared between tests but the machine, so the tests of one binary may run in parallel; the
+//! heavy part of each test (from lab build to teardown) is nevertheless serialised across all
+//! test processes with a file lock ([`LOCK_FILE`]) because the project's machines have two
+//! cores and timing-sensitive checks (a 50 MB download, a load loop while the table changes)
+//! should not compete with three other labs for them.
+//!
+//! The tests need root (network namespaces) and `nft` (lvsd's kernel steering). Without them
+//! they print `SKIP: ...` and pass. They use the binaries of the same target directory as the
+//! test executable (`target/debug` or `target/release`): build them first with
+//! `cargo build --workspace --bins` (scripts/test.sh does). `LVS_E2E_BIN_DIR` overrides the
+//! directory.
+//!
+//! Offloads are left at their defaults everywhere: the tests never run `ethtool`.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub use lvs_lab::{CLIENT_IP, Lab, Method, RIPS, VIP};
+
+/// Lock file serialising the labs of all e2e test processes (see the crate docs).
+pub const LOCK_FILE: &str = "/tmp/lvs-e2e.lock";
+
+/// HTTP port of the virtual service (and of the lab servers).
+pub const HTTP_PORT: u16 = 80;
+/// UDP echo port of the virtual service (and of the lab servers).
+pub const UDP_PORT: u16 = 5353;
+
+/// Paths of the project binaries the tests drive.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// The director daemon.
+    pub lvsd: PathBuf,
+    /// The administration tool.
+    pub lvsadm: PathBuf,
+    /// Real-server preparation (DR / Tun decapsulator).
+    pub realserver: PathBuf,
+    /// The lab tool (its `serve` subcommand runs on the real servers).
+    pub lab: PathBuf,
+}
+
+/// Directory holding the binaries: `LVS_E2E_BIN_DIR`, else the target profile directory of
+/// the running test executable (`target/debug/deps/nat-…` → `target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LVS_E2E_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("cannot locate the test executable");
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The binaries, or a panic that says how to build them.
+pub fn bins() -> Bins {
+    let dir = bin_dir();
+    let find = |name: &str| {
+        let p = dir.join(name);
+        assert!(
+            p.is_file(),
+            "{} is not built: run `cargo build --workspace --bins` (same profile as the tests) \
+             first, or point LVS_E2E_BIN_DIR at the directory holding lvsd, lvsadm, \
+             lvs-realserver and lvs-lab",
+            p.display()
+        );
+        p
+    };
+    Bins {
+        lvsd: find("lvsd"),
+        lvsadm: find("lvsadm"),
+        realserver: find("lvs-realserver"),
+        lab: find("lvs-lab"),
+    }
+}
+
+/// Whether `nft` can be run.
+pub fn have_nft() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Prints `SKIP: ...` and returns true when the e2e tests cannot run here (not root, no `nft`).
+pub fn skip(test: &str) -> bool {
+    if !lvs_lab::is_root() {
+        eprintln!("SKIP: {test}: needs root (network namespaces)");
+        return true;
+    }
+    if !have_nft() {
+        eprintln!("SKIP: {test}: `nft` not found (install nftables: scripts/install-deps.sh)");
+        return true;
+    }
+    false
+}
+
+/// The method's forwarding flag for `lvsadm -a/-e`.
+pub fn forward_flag(method: Method) -> &'static str {
+    match method {
+        Method::Nat => "-m",
+        Method::Dr => "-g",
+        Method::Tun => "-i",
+    }
+}
+
+/// `VIP:port`.
+pub fn vip_port(port: u16) -> String {
+    format!("{VIP}:{port}")
+}
+
+/// Real server `i`'s `RIP:port` (0-based).
+pub fn rip_port(i: usize, port: u16) -> String {
+    format!("{}:{port}", RIPS[i])
+}
+
+/// Index (0-based) of the real server named in an answer `rsN saw IP:PORT ...`.
+pub fn answered_by(body: &str) -> Option<usize> {
+    let n: usize = body.strip_prefix("rs")?.split(' ').next()?.parse().ok()?;
+    (1..=3).contains(&n).then(|| n - 1)
+}
+
+/// The client address named in an answer `rsN saw IP:PORT ...`.
+pub fn client_seen(body: &str) -> Option<Ipv4Addr> {
+    let rest = body.split(" saw ").nth(1)?;
+    rest.split(':').next()?.parse().ok()
+}
+
+fn prefix_for(test: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    test.hash(&mut h);
+    format!(
+        "e{}{}x{:04x}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        h.finish() & 0xffff
+    )
+}
+
+/// Held while a lab exists: an exclusive lock on [`LOCK_FILE`].
+#[derive(Debug)]
+struct LabLock(File);
+
+impl LabLock {
+    fn acquire() -> LabLock {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK_FILE)
+            .unwrap_or_else(|e| panic!("cannot open {LOCK_FILE}: {e}"));
+        f.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {LOCK_FILE}: {e}"));
+        LabLock(f)
+    }
+}
+
+impl Drop for LabLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// One service line (and its real servers) of `lvsadm -L -n --stats --exact`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// `TCP`, `UDP`, ...
+    pub proto: String,
+    /// `VIP:port`.
+    pub addr: String,
+    /// The service's own counters.
+    pub counters: Counters,
+    /// Per real server: `RIP:port` → counters.
+    pub dests: BTreeMap<String, Counters>,
+}
+
+/// The five counters of a `--stats` line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets client → server.
+    pub in_pkts: u64,
+    /// Packets server → client through the director.
+    pub out_pkts: u64,
+    /// Bytes client → server.
+    pub in_bytes: u64,
+    /// Bytes server → client through the director.
+    pub out_bytes: u64,
+}
+
+fn parse_counters(fields: &[&str]) -> Option<Counters> {
+    let n: Vec<u64> = fields
+        .iter()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [conns, in_pkts, out_pkts, in_bytes, out_bytes] = n[..] else {
+        return None;
+    };
+    Some(Counters {
+        conns,
+        in_pkts,
+        out_pkts,
+        in_bytes,
+        out_bytes,
+    })
+}
+
+/// Parses `lvsadm -L -n --stats --exact`.
+pub fn parse_stats(text: &str) -> Vec<ServiceStats> {
+    let mut out: Vec<ServiceStats> = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 7 && f[0] == "->" {
+            let c = parse_counters(&f[2..])
+                .unwrap_or_else(|| panic!("bad real-server stats line {line:?}"));
+            out.last_mut()
+                .unwrap_or_else(|| panic!("real server before any service in:\n{text}"))
+                .dests
+                .insert(f[1].to_string(), c);
+        } else if f.len() == 7 && ["TCP", "UDP", "SCTP", "FWM"].contains(&f[0]) {
+            let c = parse_counters(&f[2..]).unwrap_or_else(|| panic!("bad service line {line:?}"));
+            out.push(ServiceStats {
+                proto: f[0].to_string(),
+                addr: f[1].to_string(),
+                counters: c,
+                dests: BTreeMap::new(),
+            });
+        }
+    }
+    out
+}
+
+static CLEANUP: Once = Once::new();
+
+/// A lab with the method's real servers prepared and `lvsd` running in the director
+/// namespace. Dropping it stops lvsd (SIGTERM, SIGKILL after 5 s), stops the decapsulators and
+/// removes the lab. On a panicking thread it prints lvsd's log first.
+#[derive(Debug)]
+pub struct Director {
+    method: Method,
+    test: String,
+    bins: Bins,
+    socket: PathBuf,
+    log: PathBuf,
+    lvsd: Option<Child>,
+    decaps: Vec<Child>,
+    lab: Option<Lab>,
+    _lock: LabLock,
+}
+
+impl Director {
+    /// Builds the `method` lab for test `test`, starts the servers, prepares the real servers
+    /// and starts lvsd (no service configured yet).
+    pub fn start(method: Method, test: &str) -> Director {
+        let mut d = Director::without_lvsd(method, test);
+        d.start_lvsd();
+        d
+    }
+
+    /// As [`Director::start`] without starting lvsd.
+    pub fn without_lvsd(method: Method, test: &str) -> Director {
+        let bins = bins();
+        let lock = LabLock::acquire();
+        CLEANUP.call_once(|| {
+            if let Ok(stale) = lvs_lab::cleanup_stale()
+                && !stale.is_empty()
+            {
+                eprintln!("removed stale labs of dead test runs: {stale:?}");
+            }
+        });
+        let prefix = prefix_for(test);
+        let lab = Lab::build(method, Some(prefix.clone()))
+            .unwrap_or_else(|e| panic!("{test}: building the {method} lab: {e:#}"));
+        let mut d = Director {
+            method,
+            test: test.to_string(),
+            socket: PathBuf::from(format!("/tmp/lvs-e2e-{prefix}.sock")),
+            log: PathBuf::from(format!("/tmp/lvs-e2e-{prefix}.lvsd.log")),
+            bins,
+            lvsd: None,
+            decaps: Vec::new(),
+            lab: Some(lab),
+            _lock: lock,
+        };
+        d.lab()
+            .start_servers(&d.bins.lab)
+            .unwrap_or_else(|e| panic!("{test}: starting the lab servers: {e:#}"));
+        d.prepare_real_servers();
+        d
+    }
+
+    fn prepare_real_servers(&mut self) {
+        let vip = VIP.to_string();
+        let rs = self
+            .bins
+            .realserver
+            .to_str()
+            .expect("UTF-8 path")
+            .to_string();
+        match self.method {
+            Method::Nat => {}
+            Method::Dr => {
+                for i in 0..3 {
+                    let ns = self.lab().rs_ns(i);
+                    self.lab()
+                        .exec_ok(&ns, &[&rs, "setup", "--vip", &vip, "--method", "dr"])
+                        .unwrap_or_else(|e| {
+                            panic!("{}: DR setup on rs{}: {e:#}", self.test, i + 1)
+                        });
+                }
+            }
+            Method::Tun => {
+                for i in 0..3 {
+                    let ns = self.lab().rs_ns(i);
+                    let child = start_decapsulator(&ns, &rs, &vip)
+                        .unwrap_or_else(|e| panic!("{}: Tun setup on rs{}: {e}", self.test, i + 1));
+                    if let Some(c) = child {
+                        self.decaps.push(c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts lvsd in the director namespace and waits until its control socket answers.
+    pub fn start_lvsd(&mut self) {
+        assert!(self.lvsd.is_none(), "lvsd already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("lvsd log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lab().director_ns()])
+            .arg(&self.bins.lvsd)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start lvsd");
+        self.lvsd = Some(child);
+        let start = Instant::now();
+        loop {
+            if self.socket.exists() && self.lvsadm(&["-L", "-n"]).status.success() {
+                return;
+            }
+            if let Some(st) = self.lvsd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.lvsd = None;
+                panic!(
+                    "{}: lvsd exited during start-up ({st}):\n{}",
+                    self.test,
+                    self.lvsd_log()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{}: lvsd's socket {} did not answer within 10 s:\n{}",
+                self.test,
+                self.socket.display(),
+                self.lvsd_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM to lvsd and waits for it (SIGKILL after 5 s); returns its exit status.
+    pub fn stop_lvsd(&mut self) -> ExitStatus {
+        let mut c = self.lvsd.take().expect("lvsd is not running");
+        terminate(&mut c, Duration::from_secs(5))
+    }
+
+    /// Kills lvsd with SIGKILL (a crash: nothing is cleaned up) and reaps it.
+    pub fn kill_lvsd(&mut self) {
+        let mut c = self.lvsd.take().expect("lvsd is not running");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// The lab.
+    pub fn lab(&self) -> &Lab {
+        self.lab.as_ref().expect("lab exists until drop")
+    }
+    /// The forwarding method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+    /// The control socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+    /// lvsd's output so far.
+    pub fn lvsd_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `lvsadm ARGS` against this director's socket.
+    pub fn lvsadm(&self, args: &[&str]) -> Output {
+        Command::new(&self.bins.lvsadm)
+            .args(args)
+            .env("LVSD_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run lvsadm")
+    }
+
+    /// Runs `lvsadm ARGS`, panics unless it succeeds, returns stdout.
+    pub fn lvsadm_ok(&self, args: &[&str]) -> String {
+        let out = self.lvsadm(args);
+        assert!(
+            out.status.success(),
+            "{}: `lvsadm {}` failed ({}): {}{}",
+            self.test,
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Adds `-t VIP:80` and `-u VIP:5353` with `sched`, each with the real servers `servers`
+    /// (0-based) forwarded with the lab's method, weight 1.
+    pub fn add_services(&self, sched: &str, servers: &[usize]) {
+        for (p, port) in [("-t", HTTP_PORT), ("-u", UDP_PORT)] {
+            let vp = vip_port(port);
+            self.lvsadm_ok(&["-A", p, &vp, "-s", sched]);
+            for &i in servers {
+                self.add_real(p, port, i, 1);
+            }
+        }
+    }
+
+    /// `lvsadm -a PROTO VIP:port -r RIP:port <method> -w W`.
+    pub fn add_real(&self, proto_flag: &str, port: u16, i: usize, weight: u32) {
+        let (vp, rp, w) = (vip_port(port), rip_port(i, port), weight.to_string());
+        self.lvsadm_ok(&[
+            "-a",
+            proto_flag,
+            &vp,
+            "-r",
+            &rp,
+            forward_flag(self.method),
+            "-w",
+            &w,
+        ]);
+    }
+
+    /// Runs `args` in the director namespace.
+    pub fn in_director(&self, args: &[&str]) -> Output {
+        self.lab()
+            .exec(&self.lab().director_ns(), args)
+            .expect("ip netns exec")
+    }
+
+    /// `curl URL` from the client namespace: the body, or curl's error.
+    pub fn try_curl(&self, url: &str) -> Result<String, String> {
+        let out = self
+            .lab()
+            .exec(&self.lab().client_ns(), &["curl", "-sS", "-m", "10", url])
+            .map_err(|e| format!("{e:#}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(format!(
+                "curl {url}: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// `curl URL` from the client namespace; panics on failure.
+    pub fn curl(&self, url: &str) -> String {
+        self.try_curl(url)
+            .unwrap_or_else(|e| panic!("{}: {e}\nlvsd log:\n{}", self.test, self.lvsd_log()))
+    }
+
+    /// `GET http://VIP/` from the client.
+    pub fn curl_vip(&self) -> String {
+        self.curl(&format!("http://{VIP}/"))
+    }
+
+    /// Downloads `/blob?size=N` through the VIP from the client; returns curl's exit,
+    /// the SHA-256 of what arrived and the time it took.
+    pub fn download_sha256(&self, size: u64) -> (String, Duration) {
+        let script =
+            format!("set -o pipefail; curl -sS -m 120 'http://{VIP}/blob?size={size}' | sha256sum");
+        let t = Instant::now();
+        let out = self
+            .lab()
+            .exec(&self.lab().client_ns(), &["bash", "-c", &script])
+            .expect("bash");
+        let took = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{}: download of {size} bytes failed after {took:?}: {}\nlvsd log:\n{}",
+            self.test,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            self.lvsd_log()
+        );
+        let sum = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (sum, took)
+    }
+
+    /// Sends one UDP datagram with `payload` to VIP:5353 from the client and returns the
+    /// answer (retries twice on the same socket if nothing comes back within 2 s).
+    pub fn udp(&self, payload: &str) -> String {
+        const PY: &str = "import socket,sys\n\
+            s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+            s.settimeout(2)\n\
+            for _ in range(3):\n\
+            \x20   s.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2])))\n\
+            \x20   try:\n\
+            \x20       print(s.recvfrom(4096)[0].decode()); sys.exit(0)\n\
+            \x20   except socket.timeout:\n\
+            \x20       pass\n\
+            sys.exit('no UDP answer')\n";
+        let out = self
+            .lab()
+            .exec(
+                &self.lab().client_ns(),
+                &[
+                    "python3",
+                    "-c",
+                    PY,
+                    &VIP.to_string(),
+                    &UDP_PORT.to_string(),
+                    payload,
+                ],
+            )
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}: UDP request to {VIP}:{UDP_PORT} failed: {}\nlvsd log:\n{}",
+            self.test,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            self.lvsd_log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// The parsed `lvsadm -L -n --stats --exact`.
+    pub fn stats(&self) -> Vec<ServiceStats> {
+        parse_stats(&self.lvsadm_ok(&["-L", "-n", "--stats", "--exact"]))
+    }
+
+    /// The stats of service `PROTO VIP:port`.
+    pub fn service_stats(&self, proto: &str, port: u16) -> ServiceStats {
+        let addr = vip_port(port);
+        let all = self.stats();
+        all.iter()
+            .find(|s| s.proto == proto && s.addr == addr)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {proto} {addr} in the stats: {all:?}"))
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.lvsd.take() {
+            terminate(&mut c, Duration::from_secs(5));
+        }
+        for mut c in std::mem::take(&mut self.decaps) {
+            terminate(&mut c, Duration::from_secs(3));
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- lvsd log of {} ({}) ----\n{}----",
+                self.test,
+                self.log.display(),
+                self.lvsd_log()
+            );
+        }
+        drop(self.lab.take());
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL; returns the exit status.
+pub fn terminate(c: &mut Child, grace: Duration) -> ExitStatus {
+    if let Ok(Some(st)) = c.try_wait() {
+        return st;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(st)) = c.try_wait() {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    c.wait().expect("wait")
+}
+
+/// Starts `lvs-realserver setup --vip VIP --method tun` in `ns` and waits until it decapsulates.
+/// `None` when the kernel has `ipip` (setup configures `tunl0` and returns).
+fn start_decapsulator(ns: &str, rs: &str, vip: &str) -> Result<Option<Child>, String> {
+    let mut child = Command::new("ip")
+        .args([
+            "netns", "exec", ns, rs, "setup", "--vip", vip, "--method", "tun",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start lvs-realserver: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        // Keeps draining stderr for the life of the decapsulator.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("decapsulating") => return Ok(Some(child)),
+            Ok(line) => seen.push(line),
+            Err(_) => {}
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return if st.success() {
+                Ok(None)
+            } else {
+                Err(format!("exited with {st}: {}", seen.join("\n")))
+            };
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            terminate(&mut child, Duration::from_secs(1));
+            return Err(format!(
+                "the decapsulator did not start within 10 s: {}",
+                seen.join("\n")
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios shared by the NAT, DR and Tun test binaries.
+// ---------------------------------------------------------------------------------------------
+
+/// rr over three real servers: 12 curl requests are answered 4/4/4, every answer names the
+/// client's own address; then the director's counters: in NAT both directions, in DR and Tun
+/// no reply packet (OutPkts 0) but client packets (InPkts > 0).
+pub fn rr_spread_and_counters(method: Method, test: &str) {
+    let d = Director::start(method, test);
+    d.add_services("rr", &[0, 1, 2]);
+    let mut per = [0usize; 3];
+    for n in 0..12 {
+        let body = d.curl_vip();
+        let rs = answered_by(&body).unwrap_or_else(|| panic!("request {n}: odd answer {body:?}"));
+        assert_eq!(
+            client_seen(&body),
+            Some(CLIENT_IP),
+            "request {n}: the real server must see the client's own address: {body:?}"
+        );
+        per[rs] += 1;
+    }
+    assert_eq!(per, [4, 4, 4], "rr over three real servers, 12 requests");
+
+    let svc = d.service_stats("TCP", HTTP_PORT);
+    eprintln!(
+        "{method}: TCP service counters after 12 requests: {:?}",
+        svc.counters
+    );
+    assert_eq!(svc.counters.conns, 12, "{svc:?}");
+    assert!(svc.counters.in_pkts > 0, "{svc:?}");
+    for (rip, c) in &svc.dests {
+        assert_eq!(c.conns, 4, "{rip}: {svc:?}");
+    }
+    match method {
+        Method::Nat => {
+            // Each request: at least SYN, ACK, GET, FIN, ACK in and SYN-ACK, data, FIN out.
+            assert!(svc.counters.in_pkts >= 12 * 4, "{svc:?}");
+            assert!(
+                svc.counters.out_pkts >= 12 * 3,
+                "NAT replies go through the director: {svc:?}"
+            );
+            assert!(svc.counters.out_bytes > 0, "{svc:?}");
+        }
+        Method::Dr | Method::Tun => {
+            assert!(svc.counters.in_pkts >= 12 * 4, "{svc:?}");
+            assert_eq!(
+                (svc.counters.out_pkts, svc.counters.out_bytes),
+                (0, 0),
+                "{method}: replies must not pass through the director: {svc:?}"
+            );
+        }
+    }
+}
+
+/// A 50 MB download through the VIP arrives intact and a UDP request/reply works; in NAT the
+/// download's data is counted as OutBytes, in DR/Tun it bypasses the director.
+pub fn download_and_udp(method: Method, test: &str) {
+    const SIZE: u64 = 50_000_000;
+    let d = Director::start(method, test);
+    d.add_services("rr", &[0, 1, 2]);
+    let (sum, took) = d.download_sha256(SIZE);
+    let expect = lvs_lab::blob::blob_sha256(SIZE);
+    assert_eq!(
+        sum, expect,
+        "50 MB through the {method} VIP arrived corrupted"
+    );
+    eprintln!(
+        "{method}: 50 MB in {:.2} s ({:.0} Mbit/s)",
+        took.as_secs_f64(),
+        SIZE as f64 * 8.0 / took.as_secs_f64() / 1e6
+    );
+
+    let reply = d.udp("hello-e2e");
+    assert!(
+        answered_by(&reply).is_some()
+            && client_seen(&reply) == Some(CLIENT_IP)
+            && reply.ends_with(" hello-e2e"),
+        "UDP echo through the VIP: {reply:?}"
+    );
+    let tcp = d.service_stats("TCP", HTTP_PORT).counters;
+    let udp = d.service_stats("UDP", UDP_PORT).counters;
+    assert_eq!(udp.conns, 1, "{udp:?}");
+    assert!(udp.in_pkts >= 1, "{udp:?}");
+    match method {
+        Method::Nat => {
+            assert!(tcp.out_bytes >= SIZE, "{tcp:?}");
+            assert!(udp.out_pkts >= 1, "{udp:?}");
+        }
+        Method::Dr | Method::Tun => {
+            assert_eq!(tcp.out_pkts, 0, "{tcp:?}");
+            assert_eq!(udp.out_pkts, 0, "{udp:?}");
+        }
+    }
+}
+
+/// One request of the load loop.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When curl was started.
+    pub start: Instant,
+    /// When it returned.
+    pub end: Instant,
+    /// The real server that answered (0-based), or curl's error.
+    pub result: Result<usize, String>,
+}
+
+/// One configuration change during the load.
+#[derive(Debug, Clone)]
+struct Change {
+    start: Instant,
+    end: Instant,
+    /// Real server and whether it can take new connections afterwards.
+    server: usize,
+    eligible: bool,
+    what: String,
+}
+
+/// Adds, re-weights and removes real servers while a bounded load (150 sequential curl
+/// requests, each a new connection) runs against `wrr` on VIP:80:
+///
+/// - start: rs1, rs2 (weight 1);
+/// - after 25 requests: add rs3;
+/// - after 55: rs1 weight 3 (checked: rs1 then gets more requests than rs2 and rs3);
+/// - after 90: remove rs2 (connections already scheduled to it continue);
+/// - after 120: rs1 weight 0 (quiescent: no new connection, existing ones continue).
+///
+/// Asserts every request succeeded and was answered by a real server that could take new
+/// connections at some moment while the request ran (a change counts from the start of its
+/// `lvsadm` call when it adds capacity, until its end when it takes capacity away).
+pub fn reconfigure_under_load(method: Method, test: &str) {
+    const TOTAL: usize = 150;
+    let d = Arc::new(Director::start(method, test));
+    let vp = vip_port(HTTP_PORT);
+    d.lvsadm_ok(&["-A", "-t", &vp, "-s", "wrr"]);
+    d.add_real("-t", HTTP_PORT, 0, 1);
+    d.add_real("-t", HTTP_PORT, 1, 1);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(TOTAL)));
+    let t0 = Instant::now();
+    let loader = {
+        let (d, done, samples) = (Arc::clone(&d), Arc::clone(&done), Arc::clone(&samples));
+        std::thread::spawn(move || {
+            for _ in 0..TOTAL {
+                let start = Instant::now();
+                let r = d.try_curl(&format!("http://{VIP}/"));
+                let end = Instant::now();
+                let result = r.and_then(|b| {
+                    if client_seen(&b) != Some(CLIENT_IP) {
+                        return Err(format!("wrong client address in {b:?}"));
+                    }
+                    answered_by(&b).ok_or_else(|| format!("odd answer {b:?}"))
+                });
+                samples.lock().unwrap().push(Sample { start, end, result });
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_for = |n: usize| {
+        while done.load(Ordering::SeqCst) < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "the load loop stalled"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let m = forward_flag(method);
+    let plan: [(usize, Vec<String>, usize, bool); 4] = [
+        (
+            25,
+            args(&["-a", "-t", &vp, "-r", &rip_port(2, 80), m, "-w", "1"]),
+            2,
+            true,
+        ),
+        (
+            55,
+            args(&["-e", "-t", &vp, "-r", &rip_port(0, 80), m, "-w", "3"]),
+            0,
+            true,
+        ),
+        (
+            90,
+            args(&["-d", "-t", &vp, "-r", &rip_port(1, 80)]),
+            1,
+            false,
+        ),
+        (
+            120,
+            args(&["-e", "-t", &vp, "-r", &rip_port(0, 80), m, "-w", "0"]),
+            0,
+            false,
+        ),
+    ];
+    let mut changes = Vec::new();
+    for (after, argv, server, eligible) in plan {
+        wait_for(after);
+        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let start = Instant::now();
+        d.lvsadm_ok(&a);
+        let end = Instant::now();
+        changes.push(Change {
+            start,
+            end,
+            server,
+            eligible,
+            what: format!("lvsadm {}", argv.join(" ")),
+        });
+    }
+    loader.join().expect("load thread panicked");
+    let elapsed = t0.elapsed();
+    let samples = samples.lock().unwrap().clone();
+    eprintln!(
+        "{method}: {TOTAL} requests in {:.1} s while changing the table",
+        elapsed.as_secs_f64()
+    );
+
+    // Every request succeeded.
+    let failed: Vec<(usize, &String)> = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.result.as_ref().err().map(|e| (i, e)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {TOTAL} requests failed while the table changed: {failed:?}\nlvsd log:\n{}",
+        failed.len(),
+        d.lvsd_log()
+    );
+
+    // Windows in which each server may take new connections.
+    let far = t0 + Duration::from_secs(3600);
+    let mut windows: [Vec<(Instant, Instant)>; 3] = Default::default();
+    let mut open: [Option<Instant>; 3] = [Some(t0), Some(t0), None];
+    for c in &changes {
+        match (c.eligible, open[c.server]) {
+            (true, None) => open[c.server] = Some(c.start),
+            (false, Some(from)) => {
+                windows[c.server].push((from, c.end));
+                open[c.server] = None;
+            }
+            _ => {}
+        }
+    }
+    for (i, o) in open.iter().enumerate() {
+        if let Some(from) = o {
+            windows[i].push((*from, far));
+        }
+    }
+    for (n, s) in samples.iter().enumerate() {
+        let rs = *s.result.as_ref().expect("checked above");
+        assert!(
+            windows[rs].iter().any(|&(a, b)| a <= s.end && s.start <= b),
+            "request {n} (at {:?}..{:?}) was answered by rs{} which could not take new \
+             connections then; changes: {:?}",
+            s.start - t0,
+            s.end - t0,
+            rs + 1,
+            changes
+                .iter()
+                .map(|c| (c.start - t0, c.end - t0, &c.what))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // Requests entirely inside the phase between change k's end and change k+1's start.
+    let phase = |from: Instant, to: Instant| -> [usize; 3] {
+        let mut per = [0; 3];
+        for s in samples.iter().filter(|s| s.start >= from && s.end <= to) {
+            per[*s.result.as_ref().expect("checked")] += 1;
+        }
+        per
+    };
+    let after_add = phase(changes[0].end, changes[1].start);
+    assert!(
+        after_add[2] > 0,
+        "rs3 got nothing after being added: {after_add:?}"
+    );
+    let weighted = phase(changes[1].end, changes[2].start);
+    if weighted.iter().sum::<usize>() >= 10 {
+        assert!(
+            weighted[0] > weighted[1] && weighted[0] > weighted[2],
+            "rs1 at weight 3 must get more than rs2/rs3 at weight 1: {weighted:?}"
+        );
+    }
+    let last = phase(changes[3].end, far);
+    assert!(
+        last[0] == 0 && last[1] == 0 && last[2] > 0,
+        "after rs2's removal and rs1's weight 0 only rs3 may answer: {last:?}"
+    );
+    eprintln!(
+        "{method}: per phase (rs1, rs2, rs3): initial {:?}, +rs3 {after_add:?}, rs1 w3 \
+         {weighted:?}, -rs2 {:?}, rs1 w0 {last:?}",
+        phase(t0, changes[0].start),
+        phase(changes[2].end, changes[3].start)
+    );
+    let out = d.lvsadm_ok(&["-L", "-n"]);
+    assert!(!out.contains(&rip_port(1, 80)), "rs2 removed:\n{out}");
+    drop(d);
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stats_and_answers() {
+        let text = "IP Virtual Server version 1.2.1 (size=4096)\n\
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n\
+  -> RemoteAddress:Port\n\
+TCP  10.201.2.100:80                     4       27       16     1764     1320\n\
+  -> 10.201.3.11:80                      2       13        8      852      660\n\
+UDP  10.201.2.100:5353                   0        0        0        0        0\n";
+        let s = parse_stats(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].proto, "TCP");
+        assert_eq!(s[0].counters.out_pkts, 16);
+        assert_eq!(s[0].dests["10.201.3.11:80"].in_bytes, 852);
+        assert!(s[1].dests.is_empty());
+        assert_eq!(answered_by("rs3 saw 10.201.1.2:4000 hi"), Some(2));
+        assert_eq!(answered_by("nope"), None);
+        assert_eq!(
+            client_seen("rs1 saw 10.201.1.2:4000"),
+            Some(Ipv4Addr::new(10, 201, 1, 2))
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! lvsd's lifecycle end to end: after SIGTERM no steering rule, address, route, link flag,
+//! qdisc, process or socket of lvsd is left in the director namespace; after a crash
+//! (SIGKILL) the next lvsd replaces the stale rules and starts clean.
+#![forbid(unsafe_code)]
+
+use lvs_e2e::{Director, HTTP_PORT, Method, VIP, answered_by, skip};
+
+/// Everything of the director namespace lvsd could change, as text. IPv6 (link-local
+/// addresses finishing DAD) and carrier/operstate (the bridge port coming up) change by
+/// themselves while the lab settles, so they are left out.
+fn director_state(d: &Director) -> String {
+    let mut s = String::new();
+    for cmd in [
+        &["ip", "-4", "-o", "addr", "show"][..],
+        &["ip", "-d", "-o", "link", "show"],
+        &["ip", "-4", "route", "show", "table", "all"],
+        &["ip", "rule", "show"],
+        &["tc", "qdisc", "show"],
+        &["nft", "list", "ruleset"],
+        &[
+            "sysctl",
+            "net.ipv4.ip_forward",
+            "net.ipv4.conf.all.rp_filter",
+        ],
+    ] {
+        let out = d.in_director(cmd);
+        let text = String::from_utf8_lossy(&out.stdout)
+            .replace("NO-CARRIER,", "")
+            .replace("state DOWN ", "state UP ");
+        s += &format!(
+            "$ {}\n{text}{}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    s
+}
+
+fn steering_table(d: &Director) -> Option<String> {
+    let out = d.in_director(&["nft", "list", "table", "netdev", "lvsd"]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// With no lvsd rule, the director's kernel owns VIP:80 again and, with nothing listening,
+/// answers the client's SYN with a RST: curl fails fast with "connection refused".
+fn assert_kernel_refuses(d: &Director) {
+    let err = d
+        .try_curl(&format!("http://{VIP}/"))
+        .expect_err("nothing listens on the director");
+    assert!(
+        err.contains("refused") || err.contains("(7)"),
+        "expected a RST from the director's kernel, got: {err}"
+    );
+}
+
+fn configure_and_check(d: &Director) {
+    d.add_services("rr", &[0, 1, 2]);
+    let body = d.curl_vip();
+    assert!(answered_by(&body).is_some(), "{body:?}");
+    let table = steering_table(d).expect("lvsd's table exists while it runs");
+    assert!(
+        table.contains(&format!("ip daddr {VIP} tcp dport {HTTP_PORT} drop")),
+        "steering rule for the service:\n{table}"
+    );
+}
+
+fn assert_clean_stop(d: &mut Director, before: &str) {
+    let status = d.stop_lvsd();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "lvsd must exit 0 on SIGTERM ({status}):\n{}",
+        d.lvsd_log()
+    );
+    assert!(
+        steering_table(d).is_none(),
+        "`nft list table netdev lvsd` must fail after SIGTERM"
+    );
+    assert!(
+        !d.socket().exists(),
+        "control socket {} left behind",
+        d.socket().display()
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", &d.lab().director_ns()])
+        .output()
+        .expect("ip netns pids");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "processes left in the director namespace: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let after = director_state(d);
+    assert_eq!(before, after, "director namespace changed by lvsd");
+    assert_kernel_refuses(d);
+}
+
+#[test]
+fn sigterm_leaves_nothing_behind() {
+    let test = "sigterm_leaves_nothing_behind";
+    if skip(test) {
+        return;
+    }
+    let mut d = Director::without_lvsd(Method::Nat, test);
+    let before = director_state(&d);
+    assert!(steering_table(&d).is_none(), "no lvsd table before start");
+    d.start_lvsd();
+    configure_and_check(&d);
+    assert_clean_stop(&mut d, &before);
+}
+
+#[test]
+fn restart_after_kill9_replaces_stale_rules() {
+    let test = "restart_after_kill9_replaces_stale_rules";
+    if skip(test) {
+        return;
+    }
+    let mut d = Director::without_lvsd(Method::Dr, test);
+    let before = director_state(&d);
+    d.start_lvsd();
+    configure_and_check(&d);
+    d.kill_lvsd();
+    // A crash leaves the rules (VIP:80 is now black-holed) and the socket file.
+    let stale = steering_table(&d).expect("a killed lvsd leaves its table");
+    assert!(stale.contains("drop"), "{stale}");
+    assert!(d.socket().exists(), "a killed lvsd leaves its socket file");
+
+    d.start_lvsd();
+    let table = steering_table(&d).expect("table of the new lvsd");
+    assert!(
+        !table.contains("drop"),
+        "the new lvsd must replace the stale rules with its own (none yet):\n{table}"
+    );
+    let list = d.lvsadm_ok(&["-L", "-n"]);
+    assert!(!list.contains("TCP") && !list.contains("UDP"), "{list}");
+    assert_kernel_refuses(&d);
+    configure_and_check(&d);
+    assert_clean_stop(&mut d, &before);
+}

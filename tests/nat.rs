@@ -1,0 +1,29 @@
+//! LVS-NAT end to end: lvsd in the director namespace, curl and a UDP client in the client
+//! namespace, the lab's HTTP/UDP servers on rs1..rs3. See `lib.rs` for the fixture.
+#![forbid(unsafe_code)]
+
+use lvs_e2e::{Method, download_and_udp, reconfigure_under_load, rr_spread_and_counters, skip};
+
+#[test]
+fn nat_rr_spreads_4_4_4_and_counts() {
+    if skip("nat_rr_spreads_4_4_4_and_counts") {
+        return;
+    }
+    rr_spread_and_counters(Method::Nat, "nat_rr_spreads_4_4_4_and_counts");
+}
+
+#[test]
+fn nat_50mb_download_and_udp_echo() {
+    if skip("nat_50mb_download_and_udp_echo") {
+        return;
+    }
+    download_and_udp(Method::Nat, "nat_50mb_download_and_udp_echo");
+}
+
+#[test]
+fn nat_reconfigure_under_load() {
+    if skip("nat_reconfigure_under_load") {
+        return;
+    }
+    reconfigure_under_load(Method::Nat, "nat_reconfigure_under_load");
+}
