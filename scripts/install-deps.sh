@@ -12,3 +12,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The metrics tests parse lvsd's /metrics with the reference OpenMetrics parser, Python's
+# prometheus_client: from PyPI into the python3 on PATH, else Debian's package (for
+# /usr/bin/python3, where pip is missing or the system Python is externally managed).
+if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
+  echo "installing: prometheus-client (Python)"
+  if ! python3 -m pip install -q --root-user-action=ignore prometheus-client >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq python3-prometheus-client >/dev/null
+  fi
+fi

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -105,16 +105,18 @@ pub fn have_nft() -> bool {
 }
 
 /// Prints `SKIP: ...` and returns true when the e2e tests cannot run here (not root, no `nft`).
+/// The line goes straight to the process's stderr, past the test harness's output capture, so
+/// a skipped run says so without `--nocapture`.
 pub fn skip(test: &str) -> bool {
-    if !lvs_lab::is_root() {
-        eprintln!("SKIP: {test}: needs root (network namespaces)");
-        return true;
-    }
-    if !have_nft() {
-        eprintln!("SKIP: {test}: `nft` not found (install nftables: scripts/install-deps.sh)");
-        return true;
-    }
-    false
+    let why = if !lvs_lab::is_root() {
+        "needs root (network namespaces)"
+    } else if !have_nft() {
+        "`nft` not found (install nftables: scripts/install-deps.sh)"
+    } else {
+        return false;
+    };
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {why}");
+    true
 }
 
 /// The method's forwarding flag for `lvsadm -a/-e`.
@@ -267,6 +269,8 @@ pub struct Director {
     socket: PathBuf,
     log: PathBuf,
     lvsd: Option<Child>,
+    /// Extra arguments for lvsd (see [`Director::set_lvsd_args`]).
+    lvsd_args: Vec<String>,
     decaps: Vec<Child>,
     lab: Option<Lab>,
     _lock: LabLock,
@@ -302,6 +306,7 @@ impl Director {
             log: PathBuf::from(format!("/tmp/lvs-e2e-{prefix}.lvsd.log")),
             bins,
             lvsd: None,
+            lvsd_args: Vec::new(),
             decaps: Vec::new(),
             lab: Some(lab),
             _lock: lock,
@@ -359,6 +364,7 @@ impl Director {
             .arg(&self.bins.lvsd)
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.lvsd_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -388,6 +394,11 @@ impl Director {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Extra arguments for the next [`Director::start_lvsd`] (e.g. `--metrics-listen ADDR`).
+    pub fn set_lvsd_args(&mut self, args: &[&str]) {
+        self.lvsd_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// Sends SIGTERM to lvsd and waits for it (SIGKILL after 5 s); returns its exit status.

@@ -125,6 +125,40 @@ pub enum Request {
         /// The changes, applied in order.
         requests: Vec<Request>,
     },
+    /// Re-read the configuration file lvsd was started with (`lvsd --config FILE`) and apply
+    /// the difference to the running table as one atomic batch, as SIGHUP does
+    /// (`lvsadm --reload`). Real servers that did not change keep their connections.
+    /// Answers [`Reply::Ok`], or [`Reply::Error`] when lvsd runs without `--config` or the
+    /// file is invalid; then the message holds the diagnostics, one `FILE:LINE:COL: message`
+    /// per line, and the running table is kept.
+    Reload,
+    /// Attach a health check to a real server (replacing its check), or remove it (`check`
+    /// absent or null). The check is a JSON object with keepalived's names, e.g.
+    /// `{"type":"http","path":"/health","delay_loop":2,"inhibit_on_failure":true}`; see
+    /// `docs/health-checks.md` for every field and default.
+    SetCheck {
+        /// Service.
+        key: ServiceKey,
+        /// Real server address.
+        addr: IpAddr,
+        /// Real server port.
+        port: u16,
+        /// The check; absent or null removes it.
+        #[serde(default)]
+        check: Option<serde_json::Value>,
+    },
+    /// Set a service's quorum, hysteresis and sorry server (`health` absent or null: back
+    /// to the defaults, no sorry server). E.g.
+    /// `{"quorum":2,"hysteresis":0,"sorry_server":{"addr":"10.0.9.9","port":80,"method":"nat"}}`.
+    SetServiceHealth {
+        /// Service.
+        key: ServiceKey,
+        /// The settings.
+        #[serde(default)]
+        health: Option<serde_json::Value>,
+    },
+    /// Health state of every checked real server and every service with health settings.
+    Health,
 }
 
 /// The daemon's answer.
@@ -168,6 +202,66 @@ pub enum Reply {
         /// UDP.
         udp: u64,
     },
+    /// Health state (answer to [`Request::Health`]).
+    Health {
+        /// Checked real servers.
+        servers: Vec<HealthInfo>,
+        /// Services with health settings.
+        services: Vec<ServiceHealthInfo>,
+    },
+}
+
+/// Health of one checked real server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    /// Service.
+    pub key: ServiceKey,
+    /// Real server address.
+    pub addr: IpAddr,
+    /// Real server port.
+    pub port: u16,
+    /// What is checked, e.g. `http GET 10.0.1.11:80/health`.
+    pub check: String,
+    /// `true` up, `false` down.
+    pub up: bool,
+    /// Seconds since the Unix epoch at which it entered this state.
+    pub since: u64,
+    /// Result of the last check: `true` passed, `false` failed, absent before the first.
+    #[serde(default)]
+    pub last_ok: Option<bool>,
+    /// Detail or failure reason of the last check.
+    pub last: String,
+    /// Seconds since the Unix epoch of the last check, absent before the first.
+    #[serde(default)]
+    pub last_at: Option<u64>,
+    /// Checks run.
+    pub checks: u64,
+    /// Checks failed.
+    pub failures: u64,
+    /// Weight the health module gives it in the table now (0 when inhibited).
+    pub weight: u32,
+    /// Whether the health module keeps it in the service table now.
+    pub listed: bool,
+}
+
+/// Health of one service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceHealthInfo {
+    /// Service.
+    pub key: ServiceKey,
+    /// Configured quorum.
+    pub quorum: u32,
+    /// Configured hysteresis.
+    pub hysteresis: u32,
+    /// Whether the quorum is up.
+    pub quorum_up: bool,
+    /// Sum of the weights of the up checked servers.
+    pub weight_sum: u64,
+    /// The sorry server `addr:port`, when configured.
+    #[serde(default)]
+    pub sorry_server: Option<String>,
+    /// Whether the sorry server is in use.
+    pub sorry_active: bool,
 }
 
 /// A service as listed.
@@ -175,10 +269,11 @@ pub enum Reply {
 pub struct ServiceInfo {
     /// Configuration.
     pub config: ServiceConfig,
-    /// Counters.
+    /// Counters (left out of the JSON when all zero).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub stats: Stats,
-    /// Rates (IPVS estimator).
-    #[serde(default)]
+    /// Rates (IPVS estimator; left out when all zero).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub rates: Rates,
     /// Real servers.
     pub dests: Vec<DestInfo>,
@@ -193,15 +288,23 @@ pub struct DestInfo {
     pub active: u32,
     /// InActConn.
     pub inactive: u32,
-    /// Persistence templates.
+    /// Persistence templates (left out when 0).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub persistent: u32,
-    /// Over its upper threshold.
+    /// Over its upper threshold (left out when false).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub overloaded: bool,
-    /// Counters.
+    /// Counters (left out when all zero).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub stats: Stats,
-    /// Rates (IPVS estimator).
-    #[serde(default)]
+    /// Rates (IPVS estimator; left out when all zero).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub rates: Rates,
+}
+
+/// Keeps listings of large, idle tables small: zero counters are not sent.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A connection entry as listed (`ipvsadm -L -c`).
@@ -326,9 +429,15 @@ impl Client {
 
 /// Parse one request line as the daemon does, with a message fit for the client on error.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    let value: serde_json::Value =
+    /// Only the version; serde skips everything else without building a tree (a restore
+    /// of 100,000 real servers is one 20 MB line).
+    #[derive(Deserialize)]
+    struct Version {
+        v: Option<serde_json::Value>,
+    }
+    let version: Version =
         serde_json::from_str(line).map_err(|e| format!("request is not valid JSON: {e}"))?;
-    match value.get("v").and_then(serde_json::Value::as_u64) {
+    match version.v.as_ref().and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(VERSION) => {}
         Some(v) => {
             return Err(format!(
@@ -341,9 +450,8 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             ));
         }
     }
-    serde_json::from_value::<Envelope>(value)
-        .map(|e| e.request)
-        .map_err(|e| format!("bad request: {e}"))
+    // The request's own fields sit beside "v", which the request types ignore.
+    serde_json::from_str::<Request>(line).map_err(|e| format!("bad request: {e}"))
 }
 
 #[cfg(test)]
@@ -388,5 +496,33 @@ mod tests {
                 .starts_with("bad request")
         );
         assert_eq!(parse_request(r#"{"v":1,"op":"list"}"#), Ok(Request::List));
+    }
+
+    #[test]
+    fn health_requests_round_trip() {
+        let req = parse_request(
+            r#"{"v":1,"op":"set_check","key":{"Addr":{"proto":"Tcp","addr":"10.0.0.1","port":80}},"addr":"10.0.1.11","port":80,"check":{"type":"tcp","delay_loop":1}}"#,
+        )
+        .unwrap();
+        let Request::SetCheck { port, check, .. } = &req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(*port, 80);
+        assert_eq!(check.as_ref().unwrap()["type"], "tcp");
+        let removal = parse_request(
+            r#"{"v":1,"op":"set_check","key":{"Addr":{"proto":"Tcp","addr":"10.0.0.1","port":80}},"addr":"10.0.1.11","port":80}"#,
+        )
+        .unwrap();
+        assert!(matches!(removal, Request::SetCheck { check: None, .. }));
+        assert_eq!(
+            parse_request(r#"{"v":1,"op":"health"}"#),
+            Ok(Request::Health)
+        );
+        let reply = Reply::Health {
+            servers: Vec::new(),
+            services: Vec::new(),
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), reply);
     }
 }

@@ -1,29 +1,49 @@
-//! `AF_PACKET` backend: a `TPACKET_V3` memory-mapped RX ring per
-//! (interface, worker) and batched `sendmmsg` TX.
+//! `AF_PACKET` backend: a memory-mapped RX ring per (interface, worker) —
+//! `TPACKET_V2` (default, low latency) or `TPACKET_V3` — and batched
+//! `sendmmsg` TX.
 //!
 //! # Socket set-up
 //!
 //! [`AfPacket::open`] creates `socket(AF_PACKET, SOCK_RAW, 0)` (protocol 0 so
 //! nothing is queued before the socket is bound to its interface), then sets,
-//! in this order: `PACKET_VERSION = TPACKET_V3`, `PACKET_VNET_HDR` (before
-//! the ring, as the kernel requires), `PACKET_RESERVE` (headroom),
+//! in this order: `PACKET_VERSION` (see [`RingVersion`]), `PACKET_VNET_HDR`
+//! (before the ring, as the kernel requires), `PACKET_RESERVE` (headroom),
 //! `PACKET_IGNORE_OUTGOING`, the send buffer, `PACKET_RX_RING`, maps the
 //! ring, binds to `(ETH_P_ALL, ifindex)` and finally joins the optional
 //! `PACKET_FANOUT` group. Binding to `ETH_P_ALL` matters: such a tap sees a
 //! frame before an nftables `netdev ingress` drop, which is how the director
 //! steals VIP traffic from the kernel.
 //!
+//! # V2 or V3
+//!
+//! `TPACKET_V3` packs frames of any size into large blocks and hands a block
+//! to user space only when it is full or its retire timer (at least 1 ms)
+//! fires; `poll` wakes only then. That is cheap at high rates but at low and
+//! moderate rates every frame waits up to a millisecond in the ring.
+//!
+//! `TPACKET_V2` has fixed-size frame slots, each with its own `tp_status`:
+//! the kernel marks a slot `TP_STATUS_USER` and wakes `poll` per frame, so a
+//! frame is delivered as soon as it arrives (tens of microseconds). Each
+//! slot must hold a whole GSO super-frame, so slots are large
+//! ([`AfPacketConfig::v2_frame_size`], 68 KiB with 4 KiB pages) and the ring
+//! holds fewer frames for the same memory ([`AfPacketConfig::rx_frames`],
+//! default 256 → 18 MiB per socket, see [`AfPacketConfig::ring_bytes`]).
+//! Slots are returned to the kernel one by one (`TP_STATUS_KERNEL`, release
+//! ordering) right after their callback. V2 is the default.
+//!
 //! # What a received frame looks like
 //!
-//! Each ring slot holds `tpacket3_hdr`, `sockaddr_ll`, then free headroom
-//! (at least [`AfPacketConfig::headroom`] bytes, from `PACKET_RESERVE`), then
+//! Each ring slot holds `tpacket3_hdr` (V3) or `tpacket2_hdr` (V2),
+//! `sockaddr_ll`, then free headroom (at least [`AfPacketConfig::headroom`]
+//! bytes, from `PACKET_RESERVE`), then
 //! the 10-byte `virtio_net_hdr`, then the frame from its Ethernet header.
 //! [`RxFrame::buf`] exposes everything after the `sockaddr_ll`, so the
 //! caller may write into the headroom (the vnet header was copied out
 //! already) and, e.g., prepend an outer IPv4 header in place.
 //!
-//! Verified on Linux 6.18 (see the crate's tests): `TPACKET_V3` rings do
-//! deliver the vnet header (`tpacket_rcv` writes it for V3 too).
+//! Verified on Linux 6.18 (see the crate's tests): both `TPACKET_V2` and
+//! `TPACKET_V3` rings deliver the vnet header (`tpacket_rcv` writes it for
+//! every version).
 //!
 //! # Checksums and GRO/GSO
 //!
@@ -41,10 +61,13 @@
 //!   the checksum on egress (or hands it to the NIC / peer as
 //!   `CHECKSUM_PARTIAL`).
 //! * GSO *super-frames* up to 64 KiB: `vnet.gso_type` (`TCPV4`, `TCPV6`,
-//!   `UDP_L4`) and `gso_size` (the MSS). The ring's blocks are sized so that
-//!   such frames fit ([`AfPacketConfig::block_size`] well above 64 KiB); a
-//!   frame that does not fit is clamped by the kernel and reported with
-//!   [`RxFrame::truncated`], and must be dropped.
+//!   `UDP_L4`) and `gso_size` (the MSS). The ring's blocks (V3) or frame
+//!   slots (V2) are sized so that such frames fit
+//!   ([`AfPacketConfig::block_size`] well above 64 KiB,
+//!   [`AfPacketConfig::v2_frame_size`] computed for a 64 KiB L3 packet); a
+//!   frame that does not fit (e.g. with BIG TCP enabled on an interface) is
+//!   clamped by the kernel and reported with [`RxFrame::truncated`], and must
+//!   be dropped.
 //!
 //! For NAT and DR the director forwards a super-frame unchanged in size with
 //! its vnet header; `PACKET_VNET_HDR` on the TX socket makes the kernel build
@@ -92,6 +115,21 @@ const SLL_OFF: usize = (size_of::<libc::tpacket3_hdr>() + libc::TPACKET_ALIGNMEN
     & !(libc::TPACKET_ALIGNMENT - 1);
 /// `TPACKET3_HDRLEN`: end of `sockaddr_ll`, start of the headroom we expose.
 const HDRLEN: usize = SLL_OFF + size_of::<libc::sockaddr_ll>();
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: offset of `sockaddr_ll` in a V2 slot.
+const SLL2_OFF: usize = (size_of::<libc::tpacket2_hdr>() + libc::TPACKET_ALIGNMENT - 1)
+    & !(libc::TPACKET_ALIGNMENT - 1);
+/// `TPACKET2_HDRLEN`: end of `sockaddr_ll` in a V2 slot, start of the headroom.
+const HDRLEN2: usize = SLL2_OFF + size_of::<libc::sockaddr_ll>();
+/// Largest link-layer header a V2 slot is sized for (Ethernet plus stacked
+/// VLAN tags, with slack). `tpacket_rcv` puts the network header at
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + max(maclen, 16)) + reserve + vnet`.
+const V2_MAX_MAC: usize = 64;
+/// Largest L3 packet a V2 slot must hold: a GSO/GRO super-frame is limited
+/// to 64 KiB (`GSO_LEGACY_MAX_SIZE`) unless BIG TCP is enabled.
+const V2_MAX_L3: usize = 1 << 16;
+/// Largest V2 ring block we ask for (the kernel allocates each block as one
+/// power-of-two chunk of pages, falling back to vmalloc).
+const V2_MAX_BLOCK: usize = 1 << 20;
 /// Offset of `struct tpacket_hdr_v1` inside `struct tpacket_block_desc`.
 const BH_OFF: usize = offset_of!(libc::tpacket_block_desc, hdr);
 /// Largest number of messages passed to one `sendmmsg` call.
@@ -119,19 +157,81 @@ impl Fanout {
     }
 }
 
+/// The RX ring layout (`PACKET_VERSION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RingVersion {
+    /// `TPACKET_V2`: fixed-size slots, one per frame, each handed to user
+    /// space (and `poll` woken) as soon as the frame is written. Lowest
+    /// latency; more memory per buffered frame. The default.
+    #[default]
+    V2,
+    /// `TPACKET_V3`: variable-size frames packed into blocks, handed over
+    /// when a block is full or its retire timer fires (>= 1 ms). Densest and
+    /// cheapest per frame at high rates, but adds up to
+    /// [`AfPacketConfig::retire_timeout_ms`] latency at low rates.
+    V3,
+}
+
+impl std::fmt::Display for RingVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V2 => "v2",
+            Self::V3 => "v3",
+        })
+    }
+}
+
+impl std::str::FromStr for RingVersion {
+    type Err = String;
+
+    /// Parses `v2` / `v3` (also `tpacket_v2`, `2`, ..., case-insensitive).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let l = s.to_ascii_lowercase();
+        match l.strip_prefix("tpacket_").unwrap_or(&l) {
+            "v2" | "2" => Ok(Self::V2),
+            "v3" | "3" => Ok(Self::V3),
+            _ => Err(format!("unknown ring version '{s}' (expected v2 or v3)")),
+        }
+    }
+}
+
+/// Geometry of a V2 ring, derived from the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct V2Geometry {
+    frame_size: usize,
+    frames_per_block: usize,
+    block_size: usize,
+    block_count: usize,
+}
+
+impl V2Geometry {
+    fn frame_count(&self) -> usize {
+        self.frames_per_block * self.block_count
+    }
+}
+
 /// Configuration of one [`AfPacket`] socket.
 #[derive(Clone, Debug)]
 pub struct AfPacketConfig {
-    /// Size of one ring block in bytes; a multiple of the page size and
-    /// comfortably above 64 KiB so GSO super-frames fit. Default 256 KiB.
+    /// RX ring layout. Default [`RingVersion::V2`] (per-frame wake-ups: a
+    /// lone frame is delivered in tens of microseconds instead of waiting
+    /// for V3's block retire timer).
+    pub ring: RingVersion,
+    /// V2 only: number of frame slots, rounded up to whole blocks (see
+    /// [`AfPacketConfig::ring_bytes`]). Each slot holds one frame of any
+    /// size up to a 64 KiB super-frame. Default 256 (270 slots, 18 MiB with
+    /// 4 KiB pages).
+    pub rx_frames: u32,
+    /// V3 only: size of one ring block in bytes; a multiple of the page size
+    /// and comfortably above 64 KiB so GSO super-frames fit. Default 256 KiB.
     pub block_size: u32,
-    /// Number of ring blocks. Default 16 (4 MiB per socket).
+    /// V3 only: number of ring blocks. Default 16 (4 MiB per socket).
     pub block_count: u32,
-    /// Nominal frame size (TPACKET_V3 packs frames of any size; this only
-    /// feeds `tp_frame_nr`). Multiple of 16, default 2048.
+    /// V3 only: nominal frame size (TPACKET_V3 packs frames of any size;
+    /// this only feeds `tp_frame_nr`). Multiple of 16, default 2048.
     pub frame_size: u32,
-    /// Block retire timeout in milliseconds: a partly filled block is handed
-    /// to user space after this long, bounding latency. Default 1.
+    /// V3 only: block retire timeout in milliseconds: a partly filled block
+    /// is handed to user space after this long, bounding latency. Default 1.
     pub retire_timeout_ms: u32,
     /// Bytes reserved before each frame (`PACKET_RESERVE`), usable as
     /// headroom. Default 64.
@@ -156,6 +256,8 @@ pub struct AfPacketConfig {
 impl Default for AfPacketConfig {
     fn default() -> Self {
         Self {
+            ring: RingVersion::V2,
+            rx_frames: 256,
             block_size: 1 << 18,
             block_count: 16,
             frame_size: 2048,
@@ -171,11 +273,97 @@ impl Default for AfPacketConfig {
     }
 }
 
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096).max(4096)
+}
+
 impl AfPacketConfig {
+    /// Size of one V2 frame slot in bytes: `tpacket2_hdr` + `sockaddr_ll` +
+    /// link-layer header allowance + headroom + vnet header + a 64 KiB L3
+    /// packet, rounded up to a page multiple (69632 bytes = 68 KiB with 4 KiB
+    /// pages and any headroom up to 1024).
+    pub fn v2_frame_size(&self) -> usize {
+        self.v2_frame_size_for(page_size())
+    }
+
+    fn v2_frame_size_for(&self, page: usize) -> usize {
+        let align = libc::TPACKET_ALIGNMENT;
+        let net = (HDRLEN2 + V2_MAX_MAC).div_ceil(align) * align
+            + self.headroom as usize
+            + if self.vnet_hdr { VNET_HDR_LEN } else { 0 };
+        (net + V2_MAX_L3).div_ceil(page) * page
+    }
+
+    /// V2 ring geometry: the power-of-two block (at most 1 MiB, or one frame
+    /// if that is larger) that wastes the smallest fraction on slack after
+    /// its whole frames — the kernel allocates each block as a power-of-two
+    /// chunk, so a 68 KiB block would really cost 128 KiB — and enough
+    /// blocks for `rx_frames`.
+    fn v2_geometry(&self, page: usize) -> V2Geometry {
+        let frame = self.v2_frame_size_for(page);
+        let limit = V2_MAX_BLOCK.max(frame.next_power_of_two());
+        let mut best: Option<(usize, usize)> = None; // (block, frames per block)
+        let mut b = frame.next_power_of_two().max(page);
+        while b <= limit {
+            let fpb = b / frame;
+            let better = best.is_none_or(|(bb, bf)| {
+                // waste(b)/b < waste(bb)/bb, cross-multiplied.
+                (b - fpb * frame) * bb < (bb - bf * frame) * b
+            });
+            if better {
+                best = Some((b, fpb));
+            }
+            b *= 2;
+        }
+        let (block_size, frames_per_block) = best.unwrap_or((frame, 1));
+        V2Geometry {
+            frame_size: frame,
+            frames_per_block,
+            block_size,
+            block_count: (self.rx_frames.max(1) as usize).div_ceil(frames_per_block),
+        }
+    }
+
+    /// Bytes of RX ring memory one socket with this configuration maps (and
+    /// the kernel pins): `block_size * block_count` for V3; for V2 whole
+    /// blocks of `v2_frame_size` slots (18 MiB for the default 256 frames:
+    /// 18 blocks of 1 MiB holding 15 frames of 68 KiB each).
+    pub fn ring_bytes(&self) -> usize {
+        match self.ring {
+            RingVersion::V3 => self.block_size as usize * self.block_count as usize,
+            RingVersion::V2 => {
+                let g = self.v2_geometry(page_size());
+                g.block_size * g.block_count
+            }
+        }
+    }
+
     fn validate(&self) -> io::Result<()> {
         let bad = |m: String| Err(io::Error::new(io::ErrorKind::InvalidInput, m));
-        // SAFETY: sysconf has no memory effects.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+        let page = page_size() as u32;
+        if self.headroom > 1024 {
+            return bad(format!(
+                "AF_PACKET headroom {} is above 1024 bytes",
+                self.headroom
+            ));
+        }
+        if self.tx_batch == 0 || self.tx_arena < 65536 + 64 {
+            return bad(format!(
+                "AF_PACKET tx_batch ({}) must be >= 1 and tx_arena ({}) >= 65600 bytes",
+                self.tx_batch, self.tx_arena
+            ));
+        }
+        if self.ring == RingVersion::V2 {
+            if self.rx_frames == 0 || self.rx_frames > 1 << 16 {
+                return bad(format!(
+                    "AF_PACKET rx_frames {} must be between 1 and 65536",
+                    self.rx_frames
+                ));
+            }
+            return Ok(());
+        }
         if self.block_size == 0 || !self.block_size.is_multiple_of(page) {
             return bad(format!(
                 "AF_PACKET block_size {} must be a non-zero multiple of the page size {page}",
@@ -198,18 +386,6 @@ impl AfPacketConfig {
         if self.block_count == 0 {
             return bad("AF_PACKET block_count must be at least 1".into());
         }
-        if self.headroom > 1024 {
-            return bad(format!(
-                "AF_PACKET headroom {} is above 1024 bytes",
-                self.headroom
-            ));
-        }
-        if self.tx_batch == 0 || self.tx_arena < 65536 + 64 {
-            return bad(format!(
-                "AF_PACKET tx_batch ({}) must be >= 1 and tx_arena ({}) >= 65600 bytes",
-                self.tx_batch, self.tx_arena
-            ));
-        }
         Ok(())
     }
 }
@@ -222,7 +398,8 @@ pub struct RingStats {
     pub packets: u32,
     /// Frames the kernel dropped (ring full) since the last read.
     pub drops: u32,
-    /// Times the ring was frozen (all blocks owned by user space).
+    /// Times the ring was frozen (all blocks owned by user space; V3 only,
+    /// always 0 for V2).
     pub freeze_count: u32,
     /// Ring slots whose offsets did not lie inside their block (skipped; total).
     pub malformed: u64,
@@ -447,12 +624,23 @@ fn set_sndbuf(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// One `AF_PACKET` socket bound to one interface: a `TPACKET_V3` RX ring
-/// plus a [`PacketTx`] queue on the same socket.
+/// The mapped ring's layout.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// `TPACKET_V3`: `cur` is the next block.
+    V3 {
+        block_size: usize,
+        block_count: usize,
+    },
+    /// `TPACKET_V2`: `cur` is the next frame slot.
+    V2(V2Geometry),
+}
+
+/// One `AF_PACKET` socket bound to one interface: a `TPACKET_V2` or
+/// `TPACKET_V3` RX ring plus a [`PacketTx`] queue on the same socket.
 pub struct AfPacket {
     ring: Mmap,
-    block_size: usize,
-    block_count: usize,
+    layout: Layout,
     cur: usize,
     ifindex: u32,
     vnet: bool,
@@ -481,6 +669,54 @@ fn read_u16(b: &[u8], off: usize) -> Option<u16> {
     ))
 }
 
+/// Per-frame metadata read from a slot header.
+#[derive(Clone, Copy)]
+struct Meta {
+    wire_len: u32,
+    status: u32,
+    ifindex: u32,
+    pkt_type: u8,
+}
+
+/// Builds the [`RxFrame`] for the slot at `off` in `buf` whose header area
+/// ends at `off + hdrlen` (`TPACKET{2,3}_HDRLEN`) and whose frame starts at
+/// `off + mac` with `snaplen` bytes. `None` if the kernel-written `mac` /
+/// `snaplen` do not leave room for the vnet header or run past `buf`.
+fn make_frame(
+    buf: &mut [u8],
+    off: usize,
+    hdrlen: usize,
+    mac: u16,
+    snaplen: u32,
+    vnet: bool,
+    m: Meta,
+) -> Option<RxFrame<'_>> {
+    let mac = usize::from(mac);
+    let snaplen = snaplen as usize;
+    let min_mac = hdrlen + if vnet { VNET_HDR_LEN } else { 0 };
+    if mac < min_mac {
+        return None;
+    }
+    let start = off.checked_add(mac)?;
+    let end = start.checked_add(snaplen).filter(|&e| e <= buf.len())?;
+    let vh = if vnet {
+        VnetHdr::parse(&buf[start - VNET_HDR_LEN..start]).unwrap_or_default()
+    } else {
+        VnetHdr::default()
+    };
+    Some(RxFrame {
+        buf: &mut buf[off + hdrlen..end],
+        head: mac - hdrlen,
+        len: snaplen,
+        wire_len: m.wire_len as usize,
+        ifindex: m.ifindex,
+        pkt_type: m.pkt_type,
+        vnet: vh,
+        csum_not_ready: m.status & libc::TP_STATUS_CSUMNOTREADY != 0,
+        csum_valid: m.status & libc::TP_STATUS_CSUM_VALID != 0,
+    })
+}
+
 impl AfPacket {
     /// Opens a socket on interface `ifindex` (in the calling thread's network
     /// namespace) with configuration `cfg`. Needs `CAP_NET_RAW`.
@@ -494,13 +730,16 @@ impl AfPacket {
             &ctx("create socket (needs CAP_NET_RAW)"),
         )?;
         let b = fd.as_fd();
-        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        let version = match cfg.ring {
+            RingVersion::V2 => libc::tpacket_versions::TPACKET_V2,
+            RingVersion::V3 => libc::tpacket_versions::TPACKET_V3,
+        } as libc::c_int;
         sys::setsockopt(
             b,
             libc::SOL_PACKET,
             libc::PACKET_VERSION,
-            &v3,
-            &ctx("set TPACKET_V3"),
+            &version,
+            &ctx(&format!("set PACKET_VERSION {}", cfg.ring)),
         )?;
         let one: libc::c_int = 1;
         if cfg.vnet_hdr {
@@ -530,27 +769,69 @@ impl AfPacket {
             )?;
         }
         set_sndbuf(b, cfg.sndbuf).map_err(|e| sys::context(e, ctx("send buffer")))?;
-        let frames_per_block = cfg.block_size / cfg.frame_size;
-        let req = libc::tpacket_req3 {
-            tp_block_size: cfg.block_size,
-            tp_block_nr: cfg.block_count,
-            tp_frame_size: cfg.frame_size,
-            tp_frame_nr: frames_per_block * cfg.block_count,
-            tp_retire_blk_tov: cfg.retire_timeout_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
+        let (layout, len) = match cfg.ring {
+            RingVersion::V3 => {
+                let frames_per_block = cfg.block_size / cfg.frame_size;
+                let req = libc::tpacket_req3 {
+                    tp_block_size: cfg.block_size,
+                    tp_block_nr: cfg.block_count,
+                    tp_frame_size: cfg.frame_size,
+                    tp_frame_nr: frames_per_block * cfg.block_count,
+                    tp_retire_blk_tov: cfg.retire_timeout_ms,
+                    tp_sizeof_priv: 0,
+                    tp_feature_req_word: 0,
+                };
+                sys::setsockopt(
+                    b,
+                    libc::SOL_PACKET,
+                    libc::PACKET_RX_RING,
+                    &req,
+                    &ctx(&format!(
+                        "set PACKET_RX_RING (V3, {} blocks of {} bytes)",
+                        cfg.block_count, cfg.block_size
+                    )),
+                )?;
+                let layout = Layout::V3 {
+                    block_size: cfg.block_size as usize,
+                    block_count: cfg.block_count as usize,
+                };
+                (layout, cfg.block_size as usize * cfg.block_count as usize)
+            }
+            RingVersion::V2 => {
+                let g = cfg.v2_geometry(page_size());
+                let too_big = || {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        ctx("V2 ring geometry out of range"),
+                    )
+                };
+                let u = |v: usize| u32::try_from(v).map_err(|_| too_big());
+                let req = libc::tpacket_req {
+                    tp_block_size: u(g.block_size)?,
+                    tp_block_nr: u(g.block_count)?,
+                    tp_frame_size: u(g.frame_size)?,
+                    tp_frame_nr: u(g.frame_count())?,
+                };
+                sys::setsockopt(
+                    b,
+                    libc::SOL_PACKET,
+                    libc::PACKET_RX_RING,
+                    &req,
+                    &ctx(&format!(
+                        "set PACKET_RX_RING (V2, {} frames of {} bytes in {} blocks of {} bytes)",
+                        g.frame_count(),
+                        g.frame_size,
+                        g.block_count,
+                        g.block_size
+                    )),
+                )?;
+                let len = g
+                    .block_size
+                    .checked_mul(g.block_count)
+                    .ok_or_else(too_big)?;
+                (Layout::V2(g), len)
+            }
         };
-        sys::setsockopt(
-            b,
-            libc::SOL_PACKET,
-            libc::PACKET_RX_RING,
-            &req,
-            &ctx(&format!(
-                "set PACKET_RX_RING ({} blocks of {} bytes)",
-                cfg.block_count, cfg.block_size
-            )),
-        )?;
-        let len = cfg.block_size as usize * cfg.block_count as usize;
         let ring = Mmap::shared(b, len, &ctx("mmap RX ring"))?;
 
         // SAFETY: sockaddr_ll is a plain C struct; all-zeroes is valid.
@@ -599,8 +880,7 @@ impl AfPacket {
         drop(fd);
         Ok(Self {
             ring,
-            block_size: cfg.block_size as usize,
-            block_count: cfg.block_count as usize,
+            layout,
             cur: 0,
             ifindex,
             vnet: cfg.vnet_hdr,
@@ -619,6 +899,19 @@ impl AfPacket {
         self.vnet
     }
 
+    /// The RX ring version in use.
+    pub fn ring_version(&self) -> RingVersion {
+        match self.layout {
+            Layout::V2(_) => RingVersion::V2,
+            Layout::V3 { .. } => RingVersion::V3,
+        }
+    }
+
+    /// Bytes of the mapped RX ring (see [`AfPacketConfig::ring_bytes`]).
+    pub fn ring_bytes(&self) -> usize {
+        self.ring.len()
+    }
+
     /// Reads and resets the kernel's ring statistics.
     pub fn stats(&self) -> io::Result<RingStats> {
         let s: StatsV3 = sys::getsockopt(
@@ -635,31 +928,53 @@ impl AfPacket {
         })
     }
 
-    fn block_status(&self, i: usize) -> &AtomicU32 {
-        let p = self.ring.ptr().wrapping_add(
-            i * self.block_size + BH_OFF + offset_of!(libc::tpacket_hdr_v1, block_status),
-        );
-        // SAFETY: `i < block_count`, so `p` lies inside the mapping, which is
-        // page aligned, and `i * block_size + 8` is 4-aligned. The mapping
-        // outlives the returned reference (borrowed from `self`). The kernel
-        // updates this word concurrently, which is why it is only ever
-        // accessed atomically.
+    /// The status word at byte offset `off` of the ring, which must be
+    /// 4-aligned and inside the mapping (checked by the callers' layouts).
+    fn status_at(&self, off: usize) -> &AtomicU32 {
+        assert!(off + 4 <= self.ring.len() && off.is_multiple_of(4));
+        let p = self.ring.ptr().wrapping_add(off);
+        // SAFETY: `p` lies inside the mapping (asserted above), which is page
+        // aligned, so `p` is 4-aligned. The mapping outlives the returned
+        // reference (borrowed from `self`). The kernel updates this word
+        // concurrently, which is why it is only ever accessed atomically.
         unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }
     }
 
     /// Like [`PacketIo::rx_batch`]: calls `f` for every ready frame (waiting
     /// up to `timeout` when none is), handing it the TX queue too. Processes
     /// at most one pass over the ring per call. Returns the frame count.
-    pub fn rx_batch_tx<F>(&mut self, timeout: Duration, mut f: F) -> io::Result<usize>
+    pub fn rx_batch_tx<F>(&mut self, timeout: Duration, f: F) -> io::Result<usize>
     where
         F: FnMut(RxFrame<'_>, &mut PacketTx),
     {
+        match self.layout {
+            Layout::V3 {
+                block_size,
+                block_count,
+            } => self.rx_v3(block_size, block_count, timeout, f),
+            Layout::V2(g) => self.rx_v2(g, timeout, f),
+        }
+    }
+
+    fn rx_v3<F>(
+        &mut self,
+        block_size: usize,
+        block_count: usize,
+        timeout: Duration,
+        mut f: F,
+    ) -> io::Result<usize>
+    where
+        F: FnMut(RxFrame<'_>, &mut PacketTx),
+    {
+        // `block_status` of block i: 4-aligned, inside block i.
+        let status_off =
+            |i: usize| i * block_size + BH_OFF + offset_of!(libc::tpacket_hdr_v1, block_status);
         let mut frames = 0usize;
         let mut polled = false;
         let mut blocks = 0usize;
-        while blocks < self.block_count {
+        while blocks < block_count {
             let i = self.cur;
-            if self.block_status(i).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+            if self.status_at(status_off(i)).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
                 if frames > 0 || blocks > 0 || polled || timeout.is_zero() {
                     break;
                 }
@@ -667,22 +982,101 @@ impl AfPacket {
                 sys::poll_in(self.as_fd(), timeout)?;
                 continue;
             }
-            let base = self.ring.ptr().wrapping_add(i * self.block_size);
-            debug_assert!((i + 1) * self.block_size <= self.ring.len());
-            // SAFETY: block `i` lies inside the mapping (i < block_count and
-            // the mapping is block_size * block_count bytes). Its status has
-            // TP_STATUS_USER (Acquire load above), so the kernel does not
-            // write to it until we store TP_STATUS_KERNEL below, after this
-            // slice (and every RxFrame borrowing it) is gone. `&mut self`
-            // guarantees no other reference into the ring exists.
-            let block = unsafe { std::slice::from_raw_parts_mut(base, self.block_size) };
+            assert!((i + 1) * block_size <= self.ring.len());
+            let base = self.ring.ptr().wrapping_add(i * block_size);
+            // SAFETY: block `i` lies inside the mapping (asserted above). Its
+            // status has TP_STATUS_USER (Acquire load above), so the kernel
+            // does not write to it until we store TP_STATUS_KERNEL below,
+            // after this slice (and every RxFrame borrowing it) is gone.
+            // `&mut self` guarantees no other reference into the ring exists.
+            let block = unsafe { std::slice::from_raw_parts_mut(base, block_size) };
             frames += Self::walk_block(block, self.vnet, &mut self.malformed, &mut self.tx, &mut f);
-            self.block_status(i)
+            self.status_at(status_off(i))
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.cur = (i + 1) % self.block_count;
+            self.cur = (i + 1) % block_count;
             blocks += 1;
         }
         Ok(frames)
+    }
+
+    fn rx_v2<F>(&mut self, g: V2Geometry, timeout: Duration, mut f: F) -> io::Result<usize>
+    where
+        F: FnMut(RxFrame<'_>, &mut PacketTx),
+    {
+        let count = g.frame_count();
+        // Slot i: block i / fpb, position i % fpb; 16-aligned (frame_size is
+        // a page multiple), `tp_status` is its first word.
+        let slot_off = |i: usize| {
+            (i / g.frames_per_block) * g.block_size + (i % g.frames_per_block) * g.frame_size
+        };
+        let mut frames = 0usize;
+        let mut slots = 0usize;
+        let mut polled = false;
+        while slots < count {
+            let i = self.cur;
+            let off = slot_off(i);
+            let status = self.status_at(off).load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                if slots > 0 || polled || timeout.is_zero() {
+                    break;
+                }
+                polled = true;
+                sys::poll_in(self.as_fd(), timeout)?;
+                continue;
+            }
+            assert!(off + g.frame_size <= self.ring.len());
+            let base = self.ring.ptr().wrapping_add(off);
+            // SAFETY: slot `i` lies inside the mapping (asserted above). Its
+            // status has TP_STATUS_USER (Acquire load above), so the kernel
+            // does not write to it until we store TP_STATUS_KERNEL below,
+            // after this slice (and the RxFrame borrowing it) is gone.
+            // `&mut self` guarantees no other reference into the ring exists.
+            let slot = unsafe { std::slice::from_raw_parts_mut(base, g.frame_size) };
+            if Self::deliver_v2(slot, status, self.vnet, &mut self.tx, &mut f) {
+                frames += 1;
+            } else {
+                self.malformed += 1;
+            }
+            self.status_at(off)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.cur = (i + 1) % count;
+            slots += 1;
+        }
+        Ok(frames)
+    }
+
+    /// Hands the frame in one user-owned V2 slot to `f`. Every value the
+    /// kernel wrote is bounds-checked; returns false (nothing delivered) if
+    /// the slot is malformed.
+    fn deliver_v2<F>(slot: &mut [u8], status: u32, vnet: bool, tx: &mut PacketTx, f: &mut F) -> bool
+    where
+        F: FnMut(RxFrame<'_>, &mut PacketTx),
+    {
+        let hdr = (|| {
+            Some((
+                read_u32(slot, offset_of!(libc::tpacket2_hdr, tp_snaplen))?,
+                read_u32(slot, offset_of!(libc::tpacket2_hdr, tp_len))?,
+                read_u16(slot, offset_of!(libc::tpacket2_hdr, tp_mac))?,
+                read_u32(slot, SLL2_OFF + offset_of!(libc::sockaddr_ll, sll_ifindex))?,
+                *slot.get(SLL2_OFF + offset_of!(libc::sockaddr_ll, sll_pkttype))?,
+            ))
+        })();
+        let Some((snaplen, wire_len, mac, ifindex, pkt_type)) = hdr else {
+            return false;
+        };
+        let meta = Meta {
+            wire_len,
+            status,
+            ifindex,
+            pkt_type,
+        };
+        match make_frame(slot, 0, HDRLEN2, mac, snaplen, vnet, meta) {
+            Some(frame) => {
+                f(frame, tx);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Walks the frames of one user-owned block; every offset the kernel
@@ -735,29 +1129,15 @@ impl AfPacket {
                 *malformed += 1;
                 break;
             };
-            let mac = mac as usize;
-            let snaplen = snaplen as usize;
-            let min_mac = HDRLEN + if vnet { VNET_HDR_LEN } else { 0 };
-            let end = off.checked_add(mac).and_then(|m| m.checked_add(snaplen));
-            let Some(end) = end.filter(|&e| mac >= min_mac && e <= block.len()) else {
-                *malformed += 1;
-                break;
-            };
-            let vh = if vnet {
-                VnetHdr::parse(&block[off + mac - VNET_HDR_LEN..off + mac]).unwrap_or_default()
-            } else {
-                VnetHdr::default()
-            };
-            let frame = RxFrame {
-                buf: &mut block[off + HDRLEN..end],
-                head: mac - HDRLEN,
-                len: snaplen,
-                wire_len: wire_len as usize,
+            let meta = Meta {
+                wire_len,
+                status,
                 ifindex,
                 pkt_type,
-                vnet: vh,
-                csum_not_ready: status & libc::TP_STATUS_CSUMNOTREADY != 0,
-                csum_valid: status & libc::TP_STATUS_CSUM_VALID != 0,
+            };
+            let Some(frame) = make_frame(block, off, HDRLEN, mac, snaplen, vnet, meta) else {
+                *malformed += 1;
+                break;
             };
             f(frame, tx);
             done += 1;
@@ -930,5 +1310,173 @@ mod tests {
             0
         );
         assert_eq!(bad, 1);
+    }
+
+    /// A V2 slot of `size` bytes holding `payload` at `mac`, as the kernel writes it.
+    fn slot(size: usize, mac: usize, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; size];
+        put32(&mut b, offset_of!(libc::tpacket2_hdr, tp_status), 1);
+        put32(
+            &mut b,
+            offset_of!(libc::tpacket2_hdr, tp_snaplen),
+            payload.len() as u32,
+        );
+        put32(
+            &mut b,
+            offset_of!(libc::tpacket2_hdr, tp_len),
+            payload.len() as u32 + 100,
+        );
+        b[offset_of!(libc::tpacket2_hdr, tp_mac)..][..2]
+            .copy_from_slice(&(mac as u16).to_ne_bytes());
+        put32(
+            &mut b,
+            SLL2_OFF + offset_of!(libc::sockaddr_ll, sll_ifindex),
+            9,
+        );
+        b[SLL2_OFF + offset_of!(libc::sockaddr_ll, sll_pkttype)] = libc::PACKET_OTHERHOST;
+        let v = VnetHdr {
+            flags: 1,
+            gso_type: 4,
+            gso_size: 1400,
+            csum_start: 54,
+            csum_offset: 16,
+            hdr_len: 74,
+        };
+        b[mac - VNET_HDR_LEN..mac].copy_from_slice(&v.to_bytes());
+        b[mac..mac + payload.len()].copy_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn v2_slot_is_delivered_with_metadata() {
+        let mut s = slot(4096, 140, b"v2-frame");
+        let status = libc::TP_STATUS_USER | libc::TP_STATUS_CSUM_VALID;
+        let mut got = None;
+        let ok = AfPacket::deliver_v2(
+            &mut s,
+            status,
+            true,
+            &mut tx(),
+            &mut |f: RxFrame<'_>, _: &mut PacketTx| {
+                assert_eq!(f.ifindex, 9);
+                assert_eq!(f.pkt_type, libc::PACKET_OTHERHOST);
+                assert_eq!(f.vnet.gso_size, 1400);
+                assert_eq!(f.vnet.gso_type, 4);
+                assert!(f.csum_valid && !f.csum_not_ready);
+                assert_eq!(f.head, 140 - HDRLEN2);
+                assert!(f.truncated(), "tp_len > tp_snaplen");
+                got = Some(f.frame().to_vec());
+            },
+        );
+        assert!(ok);
+        assert_eq!(got.as_deref(), Some(&b"v2-frame"[..]));
+    }
+
+    #[test]
+    fn v2_hostile_slot_headers_are_rejected_not_panicked() {
+        let base = slot(512, 140, b"payload-bytes");
+        for pos in (0..64).step_by(2) {
+            for v in [
+                0u32,
+                1,
+                51,
+                52,
+                61,
+                62,
+                0xffff,
+                0x7fff_ffff,
+                0xffff_ffff,
+                500,
+            ] {
+                let mut b = base.clone();
+                b[pos..pos + 4].copy_from_slice(&v.to_ne_bytes());
+                let _ = AfPacket::deliver_v2(
+                    &mut b,
+                    libc::TP_STATUS_USER,
+                    true,
+                    &mut tx(),
+                    &mut |f: RxFrame<'_>, _: &mut PacketTx| {
+                        assert!(f.head + f.len <= f.buf.len());
+                        assert!(f.head >= VNET_HDR_LEN);
+                    },
+                );
+            }
+        }
+        // tp_mac inside the header area / snaplen past the slot.
+        for (mac, snap) in [(40u16, 10u32), (61, 10), (140, 373), (140, u32::MAX)] {
+            let mut b = base.clone();
+            b[offset_of!(libc::tpacket2_hdr, tp_mac)..][..2].copy_from_slice(&mac.to_ne_bytes());
+            put32(&mut b, offset_of!(libc::tpacket2_hdr, tp_snaplen), snap);
+            let ok = AfPacket::deliver_v2(
+                &mut b,
+                libc::TP_STATUS_USER,
+                true,
+                &mut tx(),
+                &mut |_: RxFrame<'_>, _: &mut PacketTx| panic!("delivered a bad slot"),
+            );
+            assert!(!ok, "mac {mac} snaplen {snap}");
+        }
+        // Exactly filling the slot is fine.
+        let mut b = base.clone();
+        put32(
+            &mut b,
+            offset_of!(libc::tpacket2_hdr, tp_snaplen),
+            512 - 140,
+        );
+        assert!(AfPacket::deliver_v2(
+            &mut b,
+            libc::TP_STATUS_USER,
+            true,
+            &mut tx(),
+            &mut |f: RxFrame<'_>, _: &mut PacketTx| assert_eq!(f.len, 372),
+        ));
+        // A slot too small for its header.
+        let mut tiny = vec![0u8; 16];
+        assert!(!AfPacket::deliver_v2(
+            &mut tiny,
+            libc::TP_STATUS_USER,
+            true,
+            &mut tx(),
+            &mut |_: RxFrame<'_>, _: &mut PacketTx| {},
+        ));
+    }
+
+    #[test]
+    fn v2_geometry_fits_a_64k_superframe_and_packs_blocks() {
+        let cfg = AfPacketConfig::default();
+        let g = cfg.v2_geometry(4096);
+        assert_eq!(g.frame_size, 17 * 4096);
+        assert_eq!((g.block_size, g.frames_per_block), (1 << 20, 15));
+        assert_eq!(g.block_count, 18);
+        assert_eq!(g.frame_count(), 270);
+        // Worst case the kernel writes: net header at
+        // TPACKET_ALIGN(hdrlen + maclen) + reserve + vnet, then the L3 packet.
+        let net = (HDRLEN2 + 18).div_ceil(16) * 16 + 64 + VNET_HDR_LEN;
+        assert!(net + 65535 <= g.frame_size);
+        for headroom in [0, 64, 1024] {
+            for vnet_hdr in [false, true] {
+                let c = AfPacketConfig {
+                    headroom,
+                    vnet_hdr,
+                    rx_frames: 1,
+                    ..AfPacketConfig::default()
+                };
+                for page in [4096, 16384, 65536] {
+                    let g = c.v2_geometry(page);
+                    assert!(g.frame_size >= 128 + headroom as usize + 10 + 65536);
+                    assert!(g.frame_size.is_multiple_of(page));
+                    assert!(g.block_size.is_power_of_two() && g.block_size.is_multiple_of(page));
+                    assert!(g.frames_per_block >= 1);
+                    assert!(g.frames_per_block * g.frame_size <= g.block_size);
+                    assert_eq!(g.block_count, 1);
+                }
+            }
+        }
+        assert_eq!(
+            "V2".parse::<RingVersion>().unwrap().to_string().parse(),
+            Ok(RingVersion::V2)
+        );
+        assert_eq!("tpacket_v3".parse(), Ok(RingVersion::V3));
+        assert!("v4".parse::<RingVersion>().is_err());
     }
 }

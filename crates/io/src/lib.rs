@@ -3,8 +3,8 @@
 //! This crate is the only place in the workspace that uses `unsafe` and talks
 //! to the kernel directly. It provides:
 //!
-//! * [`afpacket`]: an `AF_PACKET` backend with a `TPACKET_V3` memory-mapped RX
-//!   ring (with `PACKET_VNET_HDR`, `PACKET_RESERVE` headroom, fanout and
+//! * [`afpacket`]: an `AF_PACKET` backend with a `TPACKET_V2` (low latency,
+//!   default) or `TPACKET_V3` memory-mapped RX ring (with `PACKET_VNET_HDR`, `PACKET_RESERVE` headroom, fanout and
 //!   `PACKET_IGNORE_OUTGOING`) and batched `sendmmsg` TX.
 //! * [`backend`]: the [`PacketIo`] trait that the data path is written
 //!   against, so an AF_XDP backend can slot in later, plus the backend-neutral
@@ -26,5 +26,7 @@ pub mod netlink;
 pub mod netns;
 mod sys;
 
-pub use afpacket::{AfPacket, AfPacketConfig, Fanout, PacketTx, RingStats, TxCounters};
+pub use afpacket::{
+    AfPacket, AfPacketConfig, Fanout, PacketTx, RingStats, RingVersion, TxCounters,
+};
 pub use backend::{PacketIo, RxFrame, TxQueue, VnetHdr};

@@ -4,12 +4,37 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{NsPair, in_ns, parse, recv, skip};
 use lvs_io::backend::{VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4};
-use lvs_io::{AfPacket, AfPacketConfig, Fanout, PacketIo, TxQueue, VnetHdr, iface};
+use lvs_io::{AfPacket, AfPacketConfig, Fanout, PacketIo, RingVersion, TxQueue, VnetHdr, iface};
+
+/// The default configuration with RX ring `ring`.
+fn cfg(ring: RingVersion) -> AfPacketConfig {
+    AfPacketConfig {
+        ring,
+        ..AfPacketConfig::default()
+    }
+}
+
+/// Defines one `#[test]` per ring version calling `$body(ring, tag, net)`;
+/// each gets its own namespace pair (`tag`, subnet `net`).
+macro_rules! per_ring {
+    ($body:ident, $v2:ident => ($tag2:literal, $net2:literal), $v3:ident => ($tag3:literal, $net3:literal)) => {
+        #[test]
+        fn $v2() {
+            $body(RingVersion::V2, $tag2, $net2);
+        }
+
+        #[test]
+        fn $v3() {
+            $body(RingVersion::V3, $tag3, $net3);
+        }
+    };
+}
 
 /// A frame copied out of the ring, with its metadata.
 #[derive(Debug, Clone)]
@@ -44,18 +69,22 @@ fn collect(s: &mut AfPacket, secs: u64, mut done: impl FnMut(&[Seen]) -> bool) -
     seen
 }
 
-#[test]
-fn rx_udp_frames_arrive_with_content_and_ifindex() {
+per_ring!(rx_udp_frames_arrive_with_content_and_ifindex,
+    rx_udp_frames_arrive_with_content_and_ifindex_v2 => ("rxudp2", 1),
+    rx_udp_frames_arrive_with_content_and_ifindex_v3 => ("rxudp3", 11));
+
+fn rx_udp_frames_arrive_with_content_and_ifindex(ring: RingVersion, tag: &str, net: u8) {
     if skip() {
         return;
     }
-    let ns = NsPair::new("rxudp", 1);
+    let ns = NsPair::new(tag, net);
     let (ready_tx, ready_rx) = mpsc::channel();
     let dst = format!("{}:9999", ns.ip_a());
     let cap = in_ns(&ns.a, move || {
         let idx = iface::ifindex("va").unwrap();
-        let mut s = AfPacket::open(idx, &AfPacketConfig::default()).unwrap();
+        let mut s = AfPacket::open(idx, &cfg(ring)).unwrap();
         assert!(s.vnet_hdr());
+        assert_eq!(s.ring_version(), ring);
         ready_tx.send(()).unwrap();
         let seen = collect(&mut s, 8, |v| {
             v.iter()
@@ -99,12 +128,15 @@ fn rx_udp_frames_arrive_with_content_and_ifindex() {
     }
 }
 
-#[test]
-fn rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header() {
+per_ring!(rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header,
+    rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header_v2 => ("rxgso2", 2),
+    rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header_v3 => ("rxgso3", 12));
+
+fn rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header(ring: RingVersion, tag: &str, net: u8) {
     if skip() {
         return;
     }
-    let ns = NsPair::new("rxgso", 2);
+    let ns = NsPair::new(tag, net);
     let (ready_tx, ready_rx) = mpsc::channel();
     let bind = format!("{}:5001", ns.ip_a());
     let cap = in_ns(&ns.a, move || {
@@ -124,11 +156,12 @@ fn rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header() {
             total
         });
         let idx = iface::ifindex("va").unwrap();
-        let mut s = AfPacket::open(idx, &AfPacketConfig::default()).unwrap();
+        let mut s = AfPacket::open(idx, &cfg(ring)).unwrap();
         ready_tx.send(()).unwrap();
         let seen = collect(&mut s, 8, |v| {
             v.iter().filter(|f| f.vnet.is_gso()).count() >= 3
         });
+        assert_eq!(s.stats().unwrap().malformed, 0);
         (seen, server.join().unwrap())
     });
     recv(&ready_rx, "capture socket");
@@ -170,7 +203,7 @@ fn rx_tcp_bulk_arrives_as_gso_superframes_with_vnet_header() {
     }
     let biggest = gso.iter().map(|f| f.bytes.len()).max().unwrap();
     eprintln!(
-        "saw {} frames, {} GSO super-frames, largest {} bytes, vnet {:?}",
+        "{ring}: saw {} frames, {} GSO super-frames, largest {} bytes, vnet {:?}",
         seen.len(),
         gso.len(),
         biggest,
@@ -232,12 +265,15 @@ fn udp_frame(
     f
 }
 
-#[test]
-fn tx_partial_checksum_is_finished_and_outgoing_is_ignored() {
+per_ring!(tx_partial_checksum_is_finished_and_outgoing_is_ignored,
+    tx_partial_checksum_is_finished_and_outgoing_is_ignored_v2 => ("tx2", 3),
+    tx_partial_checksum_is_finished_and_outgoing_is_ignored_v3 => ("tx3", 13));
+
+fn tx_partial_checksum_is_finished_and_outgoing_is_ignored(ring: RingVersion, tag: &str, net: u8) {
     if skip() {
         return;
     }
-    let ns = NsPair::new("tx", 3);
+    let ns = NsPair::new(tag, net);
     let (mac_tx, mac_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let bind = format!("{}:7777", ns.ip_b());
@@ -258,7 +294,7 @@ fn tx_partial_checksum_is_finished_and_outgoing_is_ignored() {
         let idx = iface::ifindex("va").unwrap();
         let a_mac = iface::mac("va").unwrap();
         assert_eq!(iface::mtu("va").unwrap(), 1500);
-        let cfg = AfPacketConfig::default();
+        let cfg = cfg(ring);
         let mut sender = AfPacket::open(idx, &cfg).unwrap();
         let mut quiet = AfPacket::open(idx, &cfg).unwrap();
         let mut control = AfPacket::open(
@@ -331,12 +367,15 @@ fn tx_partial_checksum_is_finished_and_outgoing_is_ignored() {
     );
 }
 
-#[test]
-fn fanout_splits_by_flow_and_delivers_each_frame_once() {
+per_ring!(fanout_splits_by_flow_and_delivers_each_frame_once,
+    fanout_splits_by_flow_and_delivers_each_frame_once_v2 => ("fan2", 4),
+    fanout_splits_by_flow_and_delivers_each_frame_once_v3 => ("fan3", 14));
+
+fn fanout_splits_by_flow_and_delivers_each_frame_once(ring: RingVersion, tag: &str, net: u8) {
     if skip() {
         return;
     }
-    let ns = NsPair::new("fan", 4);
+    let ns = NsPair::new(tag, net);
     let (ready_tx, ready_rx) = mpsc::channel();
     const FLOWS: usize = 16;
     const PER_FLOW: usize = 20;
@@ -344,7 +383,7 @@ fn fanout_splits_by_flow_and_delivers_each_frame_once() {
         let idx = iface::ifindex("va").unwrap();
         let cfg = AfPacketConfig {
             fanout: Some(Fanout::hash(0x1e5)),
-            ..Default::default()
+            ..cfg(ring)
         };
         let mut socks = [
             AfPacket::open(idx, &cfg).unwrap(),
@@ -424,7 +463,98 @@ fn fanout_splits_by_flow_and_delivers_each_frame_once() {
         assert_eq!(socks.len(), 1, "flow {fl} was split across sockets");
         per_sock[*socks.iter().next().unwrap()] += 1;
     }
-    eprintln!("flows per socket: {per_sock:?}");
+    eprintln!("{ring}: flows per socket: {per_sock:?}");
+}
+
+/// Latency statistics of `sends` single UDP datagrams sent from B, each
+/// timed from just before `send` to the moment `rx_batch` hands it to the
+/// callback of a `ring` socket on A. One datagram in flight at a time, with
+/// a pseudo-random 100..600 µs idle gap between them (a low rate).
+fn udp_latency(
+    ring: RingVersion,
+    tag: &str,
+    net: u8,
+    sends: u32,
+) -> (Duration, Duration, Duration) {
+    const WARMUP: u32 = 5; // ARP resolution and cold caches
+    let ns = NsPair::new(tag, net);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel::<(u32, Instant)>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_rx = Arc::clone(&stop);
+    let bind = format!("{}:9100", ns.ip_a());
+    let cap = in_ns(&ns.a, move || {
+        let idx = iface::ifindex("va").unwrap();
+        let mut s = AfPacket::open(idx, &cfg(ring)).unwrap();
+        // A listener, so A's stack does not answer with ICMP port unreachable.
+        let _sink = UdpSocket::bind(&bind).unwrap();
+        ready_tx.send(()).unwrap();
+        while !stop_rx.load(Ordering::Relaxed) {
+            s.rx_batch(Duration::from_millis(20), |f, _| {
+                let now = Instant::now();
+                if let Some(p) = parse(f.frame()).filter(|p| p.proto == 17 && p.dst_port == 9100)
+                    && let Ok(seq) = <[u8; 4]>::try_from(&p.payload[..])
+                {
+                    let _ = seen_tx.send((u32::from_be_bytes(seq), now));
+                }
+            })
+            .unwrap();
+        }
+        s.stats().unwrap()
+    });
+    recv(&ready_rx, "capture socket");
+    let dst = format!("{}:9100", ns.ip_a());
+    let mut lat = in_ns(&ns.b, move || {
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.connect(&dst).unwrap();
+        let mut rng = 0x2545_f491_u32;
+        let mut lat = Vec::new();
+        for i in 0..WARMUP + sends {
+            let t0 = Instant::now();
+            u.send(&i.to_be_bytes()).unwrap();
+            let t1 = loop {
+                let (seq, t1) = recv(&seen_rx, "the datagram on the ring");
+                if seq == i {
+                    break t1;
+                }
+            };
+            if i >= WARMUP {
+                lat.push(t1 - t0);
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            std::thread::sleep(Duration::from_micros(100 + u64::from(rng % 500)));
+        }
+        lat
+    })
+    .join()
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let stats = cap.join().unwrap();
+    assert_eq!(stats.malformed, 0);
+    lat.sort();
+    let avg = lat.iter().sum::<Duration>() / sends;
+    (avg, lat[lat.len() / 2], lat[lat.len() * 99 / 100])
+}
+
+#[test]
+fn rx_latency_v2_single_datagram_is_well_under_a_millisecond() {
+    if skip() {
+        return;
+    }
+    const SENDS: u32 = 200;
+    let (v2, v2_med, v2_p99) = udp_latency(RingVersion::V2, "lat2", 8, SENDS);
+    let (v3, v3_med, v3_p99) = udp_latency(RingVersion::V3, "lat3", 18, SENDS);
+    eprintln!(
+        "send -> rx_batch callback over {SENDS} datagrams: \
+         V2 avg {v2:?} (median {v2_med:?}, p99 {v2_p99:?}); \
+         V3 avg {v3:?} (median {v3_med:?}, p99 {v3_p99:?})"
+    );
+    assert!(
+        v2 < Duration::from_micros(500),
+        "V2 average latency {v2:?} (V3 {v3:?})"
+    );
 }
 
 /// An Ethernet/IPv4/TCP (ACK|PSH) frame with `payload`, partial TCP checksum.

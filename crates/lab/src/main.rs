@@ -1,7 +1,9 @@
 //! `lvs-lab`: build/remove the LVS lab topologies and run the lab's test servers.
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
+mod demo;
+
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +69,23 @@ enum Cmd {
         /// Blob size in bytes.
         size: u64,
     },
+    /// Run NAT, DR and Tun one after another through lvsd (needs root and the other binaries
+    /// next to lvs-lab) and show who answered, the client address seen and the counters.
+    Demo {
+        /// Run only this method.
+        #[arg(long, value_enum)]
+        method: Option<MethodArg>,
+        /// HTTP requests per method.
+        #[arg(long, default_value_t = 12)]
+        requests: usize,
+    },
+    /// Send one UDP datagram and print the answer (3 tries, 2 s each); used by the demo.
+    UdpRequest {
+        /// Destination `IP:PORT`.
+        addr: SocketAddr,
+        /// Payload (UTF-8).
+        payload: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -77,6 +96,16 @@ enum MethodArg {
     Dr,
     /// LVS-Tun (IP-in-IP).
     Tun,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Nat => Method::Nat,
+            MethodArg::Dr => Method::Dr,
+            MethodArg::Tun => Method::Tun,
+        }
+    }
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {
@@ -98,11 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve,
             detach,
         } => {
-            let method = match method {
-                MethodArg::Nat => Method::Nat,
-                MethodArg::Dr => Method::Dr,
-                MethodArg::Tun => Method::Tun,
-            };
+            let method = method.into();
             let lab = Lab::build(method, prefix)?;
             if serve {
                 lab.start_servers(&std::env::current_exe().context("locating lvs-lab")?)?;
@@ -156,6 +181,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             wait_for_signal()?;
         }
         Cmd::BlobSha256 { size } => println!("{}", lvs_lab::blob::blob_sha256(size)),
+        Cmd::Demo { method, requests } => {
+            if requests == 0 {
+                anyhow::bail!("--requests must be at least 1");
+            }
+            let methods = match method {
+                Some(m) => vec![m.into()],
+                None => vec![Method::Nat, Method::Dr, Method::Tun],
+            };
+            if !demo::run(&methods, requests)? {
+                anyhow::bail!("the demo found problems (see above)");
+            }
+        }
+        Cmd::UdpRequest { addr, payload } => println!("{}", demo::udp_request(addr, &payload)?),
     }
     Ok(())
 }

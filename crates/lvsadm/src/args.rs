@@ -15,8 +15,10 @@
 //! Where this parser is deliberately different: the command may appear anywhere (ipvsadm
 //! insists on it first), option values that depend on other options (`-M`, `-r` without a port)
 //! are resolved after all options are read (ipvsadm reads them in order), the scheduler name is
-//! checked here rather than by the kernel, and host or service names are not resolved (numeric
-//! addresses and ports only).
+//! checked here rather than by the kernel, unsupported features (`--pe`, GUE/GRE tunnels, the
+//! sync daemon) are refused with a clear message, and `--reload` is lvsadm's own.
+//!
+//! Host and service names are resolved as ipvsadm does (see [`crate::names`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,6 +26,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lvs_core::service::{DestConfig, MAX_WEIGHT, ServiceConfig};
+
+use crate::names::{Numeric, Resolve};
 use lvs_core::types::{
     DEFAULT_PERSISTENCE_TIMEOUT, Family, ForwardMethod, Netmask, Persistence, Protocol, SchedFlags,
     SchedulerKind, ServiceKey,
@@ -104,6 +108,19 @@ pub enum Command {
     },
     /// `-Z [service]`.
     Zero(Option<ServiceKey>),
+    /// `-R`: restore rules from standard input.
+    Restore,
+    /// `-S [-n]`: save rules to standard output.
+    Save(Format),
+    /// `--start-daemon`/`--stop-daemon` (not supported by lvsd).
+    SyncDaemon {
+        /// Start (else stop).
+        start: bool,
+        /// `master` or `backup`.
+        state: String,
+    },
+    /// `--reload`: ask lvsd to re-read its configuration file.
+    Reload,
 }
 
 /// Which table `-L` prints.
@@ -117,15 +134,21 @@ pub enum ListWhat {
     Connections,
     /// Timeouts (`-L --timeout`).
     Timeouts,
+    /// Sync daemons (`-L --daemon`).
+    Daemon,
 }
 
 /// ipvsadm's listing format flags (`FMT_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Format {
-    /// `-n`. Output is always numeric for now (no name resolution), so this changes nothing.
+    /// `-n`: numeric addresses and ports.
     pub numeric: bool,
     /// `--stats`.
     pub stats: bool,
+    /// `--rate`.
+    pub rate: bool,
+    /// `--tun-info`.
+    pub tun_info: bool,
     /// `--thresholds`.
     pub thresholds: bool,
     /// `--persistent-conn`.
@@ -181,7 +204,12 @@ enum Cmd {
     DelDest,
     EditDest,
     Timeout,
+    StartDaemon,
+    StopDaemon,
+    Restore,
+    Save,
     Zero,
+    Reload,
 }
 
 impl Cmd {
@@ -197,7 +225,12 @@ impl Cmd {
             Cmd::DelDest => "delete-server",
             Cmd::EditDest => "edit-server",
             Cmd::Timeout => "set",
+            Cmd::StartDaemon => "start-daemon",
+            Cmd::StopDaemon => "stop-daemon",
+            Cmd::Restore => "restore",
+            Cmd::Save => "save",
             Cmd::Zero => "zero",
+            Cmd::Reload => "reload",
         }
     }
 
@@ -207,7 +240,12 @@ impl Cmd {
         match self {
             Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
             Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Timeout => b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::Reload => {
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            }
+            Cmd::StartDaemon => b"xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
+            Cmd::StopDaemon => b"xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::List => b" 11xxxxxxxxx11       xxxxxxx xxxxx",
             Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
             Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
@@ -234,15 +272,29 @@ enum Opt {
     Weight = 8,
     UThreshold = 9,
     LThreshold = 10,
+    Mcast = 11,
     Timeout = 12,
+    Daemon = 13,
     Stats = 14,
     Rate = 15,
     Thresholds = 16,
     PersistentConn = 17,
     NoSort = 18,
+    SyncId = 19,
     Exact = 20,
     OnePacket = 21,
+    Pe = 22,
     SchedFlags = 23,
+    McastGroup = 24,
+    McastPort = 25,
+    McastTtl = 26,
+    SyncMaxlen = 27,
+    TunInfo = 28,
+    TunType = 29,
+    TunPort = 30,
+    TunNocsum = 31,
+    TunCsum = 32,
+    TunRemcsum = 33,
 }
 
 /// ipvsadm's names of the option columns (`optnames`), indexed by column.
@@ -326,6 +378,25 @@ enum Tag {
     Ops,
     SchedFlags,
     Socket,
+    Restore,
+    Save,
+    StartDaemon,
+    StopDaemon,
+    McastInterface,
+    SyncId,
+    Daemon,
+    Pe,
+    McastGroup,
+    McastPort,
+    McastTtl,
+    SyncMaxlen,
+    TunInfo,
+    TunType,
+    TunPort,
+    TunNocsum,
+    TunCsum,
+    TunRemcsum,
+    Reload,
 }
 
 /// Whether an option takes a value.
@@ -379,6 +450,25 @@ const OPTIONS: &[(&str, Option<char>, Tag, Arg)] = &[
     ("ops", Some('o'), Tag::Ops, Arg::None),
     ("sched-flags", Some('b'), Tag::SchedFlags, Arg::Required),
     ("socket", None, Tag::Socket, Arg::Required),
+    ("restore", Some('R'), Tag::Restore, Arg::None),
+    ("save", Some('S'), Tag::Save, Arg::None),
+    ("start-daemon", None, Tag::StartDaemon, Arg::Required),
+    ("stop-daemon", None, Tag::StopDaemon, Arg::Required),
+    ("mcast-interface", None, Tag::McastInterface, Arg::Required),
+    ("syncid", None, Tag::SyncId, Arg::Required),
+    ("daemon", None, Tag::Daemon, Arg::None),
+    ("pe", None, Tag::Pe, Arg::Required),
+    ("mcast-group", None, Tag::McastGroup, Arg::Required),
+    ("mcast-port", None, Tag::McastPort, Arg::Required),
+    ("mcast-ttl", None, Tag::McastTtl, Arg::Required),
+    ("sync-maxlen", None, Tag::SyncMaxlen, Arg::Required),
+    ("tun-info", None, Tag::TunInfo, Arg::None),
+    ("tun-type", None, Tag::TunType, Arg::Required),
+    ("tun-port", None, Tag::TunPort, Arg::Required),
+    ("tun-nocsum", None, Tag::TunNocsum, Arg::None),
+    ("tun-csum", None, Tag::TunCsum, Arg::None),
+    ("tun-remcsum", None, Tag::TunRemcsum, Arg::None),
+    ("reload", None, Tag::Reload, Arg::None),
 ];
 
 /// One option occurrence or a free-standing word.
@@ -480,6 +570,16 @@ enum SvcArg {
     Fwmark(u32),
 }
 
+impl SvcArg {
+    /// The protocol ipvsadm resolves port names with (TCP for firewall marks).
+    fn proto(&self) -> Protocol {
+        match *self {
+            SvcArg::Addr { proto, .. } => proto,
+            SvcArg::Fwmark(_) => Protocol::Tcp,
+        }
+    }
+}
+
 /// Everything read from the options, in ipvsadm's terms.
 #[derive(Default)]
 struct Raw {
@@ -493,7 +593,10 @@ struct Raw {
     scheduler: Option<String>,
     persistent: Option<u64>,
     netmask: Option<String>,
-    server: Option<(IpAddr, Option<u16>)>,
+    server: Option<String>,
+    tun_type: Option<String>,
+    pe: Option<String>,
+    daemon_state: Option<String>,
     method: Option<ForwardMethod>,
     weight: Option<u32>,
     u_threshold: Option<u32>,
@@ -508,7 +611,7 @@ impl Raw {
     fn set_command(&mut self, cmd: Cmd) -> Result<(), ParseError> {
         if self.cmd.is_some() {
             return Err(invalid(
-                "multiple commands specified (give one of -A -E -D -C -a -e -d -L -Z --set per call)",
+                "multiple commands specified (give one of -A -E -D -C -R -S -a -e -d -L -Z --set --reload per call)",
             ));
         }
         self.cmd = Some(cmd);
@@ -546,25 +649,67 @@ fn parse_timeout(s: &str, min: i64) -> Result<u64, ParseError> {
     })
 }
 
-/// ipvsadm's `parse_service`: `a.b.c.d[:port]`, `[v6]:port` or a bare IPv6 address.
-/// Names are not resolved (yet).
-fn parse_addr_port(buf: &str) -> Option<(IpAddr, Option<u16>)> {
+/// ipvsadm's `parse_service` without names: `a.b.c.d[:port]`, `[v6]:port` or a bare IPv6
+/// address.
+pub fn parse_addr_port(buf: &str) -> Option<(IpAddr, Option<u16>)> {
+    parse_service(buf, Protocol::Tcp, &Numeric)
+}
+
+/// ipvsadm's `parse_service`: `host[:port]`, `[v6]:port` or a bare IPv6 address, where host
+/// is an address or a name and port a number or a service name of `proto`.
+pub fn parse_service(
+    buf: &str,
+    proto: Protocol,
+    names: &dyn Resolve,
+) -> Option<(IpAddr, Option<u16>)> {
     if buf.is_empty() || buf.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let port = |p: &str| string_to_number(p, 0, 65535).map(|n| n as u16);
+    let port = |p: &str| {
+        string_to_number(p, 0, 65535)
+            .map(|n| n as u16)
+            .or_else(|| names.port_by_name(p, proto))
+    };
     if let Some(rest) = buf.strip_prefix('[') {
         let (addr, after) = rest.split_once(']')?;
         let p = after.strip_prefix(':')?;
-        let addr: std::net::Ipv6Addr = addr.parse().ok()?;
-        return Some((IpAddr::V6(addr), Some(port(p)?)));
+        // ipvsadm takes only an IPv6 literal here; lvsadm also reads back the names its
+        // `-S` writes for IPv6 services (`[v6.example.com]:http`).
+        let addr = match addr.parse::<std::net::Ipv6Addr>() {
+            Ok(a) => IpAddr::V6(a),
+            Err(_) if !addr.is_empty() => names.host_addr(addr)?,
+            Err(_) => return None,
+        };
+        return Some((addr, Some(port(p)?)));
     }
     if let Ok(a) = buf.parse::<std::net::Ipv6Addr>() {
         return Some((IpAddr::V6(a), None));
     }
-    match buf.rsplit_once(':') {
-        Some((a, p)) => Some((IpAddr::V4(a.parse().ok()?), Some(port(p)?))),
-        None => Some((IpAddr::V4(buf.parse().ok()?), None)),
+    let (host, p) = match buf.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (buf, None),
+    };
+    let addr = match host.parse::<Ipv4Addr>() {
+        Ok(a) => IpAddr::V4(a),
+        Err(_) if !host.is_empty() => names.host_addr(host)?,
+        Err(_) => return None,
+    };
+    match p {
+        Some(p) => Some((addr, Some(port(p)?))),
+        None => Some((addr, None)),
+    }
+}
+
+/// ipvsadm's `parse_fwmark`: 1 to 2^32-1. Also reads back the negative numbers ipvsadm's
+/// `-S` writes for marks above 2^31 (it prints them with `%d`), which ipvsadm itself refuses.
+fn parse_fwmark(s: &str) -> Option<u32> {
+    let n = s.parse::<i64>().ok()?;
+    if (1..=i64::from(u32::MAX)).contains(&n) {
+        Some(n as u32)
+    } else if (i64::from(i32::MIN)..0).contains(&n) {
+        Some(n as i32 as u32)
+    } else {
+        None
     }
 }
 
@@ -609,6 +754,11 @@ fn parse_sched_flags(sched: &str, arg: &str) -> Result<SchedFlags, ParseError> {
 ///
 /// `lvsadm` alone lists the table, as `ipvsadm` alone does.
 pub fn parse(argv: &[String]) -> Result<Invocation, ParseError> {
+    parse_with(argv, &crate::names::System::default())
+}
+
+/// [`parse`] with the given name resolver.
+pub fn parse_with(argv: &[String], names: &dyn Resolve) -> Result<Invocation, ParseError> {
     let program = argv.first().map_or("lvsadm", String::as_str);
     let args = argv.get(1..).unwrap_or(&[]);
     if args.is_empty() {
@@ -624,7 +774,7 @@ pub fn parse(argv: &[String]) -> Result<Invocation, ParseError> {
     for token in tokenize(program, args)? {
         match token {
             Token::Word(w) => raw.words.push(w),
-            Token::Opt(tag, value) => apply(&mut raw, tag, value.unwrap_or_default())?,
+            Token::Opt(tag, value) => apply(&mut raw, tag, value.unwrap_or_default(), names)?,
         }
     }
     if raw.help {
@@ -642,10 +792,10 @@ pub fn parse(argv: &[String]) -> Result<Invocation, ParseError> {
     let Some(cmd) = raw.cmd else {
         return Err(usage(
             program,
-            "no command given (one of -A -E -D -C -a -e -d -L -l -Z --set -h -v)",
+            "no command given (one of -A -E -D -C -R -S -a -e -d -L -l -Z --set --reload -h -v)",
         ));
     };
-    let command = build(cmd, &mut raw)?;
+    let command = build(cmd, &mut raw, names)?;
     Ok(Invocation {
         command,
         socket: raw.socket,
@@ -653,7 +803,7 @@ pub fn parse(argv: &[String]) -> Result<Invocation, ParseError> {
 }
 
 /// Record one option occurrence, checking its value as ipvsadm's `parse_options` does.
-fn apply(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
+fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<(), ParseError> {
     match tag {
         Tag::AddService => raw.set_command(Cmd::Add)?,
         Tag::EditService => raw.set_command(Cmd::Edit)?,
@@ -665,6 +815,86 @@ fn apply(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
         Tag::EditServer => raw.set_command(Cmd::EditDest)?,
         Tag::DeleteServer => raw.set_command(Cmd::DelDest)?,
         Tag::Set => raw.set_command(Cmd::Timeout)?,
+        Tag::Restore => raw.set_command(Cmd::Restore)?,
+        Tag::Save => raw.set_command(Cmd::Save)?,
+        Tag::Reload => raw.set_command(Cmd::Reload)?,
+        Tag::StartDaemon | Tag::StopDaemon => {
+            let start = tag == Tag::StartDaemon;
+            raw.set_command(if start {
+                Cmd::StartDaemon
+            } else {
+                Cmd::StopDaemon
+            })?;
+            if value != "master" && value != "backup" {
+                return Err(invalid(if start {
+                    format!(
+                        "illegal start-daemon parameter specified (`{value}'; master or backup)"
+                    )
+                } else {
+                    format!("illegal start_daemon specified (`{value}'; master or backup)")
+                }));
+            }
+            raw.daemon_state = Some(value);
+        }
+        Tag::McastInterface => raw.set_option(Opt::Mcast)?,
+        Tag::SyncId => {
+            raw.set_option(Opt::SyncId)?;
+            string_to_number(&value, 0, 255).ok_or_else(|| {
+                invalid(format!("illegal syncid specified (`{value}'; 0 to 255)"))
+            })?;
+        }
+        Tag::McastGroup => {
+            raw.set_option(Opt::McastGroup)?;
+            match value.parse::<IpAddr>() {
+                Ok(a) if a.is_multicast() => {}
+                _ => {
+                    let fam = if value.contains(':') { "IPv6" } else { "IPv4" };
+                    return Err(invalid(format!(
+                        "invalid {fam} mcast-group `{value}' (a multicast address such as 224.0.0.81)"
+                    )));
+                }
+            }
+        }
+        Tag::McastPort | Tag::McastTtl | Tag::SyncMaxlen => {
+            let (opt, name, max) = match tag {
+                Tag::McastPort => (Opt::McastPort, "mcast-port", 65535),
+                Tag::McastTtl => (Opt::McastTtl, "mcast-ttl", 255),
+                _ => (Opt::SyncMaxlen, "sync-maxlen", 65535 - 20 - 8),
+            };
+            raw.set_option(opt)?;
+            string_to_number(&value, 1, max).ok_or_else(|| {
+                invalid(format!("illegal {name} specified (`{value}'; 1 to {max})"))
+            })?;
+        }
+        Tag::Daemon => raw.set_option(Opt::Daemon)?,
+        Tag::Pe => {
+            raw.set_option(Opt::Pe)?;
+            raw.pe = Some(value);
+        }
+        Tag::TunInfo => {
+            raw.set_option(Opt::TunInfo)?;
+            raw.format.tun_info = true;
+        }
+        Tag::TunType => {
+            raw.set_option(Opt::TunType)?;
+            if !matches!(value.as_str(), "ipip" | "gue" | "gre") {
+                return Err(invalid(format!(
+                    "illegal tunnel type specified (`{value}'; lvsd tunnels with ipip only: --tun-type ipip, or leave it out)"
+                )));
+            }
+            raw.tun_type = Some(value);
+        }
+        Tag::TunPort => {
+            raw.set_option(Opt::TunPort)?;
+            string_to_number(&value, 1, 65535).ok_or_else(|| {
+                invalid(format!(
+                    "illegal tunnel port specified (`{value}'; 1 to 65535)"
+                ))
+            })?;
+        }
+        Tag::TunNocsum => raw.set_option(Opt::TunNocsum)?,
+        Tag::TunCsum => raw.set_option(Opt::TunCsum)?,
+        Tag::TunRemcsum => raw.set_option(Opt::TunRemcsum)?,
         Tag::Help => raw.help = true,
         Tag::Version => raw.version = true,
         Tag::Tcp | Tag::Udp | Tag::Sctp => {
@@ -674,22 +904,22 @@ fn apply(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
                 Tag::Udp => Protocol::Udp,
                 _ => Protocol::Sctp,
             };
-            let (addr, port) = parse_addr_port(&value).ok_or_else(|| {
+            let (addr, port) = parse_service(&value, proto, names).ok_or_else(|| {
                 invalid(format!(
-                    "illegal virtual server address[:port] specified (`{value}'; write a numeric address such as 10.0.0.1:80 or [2001:db8::1]:80; host and service names are not resolved)"
+                    "illegal virtual server address[:port] specified (`{value}'; write address[:port] such as 10.0.0.1:80, [2001:db8::1]:80 or www.example.com:http: a host name must resolve, a port name must be in /etc/services)"
                 ))
             })?;
             raw.service = Some(SvcArg::Addr { proto, addr, port });
         }
         Tag::Fwmark => {
             raw.set_option(Opt::Service)?;
-            let mark = string_to_number(&value, 1, i64::from(u32::MAX)).ok_or_else(|| {
+            let mark = parse_fwmark(&value).ok_or_else(|| {
                 invalid(format!(
                     "invalid fwmark value `{value}' specified (an integer from 1 to {})",
                     u32::MAX
                 ))
             })?;
-            raw.service = Some(SvcArg::Fwmark(mark as u32));
+            raw.service = Some(SvcArg::Fwmark(mark));
         }
         Tag::Scheduler => {
             raw.set_option(Opt::Scheduler)?;
@@ -709,11 +939,7 @@ fn apply(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
         }
         Tag::RealServer => {
             raw.set_option(Opt::Server)?;
-            raw.server = Some(parse_addr_port(&value).ok_or_else(|| {
-                invalid(format!(
-                    "illegal real server address[:port] specified (`{value}'; write a numeric address such as 10.0.1.2 or 10.0.1.2:8080 or [2001:db8::2]:80)"
-                ))
-            })?);
+            raw.server = Some(value);
         }
         Tag::Masq | Tag::Ipip | Tag::Gatewaying => {
             raw.set_option(Opt::Forward)?;
@@ -761,7 +987,10 @@ fn apply(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
             raw.set_option(Opt::Stats)?;
             raw.format.stats = true;
         }
-        Tag::Rate => raw.set_option(Opt::Rate)?,
+        Tag::Rate => {
+            raw.set_option(Opt::Rate)?;
+            raw.format.rate = true;
+        }
         Tag::Thresholds => {
             raw.set_option(Opt::Thresholds)?;
             raw.format.thresholds = true;
@@ -869,7 +1098,7 @@ fn service_key(raw: &Raw) -> Option<ServiceKey> {
     })
 }
 
-fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
+fn build(cmd: Cmd, raw: &mut Raw, names: &dyn Resolve) -> Result<Command, ParseError> {
     // Free words: the three values of --set, nothing else.
     let mut words = std::mem::take(&mut raw.words).into_iter();
     let mut timeouts = None;
@@ -899,11 +1128,19 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
             "-6 used before -f (--ipv6 only applies to a firewall-mark service, -f MARK -6)",
         ));
     }
-    if raw.has(Opt::Rate) {
-        return Err(invalid(
-            "--rate is not supported yet by lvsadm (use --stats)",
-        ));
-    }
+    // ipvsadm resolves -r with the protocol of the service given so far; lvsadm with the
+    // service's, wherever -t/-u appears.
+    let server = match raw.server.take() {
+        Some(text) => {
+            let proto = raw.service.map_or(Protocol::Tcp, |s| s.proto());
+            Some(parse_service(&text, proto, names).ok_or_else(|| {
+                invalid(format!(
+                    "illegal real server address[:port] specified (`{text}'; write address[:port] such as 10.0.1.2, 10.0.1.2:8080, [2001:db8::2]:80 or rs1.example.com:http)"
+                ))
+            })?)
+        }
+        None => None,
+    };
     let scheduler_name = raw
         .scheduler
         .clone()
@@ -914,6 +1151,11 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
     };
     generic_opt_check(cmd, raw.options)?;
     let key = service_key(raw);
+    if let Some(pe) = &raw.pe {
+        return Err(invalid(format!(
+            "persistence engine `{pe}' is not supported by lvsd (leave --pe out; -p with -M gives persistence by client address)"
+        )));
+    }
 
     match cmd {
         Cmd::Add | Cmd::Edit => {
@@ -960,6 +1202,13 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
             key.expect("checked: service is compulsory"),
         )),
         Cmd::Flush => Ok(Command::Clear),
+        Cmd::Restore => Ok(Command::Restore),
+        Cmd::Save => Ok(Command::Save(raw.format)),
+        Cmd::Reload => Ok(Command::Reload),
+        Cmd::StartDaemon | Cmd::StopDaemon => Ok(Command::SyncDaemon {
+            start: cmd == Cmd::StartDaemon,
+            state: raw.daemon_state.clone().unwrap_or_default(),
+        }),
         Cmd::Zero => Ok(Command::Zero(key)),
         Cmd::Timeout => {
             let (tcp, tcpfin, udp) = timeouts.expect("parsed above");
@@ -967,7 +1216,7 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
         }
         Cmd::AddDest | Cmd::EditDest | Cmd::DelDest => {
             let key = key.expect("checked: service is compulsory");
-            let (addr, given_port) = raw.server.expect("checked: real server is compulsory");
+            let (addr, given_port) = server.expect("checked: real server is compulsory");
             let svc_port = match key {
                 ServiceKey::Addr { port, .. } => port,
                 ServiceKey::Fwmark { .. } => 0,
@@ -977,6 +1226,7 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
                 return Ok(Command::DeleteDest { key, addr, port });
             }
             let method = raw.method.unwrap_or(ForwardMethod::DirectRoute);
+            tunnel_opt_check(raw, method)?;
             // DR and Tun cannot change the port: IPVS uses the service's.
             if matches!(key, ServiceKey::Addr { .. }) && method != ForwardMethod::Masq {
                 port = svc_port;
@@ -998,12 +1248,12 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
         Cmd::List => {
             let o = raw.options;
             let bit = |opt: Opt| o & (1u64 << (opt as u8)) != 0;
-            if ((bit(Opt::Connection) || bit(Opt::Timeout))
-                && (bit(Opt::Stats) || bit(Opt::Thresholds)))
-                || (bit(Opt::Timeout) && bit(Opt::PersistentConn))
+            if ((bit(Opt::Connection) || bit(Opt::Timeout) || bit(Opt::Daemon))
+                && (bit(Opt::Stats) || bit(Opt::Rate) || bit(Opt::Thresholds)))
+                || ((bit(Opt::Timeout) || bit(Opt::Daemon)) && bit(Opt::PersistentConn))
             {
                 return Err(invalid(
-                    "options conflicts in the list command (--stats/--thresholds go with the service table, not with -c or --timeout)",
+                    "options conflicts in the list command (--stats/--rate/--thresholds go with the service table, not with -c, --timeout or --daemon)",
                 ));
             }
             let what = if bit(Opt::Connection) {
@@ -1012,6 +1262,8 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
                 ListWhat::Service(key)
             } else if bit(Opt::Timeout) {
                 ListWhat::Timeouts
+            } else if bit(Opt::Daemon) {
+                ListWhat::Daemon
             } else {
                 ListWhat::All
             };
@@ -1021,6 +1273,39 @@ fn build(cmd: Cmd, raw: &mut Raw) -> Result<Command, ParseError> {
             })
         }
     }
+}
+
+/// ipvsadm's tunnel checks for `-a`/`-e`: tunnel options only with `-i`; lvsd has IP-in-IP
+/// only, so GUE and GRE, and the port and checksum options that belong to them, are refused.
+fn tunnel_opt_check(raw: &Raw, method: ForwardMethod) -> Result<(), ParseError> {
+    let tun_opts = [
+        Opt::TunType,
+        Opt::TunPort,
+        Opt::TunNocsum,
+        Opt::TunCsum,
+        Opt::TunRemcsum,
+    ];
+    if tun_opts.iter().any(|&o| raw.has(o)) && method != ForwardMethod::Tunnel {
+        return Err(invalid(
+            "Tunnel options conflict with forward method (--tun-* options apply to tunnelling servers, -i)",
+        ));
+    }
+    if let Some(t) = raw.tun_type.as_deref()
+        && t != "ipip"
+    {
+        return Err(invalid(format!(
+            "tunnel type `{t}' is not supported by lvsd (it tunnels with IP-in-IP only: use --tun-type ipip, or leave --tun-type out)"
+        )));
+    }
+    for &o in &tun_opts[1..] {
+        if raw.has(o) {
+            return Err(invalid(format!(
+                "Illegal '{}' option with the 'ipip' tunnel type (tunnel ports and checksum options belong to GUE/GRE tunnels, which lvsd does not support)",
+                OPT_NAMES[o as usize]
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The persistence granularity: `-M` or the family's full mask.
@@ -1079,7 +1364,12 @@ mod tests {
             Cmd::DelDest,
             Cmd::EditDest,
             Cmd::Timeout,
+            Cmd::StartDaemon,
+            Cmd::StopDaemon,
+            Cmd::Restore,
+            Cmd::Save,
             Cmd::Zero,
+            Cmd::Reload,
         ] {
             assert_eq!(cmd.row().len(), NUMBER_OF_OPT);
         }

@@ -17,13 +17,18 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod import;
+pub mod names;
 pub mod render;
+pub mod restore;
 
+use std::io::Read;
 use std::path::Path;
 
 use lvs_api::{Reply, Request};
 
 use args::{Command, Format, ListWhat};
+use names::{Numeric, Resolve};
 
 /// Exit code when the daemon refuses a change: ipvsadm returns the `-1` of the failed
 /// `ipvs_*` call from `main`, so the shell sees 255.
@@ -94,12 +99,28 @@ impl Outcome {
     }
 }
 
-/// Run one command line (`argv[0]` is the program name) against `daemon`.
+/// Run one command line (`argv[0]` is the program name) against `daemon`, with the process's
+/// standard input (for `-R`) and the system's names.
 ///
 /// Nothing is sent when the command line is invalid.
 pub fn run(argv: &[String], daemon: &mut dyn Daemon) -> Outcome {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    run_with(argv, daemon, &mut input, &names::System::default())
+}
+
+/// [`run`] with a given standard input and name resolver.
+pub fn run_with(
+    argv: &[String],
+    daemon: &mut dyn Daemon,
+    input: &mut dyn Read,
+    names: &dyn Resolve,
+) -> Outcome {
     let program = argv.first().map_or("lvsadm", String::as_str);
-    let inv = match args::parse(argv) {
+    if argv.get(1).map(String::as_str) == Some("import") {
+        return import::run(&argv[2..], names);
+    }
+    let inv = match args::parse_with(argv, names) {
         Ok(inv) => inv,
         Err(e) => return Outcome::err(e.code, &e.message),
     };
@@ -127,7 +148,104 @@ pub fn run(argv: &[String], daemon: &mut dyn Daemon) -> Outcome {
             change(daemon, Request::SetTimeouts { tcp, tcpfin, udp })
         }
         Command::Zero(key) => change(daemon, Request::Zero { key }),
-        Command::List { what, format } => list(daemon, socket, what, &format),
+        Command::List { what, format } => {
+            let names: &dyn Resolve = if format.numeric { &Numeric } else { names };
+            list(daemon, socket, what, &format, names)
+        }
+        Command::Save(format) => {
+            let names: &dyn Resolve = if format.numeric { &Numeric } else { names };
+            save(daemon, socket, names)
+        }
+        Command::Restore => restore(daemon, socket, input, names),
+        Command::SyncDaemon { start, state } => Outcome::err(
+            EXIT_REFUSED,
+            &format!(
+                "connection sync daemon not supported yet (--{}-daemon {state}): lvsd has no IPVS state sync; run one active director, and a standby configured from the same file",
+                if start { "start" } else { "stop" }
+            ),
+        ),
+        Command::Reload => reload(daemon, socket),
+    }
+}
+
+/// `--reload`: lvsd re-reads its configuration file and applies the difference atomically.
+/// On refusal lvsd's message holds the file's diagnostics, one per line; they are printed
+/// as they come and the running table is unchanged.
+fn reload(daemon: &mut dyn Daemon, socket: Option<&Path>) -> Outcome {
+    match daemon.call(socket, Request::Reload) {
+        Ok(Reply::Ok) => Outcome::ok(String::new()),
+        Ok(Reply::Error { message }) => Outcome::err(
+            EXIT_REFUSED,
+            &format!(
+                "{}\nreload refused; the running table is unchanged",
+                message.trim_end()
+            ),
+        ),
+        Ok(other) => Outcome::err(EXIT_REFUSED, &unexpected(&other)),
+        Err(DaemonError::Unreachable(m)) => Outcome::err(EXIT_UNREACHABLE, &m),
+        Err(DaemonError::Failed(m)) => Outcome::err(EXIT_REFUSED, &m),
+    }
+}
+
+/// `-S`: the table as rules.
+fn save(daemon: &mut dyn Daemon, socket: Option<&Path>, names: &dyn Resolve) -> Outcome {
+    match daemon.call(socket, Request::List) {
+        Ok(Reply::Services { services, .. }) => Outcome::ok(render::save(&services, names)),
+        Ok(Reply::Error { message }) => Outcome::err(EXIT_LIST_FAILED, &message),
+        Ok(other) => Outcome::err(EXIT_LIST_FAILED, &unexpected(&other)),
+        Err(DaemonError::Unreachable(m)) => Outcome::err(EXIT_UNREACHABLE, &m),
+        Err(DaemonError::Failed(m)) => Outcome::err(EXIT_LIST_FAILED, &m),
+    }
+}
+
+/// `-R`: read every line, then send them as one batch.
+fn restore(
+    daemon: &mut dyn Daemon,
+    socket: Option<&Path>,
+    input: &mut dyn Read,
+    names: &dyn Resolve,
+) -> Outcome {
+    let mut text = String::new();
+    if let Err(e) = input.read_to_string(&mut text) {
+        return Outcome::err(
+            args::EXIT_INVALID,
+            &format!("cannot read the rules from standard input: {e}; nothing was restored"),
+        );
+    }
+    let rules = match restore::parse_rules(&text, names) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::err(e.code, &format!("{}; nothing was restored", e.message));
+        }
+    };
+    let requests = match restore::batch(&rules) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::err(e.code, &format!("{}; nothing was restored", e.message));
+        }
+    };
+    if requests.is_empty() {
+        return Outcome::ok(String::new());
+    }
+    match daemon.call(socket, Request::Batch { requests }) {
+        Ok(Reply::Ok) => Outcome::ok(String::new()),
+        Ok(Reply::Error { message }) => {
+            // Name the line: replay on a copy of the running table.
+            let located = match daemon.call(socket, Request::List) {
+                Ok(Reply::Services { services, .. }) => restore::locate_refusal(&services, &rules),
+                _ => None,
+            };
+            let m = match located {
+                Some((line, text, why)) => {
+                    format!("line {line} ({text}): {why}; nothing was restored")
+                }
+                None => message,
+            };
+            Outcome::err(EXIT_REFUSED, &m)
+        }
+        Ok(other) => Outcome::err(EXIT_REFUSED, &unexpected(&other)),
+        Err(DaemonError::Unreachable(m)) => Outcome::err(EXIT_UNREACHABLE, &m),
+        Err(DaemonError::Failed(m)) => Outcome::err(EXIT_REFUSED, &m),
     }
 }
 
@@ -136,11 +254,19 @@ fn list(
     socket: Option<&Path>,
     what: ListWhat,
     format: &Format,
+    names: &dyn Resolve,
 ) -> Outcome {
     let request = match what {
         ListWhat::All | ListWhat::Service(_) => Request::List,
         ListWhat::Connections => Request::Connections,
         ListWhat::Timeouts => Request::Timeouts,
+        // ipvsadm exits 1 when the daemon state cannot be read.
+        ListWhat::Daemon => {
+            return Outcome::err(
+                EXIT_LIST_FAILED,
+                "connection sync daemon not supported yet: lvsd runs no master or backup sync daemon",
+            );
+        }
     };
     let reply = match daemon.call(socket, request) {
         Ok(Reply::Error { message }) => return Outcome::err(EXIT_LIST_FAILED, &message),
@@ -155,10 +281,10 @@ fn list(
                 table_size,
                 services,
             },
-        ) => Outcome::ok(render::list_all(table_size, &services, format)),
+        ) => Outcome::ok(render::list_all(table_size, &services, format, names)),
         (ListWhat::Service(key), Reply::Services { services, .. }) => {
             match services.iter().find(|s| s.config.key == key) {
-                Some(s) => Outcome::ok(render::list_service(s, format)),
+                Some(s) => Outcome::ok(render::list_service(s, format, names)),
                 // ipvs_strerror(ESRCH) for ipvs_get_service, then exit(1).
                 None => Outcome::err(
                     EXIT_LIST_FAILED,
@@ -170,7 +296,7 @@ fn list(
             }
         }
         (ListWhat::Connections, Reply::Connections { conns }) => {
-            Outcome::ok(render::connections(&conns, format))
+            Outcome::ok(render::connections(&conns, format, names))
         }
         (ListWhat::Timeouts, Reply::Timeouts { tcp, tcpfin, udp }) => {
             Outcome::ok(render::timeouts(tcp, tcpfin, udp))
@@ -202,11 +328,15 @@ pub fn help(program: &str) -> String {
   {p} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]
   {p} -D virtual-service
   {p} -C
+  {p} -R
+  {p} -S [-n]
   {p} -a|e virtual-service -r server-address [options]
   {p} -d virtual-service -r server-address
   {p} -L|l [virtual-service] [options]
-  {p} -Z
+  {p} -Z [virtual-service]
   {p} --set tcp tcpfin udp
+  {p} --reload
+  {p} import ipvsadm-save|keepalived FILE
   {p} -h
 
 Commands:
@@ -215,21 +345,27 @@ Either long or short options are allowed.
   --edit-service    -E        edit virtual service with options
   --delete-service  -D        delete virtual service
   --clear           -C        clear the whole table
+  --restore         -R        restore rules from stdin (all lines or none)
+  --save            -S        save rules to stdout
   --add-server      -a        add real server with options
   --edit-server     -e        edit real server with options
   --delete-server   -d        delete real server
   --list            -L|-l     list the table
-  --zero            -Z        zero counters in all services
+  --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values (seconds, 0 keeps a value)
+  --start-daemon              start connection sync daemon (not supported yet)
+  --stop-daemon               stop connection sync daemon (not supported yet)
+  --reload                    make lvsd re-read its configuration file
+  import ipvsadm-save FILE    print ipvsadm-save rules as lvsd TOML configuration
+  import keepalived FILE      print keepalived.conf virtual servers as lvsd TOML
   --help            -h        display this help message
   --version         -v        display the version
 
 virtual-service:
-  --tcp-service|-t  service-address   service-address is address[:port]
-  --udp-service|-u  service-address   service-address is address[:port]
-  --sctp-service    service-address   service-address is address[:port]
+  --tcp-service|-t  service-address   service-address is host[:port]
+  --udp-service|-u  service-address   service-address is host[:port]
+  --sctp-service    service-address   service-address is host[:port]
   --fwmark-service|-f fwmark          fwmark is an integer greater than zero
-  (addresses are numeric: 10.0.0.1:80 or [2001:db8::1]:80; names are not resolved yet)
 
 Options:
   --ipv6         -6                   fwmark entry uses IPv6
@@ -237,27 +373,33 @@ Options:
                                       the default scheduler is wlc.
   --persistent   -p [timeout]         persistent service (default timeout 300 seconds)
   --netmask      -M netmask           persistent granularity mask
-  --real-server  -r server-address    server-address is address (and port)
+  --real-server  -r server-address    server-address is host (and port)
   --gatewaying   -g                   gatewaying (direct routing) (default)
   --ipip         -i                   ipip encapsulation (tunneling)
   --masquerading -m                   masquerading (NAT)
+  --tun-type      type                ipip only (gue and gre are not supported)
   --weight       -w weight            capacity of real server (0..65535, default 1)
   --u-threshold  -x uthreshold        upper threshold of connections
   --l-threshold  -y lthreshold        lower threshold of connections
   --connection   -c                   output of current IPVS connections
   --timeout                           output of timeout (tcp tcpfin udp)
   --stats                             output of statistics information
+  --rate                              output of rate information
   --exact                             expand numbers (display exact values)
   --thresholds                        output of thresholds information
   --persistent-conn                   output of persistent connection info
+  --tun-info                          output of tunnel information
   --nosort                            disable sorting output of service/server entries
   --sort                              does nothing, for backwards compatibility
   --ops          -o                   one-packet scheduling
   --numeric      -n                   numeric output of addresses and ports
-                                      (output is always numeric for now)
+                                      (without -n: names from /etc/hosts and /etc/services;
+                                      reverse DNS is not queried)
   --sched-flags  -b flags             scheduler flags (comma-separated): sh-fallback,
                                       sh-port, mh-fallback, mh-port, flag-1, flag-2, flag-3
   --socket PATH                       lvsd's control socket (else ${env}, else {default})
+  (--pe, --tun-port, --tun-[no|rem]csum and the sync daemon options are refused: lvsd does
+  not support persistence engines, GUE/GRE tunnels or connection sync)
 
 Exit status: 0 done; 2 invalid command line or lvsd unreachable; 255 unknown option,
 missing command, or lvsd refused the change; 1 a listing failed.

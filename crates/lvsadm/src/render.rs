@@ -4,8 +4,9 @@
 //! `print_service_entry`, `list_conn`/`print_conn`, `list_timeout`, `print_largenum`).
 //! Trailing spaces are part of the format (ipvsadm pads the last column too) and are kept.
 //!
-//! Addresses are always printed numerically: name resolution (ipvsadm without `-n`) is not
-//! implemented yet, so `-n` changes nothing.
+//! Without `-n`, addresses and ports print as names where [`crate::names`] knows them
+//! (`/etc/hosts`, `/etc/services`); every function takes the [`Resolve`] to use
+//! ([`Numeric`] for `-n`).
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -13,10 +14,13 @@ use std::net::IpAddr;
 
 use lvs_api::{ConnInfo, DestInfo, ServiceInfo};
 use lvs_core::service::ServiceConfig;
-use lvs_core::stats::Stats;
-use lvs_core::types::{Family, Netmask, SchedFlags, SchedulerKind, ServiceKey};
+use lvs_core::stats::{Rates, Stats};
+use lvs_core::types::{
+    Family, ForwardMethod, Netmask, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
+};
 
 use crate::args::Format;
+use crate::names::{Numeric, Resolve};
 
 /// The IPVS version ipvsadm prints in its header; lvsd implements its semantics.
 pub const IPVS_VERSION: &str = "1.2.1";
@@ -29,21 +33,80 @@ pub fn addrport(addr: IpAddr, port: u16) -> String {
     }
 }
 
+/// `addrport_to_anyname`: host and service names where `names` knows them, numbers
+/// otherwise; cut at 59 characters as ipvsadm's 60-byte buffer does.
+pub fn anyname(addr: IpAddr, port: u16, proto: Protocol, names: &dyn Resolve) -> String {
+    let host = names.host_name(addr).unwrap_or_else(|| addr.to_string());
+    let port = names
+        .port_name(port, proto)
+        .unwrap_or_else(|| port.to_string());
+    let mut s = if addr.is_ipv4() {
+        format!("{host}:{port}")
+    } else {
+        format!("[{host}]:{port}")
+    };
+    truncate(&mut s, 59);
+    s
+}
+
+/// Cut a string at `n` bytes (on a character boundary), as ipvsadm's `buf[n] = '\0'`.
+fn truncate(s: &mut String, n: usize) {
+    if s.len() > n {
+        let mut cut = n;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// The protocol ipvsadm names ports with: the service's, TCP for firewall marks (ipvsadm
+/// creates them with `IPPROTO_TCP`).
+fn key_proto(key: &ServiceKey) -> Protocol {
+    match *key {
+        ServiceKey::Addr { proto, .. } => proto,
+        ServiceKey::Fwmark { .. } => Protocol::Tcp,
+    }
+}
+
 /// The service column of the listing: `"%-4s %s"` of protocol and address (cut at 33
 /// characters for IPv4, as ipvsadm does), or `FWM  <mark>` (`%d`, so marks above 2^31 print
 /// negative, as in ipvsadm) with ` IPv6` for IPv6 firewall-mark services.
 pub fn service_name(key: &ServiceKey) -> String {
+    service_label(key, &Numeric)
+}
+
+/// [`service_name`] with names.
+pub fn service_label(key: &ServiceKey, names: &dyn Resolve) -> String {
     match *key {
         ServiceKey::Addr { proto, addr, port } => {
-            let mut s = format!("{:<4} {}", proto.name(), addrport(addr, port));
+            let mut s = format!("{:<4} {}", proto.name(), anyname(addr, port, proto, names));
             if addr.is_ipv4() {
-                s.truncate(33);
+                truncate(&mut s, 33);
             }
             s
         }
         ServiceKey::Fwmark { mark, family } => {
             let suffix = if family == Family::V6 { " IPv6" } else { "" };
             format!("FWM  {}{suffix}", mark as i32)
+        }
+    }
+}
+
+/// The service as a rule (`-S`): `-t host:port`, `-u ...`, `--sctp-service ...`, `-f M [-6]`.
+pub fn service_rule(key: &ServiceKey, names: &dyn Resolve) -> String {
+    match *key {
+        ServiceKey::Addr { proto, addr, port } => {
+            let opt = match proto {
+                Protocol::Tcp => "-t",
+                Protocol::Udp => "-u",
+                Protocol::Sctp => "--sctp-service",
+            };
+            format!("{opt} {}", anyname(addr, port, proto, names))
+        }
+        ServiceKey::Fwmark { mark, family } => {
+            let suffix = if family == Family::V6 { " -6" } else { "" };
+            format!("-f {}{suffix}", mark as i32)
         }
     }
 }
@@ -87,6 +150,11 @@ pub fn title(format: &Format) -> String {
             "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
             "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
         )
+    } else if format.rate {
+        format!(
+            "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
+            "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+        )
     } else if format.thresholds {
         format!(
             "{:<33} {:<10} {:<10} {:<10} {:<10}\n  -> RemoteAddress:Port\n",
@@ -97,6 +165,9 @@ pub fn title(format: &Format) -> String {
             "{:<33} {:<9} {:<11} {:<10} {:<10}\n  -> RemoteAddress:Port\n",
             "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
         )
+    } else if format.tun_info {
+        "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n"
+            .to_string()
     } else {
         "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
             .to_string()
@@ -131,26 +202,44 @@ fn stats_columns(out: &mut String, s: &Stats, exact: bool) {
     }
 }
 
+fn rate_columns(out: &mut String, r: &Rates, exact: bool) {
+    for v in [r.cps, r.inpps, r.outpps, r.inbps, r.outbps] {
+        largenum(out, v, exact);
+    }
+}
+
+/// The IPv4 dotted form of a prefix length.
+fn v4_mask(len: u8) -> std::net::Ipv4Addr {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
+    std::net::Ipv4Addr::from(mask)
+}
+
+/// The persistence netmask as ipvsadm prints it, if not the family's full mask.
+fn mask_text(c: &ServiceConfig, p: &Persistence) -> Option<String> {
+    match (c.key.family(), p.netmask) {
+        (Family::V4, Netmask::V4(len)) if len < 32 => Some(v4_mask(len).to_string()),
+        (Family::V6, Netmask::V6(len)) if len != 128 => Some(len.to_string()),
+        _ => None,
+    }
+}
+
+fn has_sched_flags(c: &ServiceConfig) -> bool {
+    c.flags.0 & (SchedFlags::FLAG1.0 | SchedFlags::FLAG2.0 | SchedFlags::FLAG3.0) != 0
+}
+
 /// The flags ipvsadm appends to a service line: ` (flags)`, ` persistent T`, ` mask M`, ` ops`.
 fn service_flags(out: &mut String, c: &ServiceConfig) {
-    if c.flags.0 & (SchedFlags::FLAG1.0 | SchedFlags::FLAG2.0 | SchedFlags::FLAG3.0) != 0 {
+    if has_sched_flags(c) {
         let _ = write!(out, " ({})", sched_flags(c.scheduler, c.flags));
     }
     if let Some(p) = &c.persistence {
         let _ = write!(out, " persistent {}", p.timeout.as_secs());
-        match (c.key.family(), p.netmask) {
-            (Family::V4, Netmask::V4(len)) if len < 32 => {
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(len))
-                };
-                let _ = write!(out, " mask {}", std::net::Ipv4Addr::from(mask));
-            }
-            (Family::V6, Netmask::V6(len)) if len != 128 => {
-                let _ = write!(out, " mask {len}");
-            }
-            _ => {}
+        if let Some(m) = mask_text(c, p) {
+            let _ = write!(out, " mask {m}");
         }
     }
     if c.one_packet {
@@ -186,11 +275,15 @@ fn cmp_services(a: &ServiceInfo, b: &ServiceInfo) -> Ordering {
 }
 
 /// `print_service_entry`: the service line and its real servers.
-pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format) {
-    let name = service_name(&svc.config.key);
+pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format, names: &dyn Resolve) {
+    let name = service_label(&svc.config.key, names);
+    let proto = key_proto(&svc.config.key);
     if format.stats {
         let _ = write!(out, "{name:<33}");
         stats_columns(out, &svc.stats, format.exact);
+    } else if format.rate {
+        let _ = write!(out, "{name:<33}");
+        rate_columns(out, &svc.rates, format.exact);
     } else {
         let _ = write!(out, "{name} {}", svc.config.scheduler.name());
         service_flags(out, &svc.config);
@@ -202,16 +295,26 @@ pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format) {
         dests.sort_by(|a, b| cmp_dests(a, b));
     }
     for d in dests {
-        let mut dname = addrport(d.config.addr, d.config.port);
+        let mut dname = anyname(d.config.addr, d.config.port, proto, names);
         if d.config.addr.is_ipv4() {
-            dname.truncate(28);
+            truncate(&mut dname, 28);
         }
+        let c = &d.config;
         if format.stats {
             let _ = write!(out, "  -> {dname:<28}");
             stats_columns(out, &d.stats, format.exact);
             out.push('\n');
+        } else if format.rate {
+            let r = &d.rates;
+            let _ = write!(
+                out,
+                "  -> {dname:<28} {:>8} {:>8} {:>8}",
+                r.cps, r.inpps, r.outpps
+            );
+            largenum(out, r.inbps, format.exact);
+            largenum(out, r.outbps, format.exact);
+            out.push('\n');
         } else if format.thresholds {
-            let c = &d.config;
             let _ = writeln!(
                 out,
                 "  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}",
@@ -221,14 +324,28 @@ pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format) {
             let _ = writeln!(
                 out,
                 "  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}",
-                d.config.weight, d.persistent, d.active, d.inactive
+                c.weight, d.persistent, d.active, d.inactive
+            );
+        } else if format.tun_info {
+            let ti = if c.method == ForwardMethod::Tunnel {
+                "ipip"
+            } else {
+                "n/a"
+            };
+            let _ = writeln!(
+                out,
+                "  -> {dname:<28} {:<7} {ti:<13} {:<6} {:<10} {:<10}",
+                c.method.name(),
+                c.weight,
+                d.active,
+                d.inactive
             );
         } else {
             let _ = writeln!(
                 out,
                 "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
-                d.config.method.name(),
-                d.config.weight,
+                c.method.name(),
+                c.weight,
                 d.active,
                 d.inactive
             );
@@ -236,29 +353,82 @@ pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format) {
     }
 }
 
-/// `list_all`: version line, title, every service (sorted unless `--nosort`).
-pub fn list_all(table_size: usize, services: &[ServiceInfo], format: &Format) -> String {
-    let mut out = format!("IP Virtual Server version {IPVS_VERSION} (size={table_size})\n");
-    out.push_str(&title(format));
-    let mut sorted: Vec<&ServiceInfo> = services.iter().collect();
-    if !format.nosort {
-        sorted.sort_by(|a, b| cmp_services(a, b));
+fn sorted(services: &[ServiceInfo], nosort: bool) -> Vec<&ServiceInfo> {
+    let mut v: Vec<&ServiceInfo> = services.iter().collect();
+    if !nosort {
+        v.sort_by(|a, b| cmp_services(a, b));
     }
-    for s in sorted {
-        service_entry(&mut out, s, format);
+    v
+}
+
+/// `list_all`: version line, title, every service (sorted unless `--nosort`).
+pub fn list_all(
+    table_size: usize,
+    services: &[ServiceInfo],
+    format: &Format,
+    names: &dyn Resolve,
+) -> String {
+    let mut out = format!("IP Virtual Server version {IPVS_VERSION} (size={table_size})\n");
+    out.reserve(services.len() * 64 * 11);
+    out.push_str(&title(format));
+    for s in sorted(services, format.nosort) {
+        service_entry(&mut out, s, format, names);
     }
     out
 }
 
 /// `list_service`: title and one service, without the version line.
-pub fn list_service(svc: &ServiceInfo, format: &Format) -> String {
+pub fn list_service(svc: &ServiceInfo, format: &Format, names: &dyn Resolve) -> String {
     let mut out = title(format);
-    service_entry(&mut out, svc, format);
+    service_entry(&mut out, svc, format, names);
+    out
+}
+
+/// `list_all` with `FMT_RULE` (`-S`): one `-A` line per service, then one `-a` line per
+/// real server, sorted; no heading. Tunnel servers carry `--tun-type ipip` as ipvsadm 1.31
+/// prints it.
+pub fn save(services: &[ServiceInfo], names: &dyn Resolve) -> String {
+    let mut out = String::with_capacity(services.len() * 64 * 11);
+    for s in sorted(services, false) {
+        let c = &s.config;
+        let svc = service_rule(&c.key, names);
+        let proto = key_proto(&c.key);
+        let _ = write!(out, "-A {svc} -s {}", c.scheduler.name());
+        if let Some(p) = &c.persistence {
+            let _ = write!(out, " -p {}", p.timeout.as_secs());
+            if let Some(m) = mask_text(c, p) {
+                let _ = write!(out, " -M {m}");
+            }
+        }
+        if c.one_packet {
+            out.push_str(" -o");
+        }
+        if has_sched_flags(c) {
+            let _ = write!(out, " -b {}", sched_flags(c.scheduler, c.flags));
+        }
+        out.push('\n');
+        let mut dests: Vec<&DestInfo> = s.dests.iter().collect();
+        dests.sort_by(|a, b| cmp_dests(a, b));
+        for d in dests {
+            let dc = &d.config;
+            let dname = anyname(dc.addr, dc.port, proto, names);
+            let switch = match dc.method {
+                ForwardMethod::Masq => "-m",
+                ForwardMethod::DirectRoute => "-g",
+                ForwardMethod::Tunnel => "-i",
+            };
+            let _ = write!(out, "-a {svc} -r {dname} {switch} -w {}", dc.weight);
+            if dc.method == ForwardMethod::Tunnel {
+                out.push_str(" --tun-type ipip");
+            }
+            out.push('\n');
+        }
+    }
     out
 }
 
 /// `list_conn`/`print_conn`: the connection entries.
-pub fn connections(conns: &[ConnInfo], format: &Format) -> String {
+pub fn connections(conns: &[ConnInfo], format: &Format, names: &dyn Resolve) -> String {
     let mut out = String::from("IPVS connection entries\n");
     if format.persistent_conn {
         let _ = writeln!(
@@ -273,6 +443,8 @@ pub fn connections(conns: &[ConnInfo], format: &Format) -> String {
             "state", "source", "virtual"
         );
     }
+    // Entries have no persistence-engine data (lvsd has no --pe), so ipvsadm prints them
+    // in the short form even under --persistent-conn.
     for c in conns {
         let expire = format!("{:02}:{:02}", c.expires_secs / 60, c.expires_secs % 60);
         let _ = writeln!(
@@ -281,9 +453,9 @@ pub fn connections(conns: &[ConnInfo], format: &Format) -> String {
             c.proto.name(),
             expire,
             c.state,
-            addrport(c.caddr, c.cport),
-            addrport(c.vaddr, c.vport),
-            addrport(c.daddr, c.dport)
+            anyname(c.caddr, c.cport, c.proto, names),
+            anyname(c.vaddr, c.vport, c.proto, names),
+            anyname(c.daddr, c.dport, c.proto, names)
         );
     }
     out

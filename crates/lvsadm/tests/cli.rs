@@ -144,7 +144,7 @@ const GOLDEN_CONNS: &str = "IPVS connection entries\npro expire state       sour
 
 #[test]
 fn golden_list_all_methods_persistence_fwmark_ipv6() {
-    for line in ["-L -n", "-Ln", "-l", "--list --numeric", ""] {
+    for line in ["-L -n", "-Ln", "-l -n", "--list --numeric"] {
         let (out, sent) = exec(line, Ok(table()));
         assert_eq!(out.stderr, "", "{line}");
         assert_eq!(out.stdout, GOLDEN_LIST, "{line}");
@@ -279,7 +279,7 @@ fn golden_connections_and_timeouts() {
             ),
         ],
     };
-    for line in ["-L -n -c", "-Lnc", "-l --connection"] {
+    for line in ["-L -n -c", "-Lnc", "-l -n --connection"] {
         let (out, sent) = exec(line, Ok(reply.clone()));
         assert_eq!(out.stdout, GOLDEN_CONNS);
         assert_eq!((out.code, sent), (0, vec![Request::Connections]));
@@ -329,7 +329,7 @@ const BAD: &[(&str, &str, i32)] = &[
         2,
     ),
     (
-        "-A -t 10.0.0.1:http",
+        "-A -t 10.0.0.1:nosuchport",
         "illegal virtual server address[:port] specified",
         2,
     ),
@@ -467,7 +467,67 @@ const BAD: &[(&str, &str, i32)] = &[
         2,
     ),
     ("-L -c --stats", "options conflicts in the list command", 2),
-    ("-L --rate", "--rate is not supported yet", 2),
+    ("-L -c --rate", "options conflicts in the list command", 2),
+    (
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 -m --tun-type ipip",
+        "Tunnel options conflict with forward method",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 -i --tun-type gre",
+        "tunnel type `gre' is not supported by lvsd",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 -i --tun-type vxlan",
+        "illegal tunnel type specified",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 -i --tun-nocsum",
+        "Illegal 'tun-nocsum' option with the 'ipip' tunnel type",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 -i --tun-type ipip --tun-port 6080",
+        "Illegal 'tun-port' option with the 'ipip' tunnel type",
+        2,
+    ),
+    (
+        "-A -t 10.0.0.1:80 --pe sip",
+        "persistence engine `sip' is not supported",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 --pe sip",
+        "Illegal 'pe' option with the 'add-server' command",
+        2,
+    ),
+    (
+        "--start-daemon primary",
+        "illegal start-daemon parameter specified",
+        2,
+    ),
+    (
+        "--start-daemon master --syncid 300",
+        "illegal syncid specified",
+        2,
+    ),
+    (
+        "-S -t 10.0.0.1:80",
+        "Illegal 'service-address' option with the 'save' command",
+        2,
+    ),
+    (
+        "-R -n",
+        "Illegal 'numeric' option with the 'restore' command",
+        2,
+    ),
+    (
+        "-L --daemon --stats",
+        "options conflicts in the list command",
+        2,
+    ),
     ("--set 900 120", "--set option requires 3 timeout values", 2),
     (
         "--set 900 120 soon",
@@ -787,7 +847,7 @@ fn help_and_version_send_nothing() {
             "{}",
             out.stdout
         );
-        assert!(out.stdout.contains("names are not resolved yet"));
+        assert!(out.stdout.contains("reverse DNS is not queried"));
         assert!(sent.is_empty());
     }
     let (out, sent) = exec("-v", Ok(Reply::Ok));
@@ -819,4 +879,164 @@ fn socket_option_reaches_the_daemon() {
     let out = lvsadm::run(&argv("-C"), &mut d);
     assert_eq!(out.code, 0);
     assert_eq!(d.socket, None);
+}
+
+#[test]
+fn unsupported_operations_answer_clearly() {
+    for (line, code) in [
+        ("--start-daemon master", 255),
+        (
+            "--start-daemon backup --mcast-interface eth1 --syncid 5",
+            255,
+        ),
+        ("--stop-daemon master", 255),
+        ("-L --daemon", 1),
+    ] {
+        let (out, sent) = exec(line, Ok(Reply::Ok));
+        assert_eq!(out.code, code, "{line}");
+        assert!(
+            out.stderr
+                .starts_with("connection sync daemon not supported yet"),
+            "{line}: {}",
+            out.stderr
+        );
+        assert!(sent.is_empty(), "{line}");
+    }
+    // IP-in-IP is what lvsd tunnels with: --tun-type ipip is accepted.
+    let (out, sent) = exec(
+        "-a -t 10.0.0.1:80 -r 10.0.1.2 -i --tun-type ipip",
+        Ok(Reply::Ok),
+    );
+    assert_eq!((out.code, sent.len()), (0, 1), "{}", out.stderr);
+}
+
+#[test]
+fn names_resolve_in_and_out() {
+    use lvsadm::names::Fixed;
+    let names = Fixed::new(
+        "http 80/tcp www\ndomain 53/udp\n",
+        "10.0.0.1 web.example.com\n10.0.1.2 rs1\n",
+    );
+    let mut sent = Vec::new();
+    let mut daemon = |r: Request| {
+        sent.push(r);
+        Ok(Reply::Ok)
+    };
+    let out = lvsadm::run_with(
+        &argv("-a -t web.example.com:www -r rs1 -m"),
+        &mut daemon,
+        &mut std::io::empty(),
+        &names,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sent,
+        vec![Request::AddDest {
+            key: tcp("10.0.0.1", 80),
+            dest: DestConfig::new(ip("10.0.1.2"), 80, ForwardMethod::Masq)
+        }]
+    );
+    // Without -n the listing names what it can; -n never does.
+    let mut daemon = |_r: Request| Ok(table());
+    let named = lvsadm::run_with(&argv("-L"), &mut daemon, &mut std::io::empty(), &names);
+    assert!(
+        named.stdout.contains("TCP  web.example.com:http rr\n"),
+        "{}",
+        named.stdout
+    );
+    assert!(
+        named
+            .stdout
+            .contains("  -> rs1:http                     Masq")
+    );
+    assert!(named.stdout.contains("UDP  web.example.com:domain sh"));
+    let numeric = lvsadm::run_with(&argv("-L -n"), &mut daemon, &mut std::io::empty(), &names);
+    assert_eq!(numeric.stdout, GOLDEN_LIST);
+    // A service name for the wrong protocol does not resolve.
+    let out = lvsadm::run_with(
+        &argv("-A -u 10.0.0.1:www"),
+        &mut |_r: Request| Ok(Reply::Ok),
+        &mut std::io::empty(),
+        &names,
+    );
+    assert_eq!(out.code, 2);
+}
+
+#[test]
+fn reload_sends_one_request_and_prints_refusals() {
+    let (out, sent) = exec("--reload", Ok(Reply::Ok));
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, "", "")
+    );
+    assert_eq!(sent, vec![Request::Reload]);
+    let (out, _) = exec(
+        "--reload",
+        Ok(Reply::Error {
+            message: "/etc/lvsd.toml:3:10: unknown scheduler 'fastest'".into(),
+        }),
+    );
+    assert_eq!(out.code, 255);
+    assert_eq!(
+        out.stderr,
+        "/etc/lvsd.toml:3:10: unknown scheduler 'fastest'\nreload refused; the running table is unchanged\n"
+    );
+    let (out, sent) = exec("--reload -n", Ok(Reply::Ok));
+    assert_eq!(out.code, 2);
+    assert!(sent.is_empty());
+}
+
+#[test]
+fn import_ipvsadm_save_and_keepalived() {
+    let dir = std::env::temp_dir().join(format!("lvsadm-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = dir.join("rules");
+    std::fs::write(
+        &save,
+        "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.1.2:80 -m -w 3\n-a -t 10.0.0.2:80 -r 10.0.1.3:80 -m\n-A -t 10.0.0.1:80\n-A -u 10.0.0.1:53 -s sh --pe sip\n-Z\n--set 0 60 0\n",
+    )
+    .unwrap();
+    let line = format!("import ipvsadm-save {}", save.display());
+    let (out, sent) = exec(&line, Ok(Reply::Ok));
+    assert!(sent.is_empty());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let cfg = lvs_config::parse(&out.stdout).expect("the TOML parses back");
+    assert_eq!(cfg.services.len(), 1);
+    assert_eq!(cfg.services[0].dests.len(), 1);
+    assert_eq!(cfg.services[0].dests[0].weight, 3);
+    assert_eq!(
+        cfg.timeouts.map(|t| (t.tcp, t.tcpfin, t.udp)),
+        Some((900, 60, 300))
+    );
+    let notes: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(notes.len(), 4, "{}", out.stderr);
+    assert!(notes[0].contains("line 3: not translated"), "{}", notes[0]);
+    assert!(notes[0].contains("not defined above"), "{}", notes[0]);
+    assert!(notes[1].contains("line 4") && notes[1].contains("already defined"));
+    assert!(notes[2].contains("line 5") && notes[2].contains("persistence engine"));
+    assert!(notes[3].contains("line 6") && notes[3].contains("-Z"));
+
+    let ka = dir.join("keepalived.conf");
+    std::fs::write(
+        &ka,
+        "virtual_server 10.0.0.1 80 {\n  lb_algo wrr\n  lb_kind DR\n  protocol TCP\n  real_server 10.0.1.2 80 {\n    weight 2\n    HTTP_GET {\n      url { path / }\n    }\n  }\n}\n",
+    )
+    .unwrap();
+    let (out, _) = exec(
+        &format!("import keepalived {}", ka.display()),
+        Ok(Reply::Ok),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let cfg = lvs_config::parse(&out.stdout).expect("the TOML parses back");
+    assert_eq!(cfg.services.len(), 1);
+    assert_eq!(cfg.services[0].config.scheduler, SchedulerKind::Wrr);
+    assert!(out.stderr.contains("HTTP_GET"), "{}", out.stderr);
+
+    let (out, _) = exec("import nginx x", Ok(Reply::Ok));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.starts_with("unknown import format `nginx'"));
+    let (out, _) = exec("import keepalived /nonexistent/file", Ok(Reply::Ok));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.starts_with("cannot read /nonexistent/file"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,8 +1,18 @@
-//! Configuration copies: a shadow director holding only the service table, used to rehearse
-//! a batch of changes before applying it for real.
+//! Configuration: a shadow director holding only the service table, used to rehearse a batch
+//! of changes before applying it for real; loading, checking and reloading the `--config`
+//! file.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lvs_api::{Reply, Request};
+use lvs_config::Timeouts;
 use lvs_core::director::Settings;
 use lvs_core::{Director, Time};
+use tracing::{info, warn};
+
+use crate::control::Control;
+use crate::dataplane::Shared;
 
 /// A director with the same services, real servers and timeouts as `d`, and no connections.
 pub fn shadow(d: &Director) -> Director {
@@ -23,4 +33,128 @@ pub fn shadow(d: &Director) -> Director {
     let (tcp, fin, udp) = d.timeouts().get();
     s.set_timeouts(tcp, fin, udp);
     s
+}
+
+/// Read and validate a configuration file; on error, every diagnostic as
+/// `FILE:LINE:COL: message`, one per line.
+pub fn load(path: &Path) -> Result<lvs_config::Config, String> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read the file: {e}"))?;
+    lvs_config::parse(&text).map_err(|d| lvs_config::render(&name, &d))
+}
+
+/// `lvsd --check-config FILE`: validate only. Prints `FILE:LINE:COL: message` per error on
+/// stderr and returns 1, or prints `configuration OK: N services, M real servers` and
+/// returns 0.
+pub fn check(path: &Path) -> i32 {
+    match load(path) {
+        Ok(cfg) => {
+            println!(
+                "configuration OK: {} services, {} real servers",
+                cfg.services.len(),
+                cfg.real_server_count()
+            );
+            0
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            1
+        }
+    }
+}
+
+/// Re-applies the `--config` file on SIGHUP and [`Request::Reload`].
+pub struct Reloader {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    /// One reload at a time.
+    busy: Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader of `path` for the daemon whose data path state is `shared`.
+    pub fn new(path: PathBuf, shared: Arc<Shared>) -> Reloader {
+        Reloader {
+            path,
+            shared,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Apply the settings (`[settings]`) of a configuration, if it has them.
+    pub fn apply_settings(&self, cfg: &lvs_config::Config) {
+        if let Some(s) = cfg.settings
+            && let Ok(mut d) = self.shared.director.lock()
+        {
+            d.set_policy(
+                s.expire_nodest_conn,
+                s.expire_quiescent_template,
+                s.conn_reuse_mode,
+            );
+        }
+    }
+
+    /// Re-read the file, diff it against the live table and apply the difference as one
+    /// atomic batch. A bad file (or a refused batch) leaves the running table as it was. Logs
+    /// one line either way.
+    pub fn reload(&self, control: &Control) -> Reply {
+        let _one = self.busy.lock();
+        let file = self.path.display().to_string();
+        let refuse = |why: String| {
+            warn!(file = %file, "configuration reload refused, running table kept:\n{why}");
+            Reply::Error {
+                message: format!("configuration reload refused, running table kept:\n{why}"),
+            }
+        };
+        let wanted = match load(&self.path) {
+            Ok(c) => c,
+            Err(diags) => return refuse(diags),
+        };
+        let services = match control.call(Request::List) {
+            Reply::Services { services, .. } => services,
+            other => return refuse(format!("cannot read the running table: {other:?}")),
+        };
+        let timeouts = match control.call(Request::Timeouts) {
+            Reply::Timeouts { tcp, tcpfin, udp } => Timeouts { tcp, tcpfin, udp },
+            other => return refuse(format!("cannot read the running timeouts: {other:?}")),
+        };
+        let running = lvs_config::from_listing(&services, Some(timeouts));
+        let requests = lvs_config::diff(&running, &wanted);
+        let summary = lvs_config::Summary::of(&requests);
+        if !requests.is_empty() {
+            match control.call(Request::Batch { requests }) {
+                Reply::Ok => {}
+                Reply::Error { message } => return refuse(message),
+                other => return refuse(format!("unexpected answer: {other:?}")),
+            }
+        }
+        self.apply_settings(&wanted);
+        info!(file = %file, "configuration reloaded: {summary}");
+        Reply::Ok
+    }
+}
+
+/// Apply the `--config` file at start (on the empty table) as one atomic batch.
+pub fn apply_initial(
+    control: &Control,
+    cfg: &lvs_config::Config,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let requests = lvs_config::requests(cfg);
+    match control.call(Request::Batch { requests }) {
+        Reply::Ok => {
+            info!(
+                file = %path.display(),
+                services = cfg.services.len(),
+                real_servers = cfg.real_server_count(),
+                "configuration loaded"
+            );
+            Ok(())
+        }
+        Reply::Error { message } => {
+            anyhow::bail!("configuration {} refused: {message}", path.display())
+        }
+        other => anyhow::bail!("unexpected answer to the configuration batch: {other:?}"),
+    }
 }

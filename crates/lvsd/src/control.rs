@@ -30,17 +30,36 @@ pub struct Control {
     pub devices: Vec<String>,
     /// Serialises steering updates.
     pub steering: Mutex<()>,
+    /// Re-applies the `--config` file ([`lvs_api::Request::Reload`]); none without `--config`.
+    pub reload: Option<crate::config::Reloader>,
 }
 
 impl Control {
     /// Send a request to the worker and wait for the reply; apply steering after a change.
     pub fn call(&self, req: lvs_api::Request) -> Reply {
+        if let Some(reply) = crate::health::intercept(&req) {
+            return reply;
+        }
+        let observed = crate::health::observe(&req);
+        if matches!(req, lvs_api::Request::Reload) {
+            return match &self.reload {
+                Some(r) => r.reload(self),
+                None => Reply::Error {
+                    message: "lvsd was started without --config: there is no file to reload \
+                              (start lvsd with --config FILE)"
+                        .into(),
+                },
+            };
+        }
         let (tx, rx) = channel();
         let change = is_change(&req);
-        let summary = if change {
-            Some(format!("{req:?}"))
-        } else {
-            None
+        let summary = match &req {
+            // A whole configuration can be one batch: count it rather than print it.
+            lvs_api::Request::Batch { requests } => {
+                Some(format!("batch: {}", lvs_config::Summary::of(requests)))
+            }
+            _ if change => Some(format!("{req:?}")),
+            _ => None,
         };
         if self
             .commands
@@ -68,9 +87,13 @@ impl Control {
                     message: format!("change applied, but the kernel steering failed: {e:#}"),
                 };
             }
-            if let Some(s) = summary {
+            // Health changes log their own line (see `health`).
+            if let Some(s) = summary.filter(|_| !crate::health::internal()) {
                 info!(change = %s, "configuration applied");
             }
+        }
+        if matches!(reply, Reply::Ok) {
+            crate::health::applied(observed);
         }
         reply
     }

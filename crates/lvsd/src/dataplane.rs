@@ -48,6 +48,9 @@ pub struct Shared {
     pub director: Mutex<Director>,
     /// Frames the TX path could not queue or segment.
     pub tx_errors: AtomicU64,
+    /// Frames each worker's sockets received (all packet types), indexed by worker id; one
+    /// add per receive batch.
+    pub worker_packets: Vec<AtomicU64>,
     /// Origin of the core's clock.
     pub start: Instant,
     /// Set to stop every worker.
@@ -119,6 +122,7 @@ impl Worker {
                 break;
             };
             let now = shared.now();
+            let mut frames = 0;
             for sock in &mut self.sockets {
                 let (arena, segs) = (&mut self.arena, &mut self.segs);
                 let res = sock.rx_batch_tx(Duration::ZERO, |frame, tx| {
@@ -132,9 +136,17 @@ impl Worker {
                         &shared.tx_errors,
                     );
                 });
-                if let Err(e) = res {
-                    warn!(worker = self.id, ifindex = sock.ifindex(), error = %e, "receive failed");
+                match res {
+                    Ok(n) => frames += n,
+                    Err(e) => {
+                        warn!(worker = self.id, ifindex = sock.ifindex(), error = %e, "receive failed")
+                    }
                 }
+            }
+            if frames > 0
+                && let Some(c) = shared.worker_packets.get(self.id)
+            {
+                c.fetch_add(frames as u64, Ordering::Relaxed);
             }
             if let Some(c) = &mut self.control {
                 for (ifindex, addr) in director.net.take_unresolved() {
@@ -220,10 +232,23 @@ fn warn_if_vip_not_local(local: &BTreeSet<IpAddr>, req: &Request) {
             .collect(),
         _ => Vec::new(),
     };
-    for key in keys {
-        if let lvs_core::types::ServiceKey::Addr { addr, .. } = key
-            && !local.contains(addr)
-        {
+    let missing: BTreeSet<IpAddr> = keys
+        .into_iter()
+        .filter_map(|k| match k {
+            lvs_core::types::ServiceKey::Addr { addr, .. } if !local.contains(addr) => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    // One line per VIP, but a restore of thousands of services gets one summary line.
+    if missing.len() > 5 {
+        let first = missing
+            .iter()
+            .next()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        warn!(count = missing.len(), example = %first, "virtual IPs are not addresses of this host: add them (ip addr add VIP/32 dev IFACE) or no traffic will reach those services");
+    } else {
+        for addr in missing {
             warn!(vip = %addr, "virtual IP is not an address of this host: add it (ip addr add {addr}/32 dev IFACE) or no traffic will reach the service");
         }
     }

@@ -1,0 +1,581 @@
+//! Translation of other tools' configurations into a [`Config`].
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use lvs_core::service::{DestConfig, MAX_WEIGHT, ServiceConfig};
+use lvs_core::types::{
+    Family, ForwardMethod, Netmask, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
+};
+
+use crate::parse::mask_prefix;
+use crate::{Config, ServiceEntry, secs};
+
+/// keepalived's default `persistence_timeout` when the keyword has no value: 6 minutes.
+const KEEPALIVED_PERSISTENCE: u64 = 360;
+
+/// Translate the `virtual_server` blocks of a keepalived.conf.
+///
+/// Maps `virtual_server IP PORT` and `virtual_server fwmark N` (with `ip_family`),
+/// `lb_algo`/`lvs_sched`, `lb_kind`/`lvs_method` (`NAT`, `DR`, `TUN`; also per real server),
+/// `protocol`, `persistence_timeout`, `persistence_granularity`, `ops`, the scheduler flags
+/// (`sh-port`, `sh-fallback`, `mh-port`, `mh-fallback`, `flag-1..3`), and `real_server IP
+/// [PORT]` with `weight`, `uthreshold` and `lthreshold`. keepalived's defaults apply: NAT,
+/// TCP, weight 1.
+///
+/// Returns the configuration and one note per thing that was not translated (health
+/// checkers, `sorry_server`, `quorum`, notify scripts, `virtual_server_group`, ...), each
+/// starting with `line N:`. Other top-level sections (`global_defs`, `vrrp_instance`, ...)
+/// get one note each. The configuration is valid: everything that [`crate::parse`] would
+/// refuse is left out and noted.
+pub fn keepalived(text: &str) -> (Config, Vec<String>) {
+    let nodes = parse_tree(text);
+    let mut cx = Import::default();
+    for n in &nodes {
+        cx.top(n);
+    }
+    cx.notes.sort_by_key(|(line, _)| *line);
+    (
+        cx.cfg,
+        cx.notes
+            .into_iter()
+            .map(|(l, m)| format!("line {l}: {m}"))
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// keepalived's syntax: statements of words, one per line, `{ ... }` blocks, `#`/`!` comments.
+
+#[derive(Debug)]
+struct Node {
+    words: Vec<String>,
+    line: usize,
+    children: Option<Vec<Node>>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Word(String),
+    Open,
+    Close,
+    Newline,
+}
+
+fn tokenize(text: &str) -> Vec<(Tok, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let ln = i + 1;
+        let mut chars = line.chars().peekable();
+        let mut word = String::new();
+        let flush = |w: &mut String, out: &mut Vec<(Tok, usize)>| {
+            if !w.is_empty() {
+                out.push((Tok::Word(std::mem::take(w)), ln));
+            }
+        };
+        while let Some(c) = chars.next() {
+            match c {
+                '#' | '!' if word.is_empty() => break,
+                '"' if word.is_empty() => {
+                    for c in chars.by_ref() {
+                        if c == '"' {
+                            break;
+                        }
+                        word.push(c);
+                    }
+                    out.push((Tok::Word(std::mem::take(&mut word)), ln));
+                }
+                '{' => {
+                    flush(&mut word, &mut out);
+                    out.push((Tok::Open, ln));
+                }
+                '}' => {
+                    flush(&mut word, &mut out);
+                    out.push((Tok::Close, ln));
+                }
+                c if c.is_whitespace() => flush(&mut word, &mut out),
+                c => word.push(c),
+            }
+        }
+        flush(&mut word, &mut out);
+        out.push((Tok::Newline, ln));
+    }
+    out
+}
+
+fn parse_tree(text: &str) -> Vec<Node> {
+    let toks = tokenize(text);
+    let mut i = 0;
+    block(&toks, &mut i)
+}
+
+fn block(toks: &[(Tok, usize)], i: &mut usize) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut line = 0;
+    while *i < toks.len() {
+        let (t, ln) = &toks[*i];
+        *i += 1;
+        match t {
+            Tok::Word(w) => {
+                if words.is_empty() {
+                    line = *ln;
+                }
+                words.push(w.clone());
+            }
+            Tok::Open => {
+                // A `{` alone on a line opens the block of the previous statement.
+                let (w, l) = if words.is_empty() {
+                    match nodes.pop() {
+                        Some(Node {
+                            words,
+                            line,
+                            children: None,
+                        }) => (words, line),
+                        Some(other) => {
+                            nodes.push(other);
+                            (Vec::new(), *ln)
+                        }
+                        None => (Vec::new(), *ln),
+                    }
+                } else {
+                    (std::mem::take(&mut words), line)
+                };
+                let children = block(toks, i);
+                nodes.push(Node {
+                    words: w,
+                    line: l,
+                    children: Some(children),
+                });
+            }
+            Tok::Close => {
+                if !words.is_empty() {
+                    nodes.push(Node {
+                        words: std::mem::take(&mut words),
+                        line,
+                        children: None,
+                    });
+                }
+                return nodes;
+            }
+            Tok::Newline => {
+                if !words.is_empty() {
+                    nodes.push(Node {
+                        words: std::mem::take(&mut words),
+                        line,
+                        children: None,
+                    });
+                }
+            }
+        }
+    }
+    if !words.is_empty() {
+        nodes.push(Node {
+            words,
+            line,
+            children: None,
+        });
+    }
+    nodes
+}
+
+// ---------------------------------------------------------------------------------------
+// Translation
+
+#[derive(Default)]
+struct Import {
+    cfg: Config,
+    notes: Vec<(usize, String)>,
+    keys: BTreeSet<ServiceKey>,
+}
+
+const CHECKERS: &[&str] = &[
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "SMTP_CHECK",
+    "DNS_CHECK",
+    "UDP_CHECK",
+    "PING_CHECK",
+    "BFD_CHECK",
+    "FILE_CHECK",
+];
+
+fn method_of(w: &str) -> Option<ForwardMethod> {
+    match w.to_ascii_uppercase().as_str() {
+        "NAT" => Some(ForwardMethod::Masq),
+        "DR" => Some(ForwardMethod::DirectRoute),
+        "TUN" => Some(ForwardMethod::Tunnel),
+        _ => None,
+    }
+}
+
+impl Import {
+    fn note(&mut self, line: usize, msg: impl Into<String>) {
+        self.notes.push((line, msg.into()));
+    }
+
+    fn top(&mut self, n: &Node) {
+        let name = n.words.first().map_or("", String::as_str);
+        match name {
+            "virtual_server" => self.virtual_server(n),
+            "virtual_server_group" => self.note(
+                n.line,
+                format!(
+                    "virtual_server_group {} not translated: groups are not supported; write one [[service]] per address",
+                    n.words.get(1).map_or("", String::as_str)
+                ),
+            ),
+            "include" => self.note(
+                n.line,
+                format!(
+                    "include {} not followed: import that file separately and merge the results",
+                    n.words.get(1).map_or("", String::as_str)
+                ),
+            ),
+            w if w.starts_with("vrrp_") => self.note(
+                n.line,
+                format!(
+                    "{} ignored: VRRP (moving the VIPs between directors) is not part of lvsd; keep keepalived or another VRRP daemon for it",
+                    n.words.join(" ")
+                ),
+            ),
+            _ => self.note(
+                n.line,
+                format!(
+                    "{} ignored: only virtual_server blocks are translated",
+                    n.words.first().map_or("(empty)", String::as_str)
+                ),
+            ),
+        }
+    }
+
+    fn virtual_server(&mut self, n: &Node) {
+        let w = &n.words;
+        let header = w.join(" ");
+        let Some(children) = &n.children else {
+            self.note(
+                n.line,
+                format!("'{header}' has no {{ ... }} block: skipped"),
+            );
+            return;
+        };
+        enum Head {
+            Addr(IpAddr, u16),
+            Fwmark(u32),
+        }
+        let head = match (w.get(1).map(String::as_str), w.get(2)) {
+            (Some("group"), _) => {
+                self.note(
+                    n.line,
+                    format!("'{header}' not translated: virtual_server_group is not supported; write one [[service]] per address"),
+                );
+                return;
+            }
+            (Some("fwmark"), Some(m)) => match m.parse::<u32>() {
+                Ok(m) if m > 0 => Head::Fwmark(m),
+                _ => {
+                    self.note(n.line, format!("'{header}': bad firewall mark; skipped"));
+                    return;
+                }
+            },
+            (Some(a), p) => match (a.parse::<IpAddr>(), p.map(|p| p.parse::<u16>())) {
+                (Ok(addr), Some(Ok(port))) => Head::Addr(addr, port),
+                (Ok(addr), None) => Head::Addr(addr, 0),
+                _ => {
+                    self.note(n.line, format!("'{header}': bad address or port; skipped"));
+                    return;
+                }
+            },
+            (None, _) => {
+                self.note(n.line, "virtual_server without an address: skipped");
+                return;
+            }
+        };
+        let mut proto = Protocol::Tcp;
+        let mut sched = SchedulerKind::Wlc;
+        let mut method = ForwardMethod::Masq;
+        let mut flags = SchedFlags::default();
+        let mut persist: Option<u64> = None;
+        let mut granularity: Option<(String, usize)> = None;
+        let mut one_packet = None;
+        let mut family = None;
+        let mut servers = Vec::new();
+        for c in children {
+            let key = c.words.first().map_or("", String::as_str);
+            let arg = c.words.get(1).map(String::as_str);
+            match key {
+                "lb_algo" | "lvs_sched" => match arg.map(str::parse::<SchedulerKind>) {
+                    Some(Ok(k)) => sched = k,
+                    Some(Err(e)) => self.note(c.line, format!("{e}; wlc used instead")),
+                    None => self.note(c.line, format!("{key} without a value; wlc used")),
+                },
+                "lb_kind" | "lvs_method" => match arg.and_then(method_of) {
+                    Some(m) => {
+                        method = m;
+                        if c.words.len() > 2 {
+                            self.note(
+                                c.line,
+                                format!(
+                                    "tunnel options '{}' not translated: lvsd tunnels with IP-in-IP only",
+                                    c.words[2..].join(" ")
+                                ),
+                            );
+                        }
+                    }
+                    None => self.note(
+                        c.line,
+                        format!("{key} '{}' unknown (NAT, DR or TUN); NAT used", arg.unwrap_or("")),
+                    ),
+                },
+                "protocol" => match arg.map(str::to_ascii_uppercase).as_deref() {
+                    Some("TCP") => proto = Protocol::Tcp,
+                    Some("UDP") => proto = Protocol::Udp,
+                    Some("SCTP") => proto = Protocol::Sctp,
+                    _ => self.note(
+                        c.line,
+                        format!("protocol '{}' not supported (TCP, UDP, SCTP); TCP used", arg.unwrap_or("")),
+                    ),
+                },
+                "persistence_timeout" => match arg.map(str::parse::<u64>) {
+                    None => persist = Some(KEEPALIVED_PERSISTENCE),
+                    Some(Ok(0)) => persist = None,
+                    Some(Ok(s)) => persist = Some(s.min(u64::from(u32::MAX))),
+                    Some(Err(_)) => self.note(
+                        c.line,
+                        format!("persistence_timeout '{}' is not a number of seconds; no persistence", arg.unwrap_or("")),
+                    ),
+                },
+                "persistence_granularity" => {
+                    granularity = arg.map(|a| (a.to_string(), c.line));
+                }
+                "ops" => one_packet = Some(c.line),
+                "ip_family" => match arg {
+                    Some("inet") => family = Some(Family::V4),
+                    Some("inet6") => family = Some(Family::V6),
+                    _ => self.note(c.line, "ip_family must be inet or inet6; ignored"),
+                },
+                "hashed" => self.note(c.line, "'hashed' not translated: it has no meaning for lvsd"),
+                "sh-fallback" | "mh-fallback" | "flag-1" => flags = flags.union(SchedFlags::FLAG1),
+                "sh-port" | "mh-port" | "flag-2" => flags = flags.union(SchedFlags::FLAG2),
+                "flag-3" => flags = flags.union(SchedFlags::FLAG3),
+                "real_server" => servers.push(c),
+                "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" => self.note(
+                    c.line,
+                    format!("{} not translated: sorry servers need health checks, which are not supported yet", c.words.join(" ")),
+                ),
+                "quorum" | "quorum_up" | "quorum_down" | "hysteresis" => self.note(
+                    c.line,
+                    format!("{} not translated: quorum needs health checks, which are not supported yet", c.words.join(" ")),
+                ),
+                "delay_loop" | "alpha" | "omega" | "ha_suspend" | "virtualhost" | "retry"
+                | "delay_before_retry" | "connect_timeout" | "warmup" | "inhibit_on_failure" => {
+                    self.note(
+                        c.line,
+                        format!("{} not translated: health checks are not supported yet", c.words.join(" ")),
+                    )
+                }
+                k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
+                    c.line,
+                    format!("{} not translated: notify scripts and alerts are not supported", c.words.join(" ")),
+                ),
+                _ => self.note(
+                    c.line,
+                    format!("{} not translated: unknown to the importer", c.words.join(" ")),
+                ),
+            }
+        }
+        let key = match head {
+            Head::Addr(addr, port) => {
+                if let Some(f) = family
+                    && f != Family::of(addr)
+                {
+                    self.note(
+                        n.line,
+                        "ip_family does not match the virtual address; the address wins",
+                    );
+                }
+                ServiceKey::Addr { proto, addr, port }
+            }
+            Head::Fwmark(mark) => ServiceKey::Fwmark {
+                mark,
+                family: family.unwrap_or(Family::V4),
+            },
+        };
+        let fam = key.family();
+        let mut persistence = persist.map(|s| Persistence {
+            timeout: secs(s),
+            netmask: crate::default_persistence(fam).netmask,
+        });
+        if let Some((g, line)) = granularity {
+            let mask = match (
+                fam,
+                g.parse::<std::net::Ipv4Addr>(),
+                g.trim_start_matches('/').parse::<u8>(),
+            ) {
+                (Family::V4, Ok(m), _) => mask_prefix(m).map(Netmask::V4),
+                (Family::V4, _, Ok(p)) if p <= 32 => Some(Netmask::V4(p)),
+                (Family::V6, _, Ok(p)) if p <= 128 => Some(Netmask::V6(p)),
+                _ => None,
+            };
+            match (mask, persistence.as_mut()) {
+                (Some(m), Some(p)) => p.netmask = m,
+                (Some(_), None) => self.note(
+                    line,
+                    "persistence_granularity without persistence_timeout: ignored",
+                ),
+                (None, _) => self.note(
+                    line,
+                    format!(
+                        "persistence_granularity '{g}' does not fit the service's family: ignored"
+                    ),
+                ),
+            }
+        }
+        let one_packet = match (one_packet, key) {
+            (
+                Some(line),
+                ServiceKey::Addr {
+                    proto: Protocol::Tcp | Protocol::Sctp,
+                    ..
+                },
+            ) => {
+                self.note(line, "ops applies to UDP services only: ignored");
+                false
+            }
+            (o, _) => o.is_some(),
+        };
+        if let ServiceKey::Addr { port: 0, .. } = key
+            && persistence.is_none()
+        {
+            self.note(
+                n.line,
+                format!("'{header}': port 0 needs persistence; service skipped"),
+            );
+            return;
+        }
+        if !self.keys.insert(key) {
+            self.note(
+                n.line,
+                format!("'{header}': the service {key} is defined twice; the second is skipped"),
+            );
+            return;
+        }
+        let config = ServiceConfig {
+            key,
+            scheduler: sched,
+            flags,
+            persistence,
+            one_packet,
+        };
+        let mut dests: Vec<DestConfig> = Vec::new();
+        for rs in servers {
+            let Some(d) = self.real_server(rs, key, method) else {
+                continue;
+            };
+            if dests.iter().any(|x| x.addr == d.addr && x.port == d.port) {
+                self.note(
+                    rs.line,
+                    format!(
+                        "{}: listed twice; the second is skipped",
+                        rs.words.join(" ")
+                    ),
+                );
+                continue;
+            }
+            dests.push(d);
+        }
+        self.cfg.services.push(ServiceEntry { config, dests });
+    }
+
+    fn real_server(
+        &mut self,
+        n: &Node,
+        key: ServiceKey,
+        default_method: ForwardMethod,
+    ) -> Option<DestConfig> {
+        let header = n.words.join(" ");
+        let Some(addr) = n.words.get(1).and_then(|a| a.parse::<IpAddr>().ok()) else {
+            self.note(
+                n.line,
+                format!("'{header}': bad address; real server skipped"),
+            );
+            return None;
+        };
+        let vport = match key {
+            ServiceKey::Addr { port, .. } => Some(port),
+            ServiceKey::Fwmark { .. } => None,
+        };
+        let port = match n.words.get(2).map(|p| p.parse::<u16>()) {
+            Some(Ok(p)) => p,
+            Some(Err(_)) => {
+                self.note(n.line, format!("'{header}': bad port; real server skipped"));
+                return None;
+            }
+            None => vport.unwrap_or(0),
+        };
+        let mut d = DestConfig::new(addr, port, default_method);
+        for c in n.children.iter().flatten() {
+            let k = c.words.first().map_or("", String::as_str);
+            let arg = c.words.get(1).map(String::as_str);
+            let num = arg.and_then(|a| a.parse::<u64>().ok());
+            match k {
+                "weight" => match num {
+                    Some(w) if w <= u64::from(MAX_WEIGHT) => d.weight = w as u32,
+                    _ => self.note(c.line, format!("weight '{}' is not 0..={MAX_WEIGHT}; 1 used", arg.unwrap_or(""))),
+                },
+                "uthreshold" => match num {
+                    Some(v) if v <= u64::from(u32::MAX) => d.upper_threshold = v as u32,
+                    _ => self.note(c.line, "bad uthreshold; ignored"),
+                },
+                "lthreshold" => match num {
+                    Some(v) if v <= u64::from(u32::MAX) => d.lower_threshold = v as u32,
+                    _ => self.note(c.line, "bad lthreshold; ignored"),
+                },
+                "lvs_method" | "lb_kind" => match arg.and_then(method_of) {
+                    Some(m) => d.method = m,
+                    None => self.note(c.line, format!("{k} '{}' unknown; the service's method used", arg.unwrap_or(""))),
+                },
+                k if CHECKERS.contains(&k) => self.note(
+                    c.line,
+                    format!("{k} of {header} not translated: health checks are not supported yet (the real server always receives traffic)"),
+                ),
+                "inhibit_on_failure" | "delay_loop" | "alpha" | "retry" | "delay_before_retry"
+                | "connect_timeout" | "warmup" => self.note(
+                    c.line,
+                    format!("{} not translated: health checks are not supported yet", c.words.join(" ")),
+                ),
+                k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
+                    c.line,
+                    format!("{} not translated: notify scripts and alerts are not supported", c.words.join(" ")),
+                ),
+                _ => self.note(c.line, format!("{} not translated: unknown to the importer", c.words.join(" "))),
+            }
+        }
+        if d.upper_threshold != 0 && d.lower_threshold > d.upper_threshold {
+            self.note(
+                n.line,
+                format!("'{header}': lthreshold above uthreshold; thresholds dropped"),
+            );
+            d.upper_threshold = 0;
+            d.lower_threshold = 0;
+        }
+        if Family::of(addr) != key.family() && d.method != ForwardMethod::Tunnel {
+            self.note(n.line, format!("'{header}': address family differs from the service's (only TUN may mix); skipped"));
+            return None;
+        }
+        if let Some(vp) = vport
+            && vp != 0
+            && d.method != ForwardMethod::Masq
+            && d.port != vp
+        {
+            self.note(
+                n.line,
+                format!("'{header}': DR/TUN real servers receive on the virtual port; port {} replaced by {vp}", d.port),
+            );
+            d.port = vp;
+        }
+        Some(d)
+    }
+}

@@ -1,0 +1,168 @@
+//! `lvsadm import ipvsadm-save FILE` and `lvsadm import keepalived FILE`: another tool's
+//! configuration as lvsd's TOML on standard output, and what could not be translated on
+//! standard error.
+
+use lvs_config::{Config, ServiceEntry, Timeouts};
+
+use crate::Outcome;
+use crate::args::{self, Command};
+use crate::names::Resolve;
+use crate::restore::words;
+
+const USAGE: &str = "usage: lvsadm import ipvsadm-save FILE | lvsadm import keepalived FILE (FILE may be - for standard input)";
+
+/// Run `import` with its arguments (after the word `import`).
+pub fn run(argv: &[String], names: &dyn Resolve) -> Outcome {
+    let (kind, file) = match argv {
+        [k, f] => (k.as_str(), f.as_str()),
+        _ => return Outcome::err(args::EXIT_INVALID, USAGE),
+    };
+    if !matches!(kind, "ipvsadm-save" | "keepalived") {
+        return Outcome::err(
+            args::EXIT_INVALID,
+            &format!("unknown import format `{kind}'; {USAGE}"),
+        );
+    }
+    let text = if file == "-" {
+        let mut s = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            Ok(_) => s,
+            Err(e) => {
+                return Outcome::err(
+                    args::EXIT_INVALID,
+                    &format!("cannot read standard input: {e}"),
+                );
+            }
+        }
+    } else {
+        match std::fs::read_to_string(file) {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome::err(
+                    args::EXIT_INVALID,
+                    &format!("cannot read {file}: {e} (give the path of the file to import)"),
+                );
+            }
+        }
+    };
+    let (cfg, notes) = if kind == "keepalived" {
+        lvs_config::import::keepalived(&text)
+    } else {
+        ipvsadm_save(&text, names)
+    };
+    let mut stderr = String::new();
+    for n in &notes {
+        stderr.push_str(&format!("{file}: {n}\n"));
+    }
+    Outcome {
+        code: 0,
+        stdout: lvs_config::to_toml(&cfg),
+        stderr,
+    }
+}
+
+/// Translate ipvsadm-save rules (as `-R` reads them) into a configuration, with one note per
+/// line that could not be translated (`line N: ...`). The lines are replayed in order, so
+/// `-C`, `-D`, `-E`, `-e` and `-d` lines have their effect.
+pub fn ipvsadm_save(text: &str, names: &dyn Resolve) -> (Config, Vec<String>) {
+    let mut cfg = Config::default();
+    let mut notes = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let w = words(raw);
+        if w.is_empty() {
+            continue;
+        }
+        let argv: Vec<String> = std::iter::once("lvsadm".to_string()).chain(w).collect();
+        let command = match args::parse_with(&argv, names) {
+            Ok(inv) => inv.command,
+            Err(e) => {
+                let first = e.message.lines().next().unwrap_or("").to_string();
+                notes.push(format!(
+                    "line {line}: not translated ({}): {first}",
+                    raw.trim()
+                ));
+                continue;
+            }
+        };
+        if let Err(why) = replay(&mut cfg, command) {
+            notes.push(format!(
+                "line {line}: not translated ({}): {why}",
+                raw.trim()
+            ));
+        }
+    }
+    (cfg, notes)
+}
+
+fn replay(cfg: &mut Config, command: Command) -> Result<(), String> {
+    let find = |cfg: &Config, key| cfg.services.iter().position(|s| s.config.key == key);
+    match command {
+        Command::AddService(config) => {
+            if find(cfg, config.key).is_some() {
+                return Err(format!("service {} is already defined above", config.key));
+            }
+            cfg.services.push(ServiceEntry {
+                config,
+                dests: Vec::new(),
+            });
+        }
+        Command::EditService(config) => {
+            let i = find(cfg, config.key)
+                .ok_or_else(|| format!("no service {} defined above", config.key))?;
+            cfg.services[i].config = config;
+        }
+        Command::DeleteService(key) => {
+            let i = find(cfg, key).ok_or_else(|| format!("no service {key} defined above"))?;
+            cfg.services.remove(i);
+        }
+        Command::Clear => cfg.services.clear(),
+        Command::AddDest { key, dest } => {
+            let i = find(cfg, key).ok_or_else(|| {
+                format!("real server for service {key}, which is not defined above")
+            })?;
+            let dests = &mut cfg.services[i].dests;
+            if dests
+                .iter()
+                .any(|d| d.addr == dest.addr && d.port == dest.port)
+            {
+                return Err("this real server is already defined above".into());
+            }
+            dests.push(dest);
+        }
+        Command::EditDest { key, dest } => {
+            let i = find(cfg, key).ok_or_else(|| format!("no service {key} defined above"))?;
+            let d = cfg.services[i]
+                .dests
+                .iter_mut()
+                .find(|d| d.addr == dest.addr && d.port == dest.port)
+                .ok_or("no such real server defined above")?;
+            *d = dest;
+        }
+        Command::DeleteDest { key, addr, port } => {
+            let i = find(cfg, key).ok_or_else(|| format!("no service {key} defined above"))?;
+            let dests = &mut cfg.services[i].dests;
+            let j = dests
+                .iter()
+                .position(|d| d.addr == addr && d.port == port)
+                .ok_or("no such real server defined above")?;
+            dests.remove(j);
+        }
+        Command::SetTimeouts { tcp, tcpfin, udp } => {
+            let t = cfg.timeouts.get_or_insert_with(Timeouts::default);
+            // 0 keeps a value, as --set does.
+            if tcp != 0 {
+                t.tcp = tcp;
+            }
+            if tcpfin != 0 {
+                t.tcpfin = tcpfin;
+            }
+            if udp != 0 {
+                t.udp = udp;
+            }
+        }
+        Command::Zero(_) => return Err("-Z zeroes counters; a configuration has none".into()),
+        _ => return Err("not a table change (only -A -E -D -C -a -e -d --set are)".into()),
+    }
+    Ok(())
+}
