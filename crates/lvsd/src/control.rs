@@ -26,8 +26,6 @@ pub struct Control {
     pub commands: Mutex<Sender<Command>>,
     /// Wakes the worker when a command is queued.
     pub wake: Mutex<UnixStream>,
-    /// Interfaces the steering rules cover.
-    pub devices: Vec<String>,
     /// Serialises steering updates.
     pub steering: Mutex<()>,
     /// Re-applies the `--config` file ([`lvs_api::Request::Reload`]); none without `--config`.
@@ -81,7 +79,7 @@ impl Control {
         };
         if let Some(spec) = spec {
             let _guard = self.steering.lock();
-            if let Err(e) = steering::apply(&spec, &self.devices) {
+            if let Err(e) = steering::update(&spec) {
                 warn!(error = %e, "steering update failed");
                 return Reply::Error {
                     message: format!("change applied, but the kernel steering failed: {e:#}"),

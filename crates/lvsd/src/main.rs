@@ -168,7 +168,7 @@ fn run(args: Args) -> Result<()> {
     }
 
     // Replace whatever a crashed predecessor left, then start with no rule.
-    steering::apply(&steering::Spec::default(), &names)
+    steering::install(&steering::Spec::default(), &names)
         .context("cannot install kernel steering")?;
 
     let policy = initial
@@ -238,7 +238,6 @@ fn run(args: Args) -> Result<()> {
     let control = Arc::new(control::Control {
         commands: Mutex::new(cmd_tx),
         wake: Mutex::new(wake_tx),
-        devices: names.clone(),
         steering: Mutex::new(()),
         reload: args
             .config

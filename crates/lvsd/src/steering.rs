@@ -72,18 +72,9 @@ fn set(out: &mut String, name: &str, ty: &str, elements: &[String]) {
     out.push_str("  }\n");
 }
 
-/// The nft script that replaces the table with what `spec` needs on `devices`.
-///
-/// Matching uses sets (address . protocol . port), so ten thousand services are ten thousand
-/// set elements and still three rules per family.
-pub fn script(spec: &Spec, devices: &[String]) -> String {
-    let mut s = String::new();
-    // Create-then-delete makes the replacement work whether or not the table exists, all in
-    // one transaction.
-    s.push_str(&format!(
-        "table netdev {TABLE} {{}}\ndelete table netdev {TABLE}\n"
-    ));
-    s.push_str(&format!("table netdev {TABLE} {{\n"));
+/// Set name, element type and elements of every set, for both families.
+fn sets(spec: &Spec) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
     for (fam, addr_ty, v4) in [("ip", "ipv4_addr", true), ("ip6", "ipv6_addr", false)] {
         let fam_ok = |a: &IpAddr| a.is_ipv4() == v4;
         let svc: Vec<String> = spec
@@ -110,25 +101,40 @@ pub fn script(spec: &Spec, devices: &[String]) -> String {
             .filter(|a| fam_ok(a))
             .map(|a| a.to_string())
             .collect();
-        set(
-            &mut s,
-            &format!("svc_{fam}"),
-            &format!("{addr_ty} . inet_proto . inet_service"),
-            &svc,
-        );
-        set(
-            &mut s,
-            &format!("svcall_{fam}"),
-            &format!("{addr_ty} . inet_proto"),
-            &svc_all,
-        );
-        set(
-            &mut s,
-            &format!("nat_{fam}"),
-            &format!("{addr_ty} . inet_proto . inet_service"),
-            &nat,
-        );
-        set(&mut s, &format!("local_{fam}"), addr_ty, &local);
+        out.push((
+            format!("svc_{fam}"),
+            format!("{addr_ty} . inet_proto . inet_service"),
+            svc,
+        ));
+        out.push((
+            format!("svcall_{fam}"),
+            format!("{addr_ty} . inet_proto"),
+            svc_all,
+        ));
+        out.push((
+            format!("nat_{fam}"),
+            format!("{addr_ty} . inet_proto . inet_service"),
+            nat,
+        ));
+        out.push((format!("local_{fam}"), addr_ty.to_string(), local));
+    }
+    out
+}
+
+/// The nft script that replaces the table with what `spec` needs on `devices`.
+///
+/// Matching uses sets (address . protocol . port), so ten thousand services are ten thousand
+/// set elements and still three rules per family.
+pub fn script(spec: &Spec, devices: &[String]) -> String {
+    let mut s = String::new();
+    // Create-then-delete makes the replacement work whether or not the table exists, all in
+    // one transaction.
+    s.push_str(&format!(
+        "table netdev {TABLE} {{}}\ndelete table netdev {TABLE}\n"
+    ));
+    s.push_str(&format!("table netdev {TABLE} {{\n"));
+    for (name, ty, elements) in sets(spec) {
+        set(&mut s, &name, &ty, &elements);
     }
     for (i, dev) in devices.iter().enumerate() {
         s.push_str(&format!(
@@ -149,6 +155,23 @@ pub fn script(spec: &Spec, devices: &[String]) -> String {
         s.push_str("  }\n");
     }
     s.push_str("}\n");
+    s
+}
+
+/// The nft script that brings the sets of an installed table in line with `spec`, in one
+/// transaction, leaving the chains (and their hooks) in place: there is no moment in which
+/// the kernel sees VIP traffic during a change.
+pub fn update_script(spec: &Spec) -> String {
+    let mut s = String::new();
+    for (name, _, elements) in sets(spec) {
+        s.push_str(&format!("flush set netdev {TABLE} {name}\n"));
+        if !elements.is_empty() {
+            s.push_str(&format!(
+                "add element netdev {TABLE} {name} {{ {} }}\n",
+                elements.join(", ")
+            ));
+        }
+    }
     s
 }
 
@@ -175,9 +198,14 @@ fn nft(input: &str) -> Result<()> {
     Ok(())
 }
 
-/// Install or replace the rules.
-pub fn apply(spec: &Spec, devices: &[String]) -> Result<()> {
+/// Install the table (replacing any stale one) with the rules for `spec`.
+pub fn install(spec: &Spec, devices: &[String]) -> Result<()> {
     nft(&script(spec, devices))
+}
+
+/// Change the installed table's sets to match `spec`, atomically, without touching the hooks.
+pub fn update(spec: &Spec) -> Result<()> {
+    nft(&update_script(spec))
 }
 
 /// Remove lvsd's table (no error if it is not there).
@@ -216,6 +244,18 @@ mod tests {
             s.contains("ip saddr . meta l4proto . th sport @nat_ip ip daddr != @local_ip drop")
         );
         assert_eq!(s.matches("chain in").count(), 2);
+    }
+
+    #[test]
+    fn update_only_touches_sets() {
+        let mut spec = Spec::default();
+        spec.services
+            .insert((Protocol::Tcp, "10.0.0.100".parse().unwrap(), 80));
+        let u = update_script(&spec);
+        assert!(u.contains("flush set netdev lvsd svc_ip\n"));
+        assert!(u.contains("add element netdev lvsd svc_ip { 10.0.0.100 . tcp . 80 }"));
+        assert!(!u.contains("chain") && !u.contains("delete"));
+        assert_eq!(u.matches("flush set").count(), 8);
     }
 
     /// The generated script is accepted by the real nft (when installed and root).

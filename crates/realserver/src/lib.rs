@@ -117,9 +117,34 @@ fn vip_on_lo(vip: Ipv4Addr, st: &mut State) -> Result<()> {
     Ok(())
 }
 
+/// Whether `vip/32` is on `lo` in this namespace.
+fn vip_is_on_lo(vip: Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", "lo"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {vip}/32 ")))
+}
+
+/// The state file of this namespace, unless it is stale: state files are named after the
+/// namespace's inode, which the kernel reuses once a namespace is gone, so a file that says
+/// the VIP is on `lo` when it is not belongs to an earlier namespace and is ignored.
+fn current_state() -> Result<State> {
+    let st = State::load()?;
+    match st.vip {
+        Some(old) if st.vip_on_lo && !vip_is_on_lo(old) => {
+            eprintln!(
+                "lvs-realserver: ignoring stale state {} (VIP {old} is not on lo here)",
+                State::path()?.display()
+            );
+            Ok(State::default())
+        }
+        _ => Ok(st),
+    }
+}
+
 /// Loads the state for this namespace and checks it is compatible with `vip`.
 fn load_for(vip: Ipv4Addr) -> Result<State> {
-    let st = State::load()?;
+    let st = current_state()?;
     if let Some(old) = st.vip
         && old != vip
     {
@@ -295,7 +320,7 @@ fn teardown_with(st: &mut State) -> Result<()> {
 /// Removes the VIP, tunl0 address / TUN device and restores saved sysctls.
 /// Fails if a decapsulator recorded in the state is still running.
 pub fn teardown(vip: Ipv4Addr) -> Result<()> {
-    let mut st = State::load()?;
+    let mut st = current_state()?;
     if let Some(pid) = st.live_decap_pid() {
         bail!(
             "the decapsulator (pid {pid}) is still running; stop it with `kill -TERM {pid}` \
