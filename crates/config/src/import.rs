@@ -486,7 +486,7 @@ impl Import {
             }
             dests.push(d);
         }
-        self.cfg.services.push(ServiceEntry { config, dests });
+        self.cfg.services.push(ServiceEntry::new(config, dests));
     }
 
     fn real_server(

@@ -40,6 +40,11 @@
 //! persistent = 300           # seconds, or true for ipvsadm's 300; absent or false: none
 //! netmask = "255.255.255.0"  # persistence granularity: a dotted IPv4 mask or a prefix length
 //! one_packet = false         # UDP (and fwmark) services only
+//! quorum = 1                 # health settings (lvs_health::ServiceHealth): least up weight,
+//! hysteresis = 0             # flap damper, the server that takes over while the quorum is
+//! sorry_server = { address = "10.0.9.9:80", method = "nat" }   # lost, and commands run
+//! quorum_up = "logger up"    # when it is gained / lost
+//! quorum_down = "logger down"
 //!
 //!   [[service.real_server]]
 //!   address = "10.0.1.11:80" # RIP:port; the port defaults to the virtual port
@@ -48,9 +53,15 @@
 //!   upper_threshold = 0      # -x, 0 = none
 //!   lower_threshold = 0      # -y, 0 = none; not above upper_threshold
 //!
-//!   # [service.real_server.check] is reserved for the health checks of a later version and
-//!   # is refused today ("health checks are not supported yet").
+//!     [service.real_server.check]  # one health check (lvs_health::CheckConfig), with
+//!     type = "http"                # keepalived's names: tcp | http | https | udp | exec
+//!     path = "/health"
+//!     delay_loop = 2
 //! ```
+//!
+//! Checks and health settings are validated by `lvs-health` itself
+//! ([`lvs_health::validate_check`], [`lvs_health::validate_service_health`]); an error points
+//! at the key at fault (or at the check table when a required key is missing).
 //!
 //! Direct routing and tunnelling deliver to the real server on the virtual port, so a `dr` or
 //! `tun` real server of a service with a port may only name that port (or none). A port of 0
@@ -120,6 +131,7 @@ use lvs_core::service::{DestConfig, ServiceConfig};
 use lvs_core::types::{
     DEFAULT_PERSISTENCE_TIMEOUT, Family, ForwardMethod, Netmask, Protocol, SchedFlags, ServiceKey,
 };
+use lvs_health::{CheckConfig, ServiceHealth};
 
 pub mod import;
 mod parse;
@@ -127,7 +139,7 @@ mod parse;
 pub use parse::parse;
 
 /// A whole configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
     /// Virtual services in file order.
     pub services: Vec<ServiceEntry>,
@@ -146,12 +158,31 @@ impl Config {
 }
 
 /// One virtual service with its real servers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceEntry {
     /// The service.
     pub config: ServiceConfig,
     /// Its real servers in file order.
     pub dests: Vec<DestConfig>,
+    /// Health checks of its real servers (`[service.real_server.check]`), by real server
+    /// address and port; real servers without a check are not in the map.
+    pub checks: BTreeMap<(IpAddr, u16), CheckConfig>,
+    /// Health settings (`quorum`, `hysteresis`, `sorry_server`, `quorum_up`,
+    /// `quorum_down`); `None` when the service has none of these keys (keepalived's
+    /// defaults apply to its checks).
+    pub health: Option<ServiceHealth>,
+}
+
+impl ServiceEntry {
+    /// A service with these real servers, no health check and no health settings.
+    pub fn new(config: ServiceConfig, dests: Vec<DestConfig>) -> ServiceEntry {
+        ServiceEntry {
+            config,
+            dests,
+            checks: BTreeMap::new(),
+            health: None,
+        }
+    }
 }
 
 /// Connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`).
@@ -372,6 +403,9 @@ pub fn to_toml(cfg: &Config) -> String {
         if c.one_packet {
             s.push_str("one_packet = true\n");
         }
+        if let Some(h) = &e.health {
+            write_service_health(&mut s, h);
+        }
         for d in &e.dests {
             s.push_str("\n  [[service.real_server]]\n");
             let _ = writeln!(s, "  address = \"{}\"", sock(d.addr, d.port));
@@ -383,9 +417,117 @@ pub fn to_toml(cfg: &Config) -> String {
             if d.lower_threshold != 0 {
                 let _ = writeln!(s, "  lower_threshold = {}", d.lower_threshold);
             }
+            if let Some(check) = e.checks.get(&(d.addr, d.port)) {
+                write_check(&mut s, check);
+            }
         }
     }
     s
+}
+
+/// A TOML basic string.
+fn toml_str(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON scalar (or array of scalars) as a TOML value; `None` for what TOML cannot hold.
+fn toml_value(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Null => return None,
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            (_, _, Some(f)) => format!("{f:?}"),
+            _ => return None,
+        },
+        J::String(t) => toml_str(t),
+        J::Array(a) => {
+            let items: Option<Vec<String>> = a.iter().map(toml_value).collect();
+            format!("[{}]", items?.join(", "))
+        }
+        J::Object(m) => {
+            let items: Option<Vec<String>> = m
+                .iter()
+                .map(|(k, v)| toml_value(v).map(|v| format!("{k} = {v}")))
+                .collect();
+            format!("{{ {} }}", items?.join(", "))
+        }
+    })
+}
+
+/// The keys of `v` whose values differ from those of `default` (both serialized objects).
+fn non_default(
+    v: serde_json::Value,
+    default: serde_json::Value,
+) -> Vec<(String, serde_json::Value)> {
+    let (serde_json::Value::Object(m), serde_json::Value::Object(d)) = (v, default) else {
+        return Vec::new();
+    };
+    m.into_iter().filter(|(k, v)| d.get(k) != Some(v)).collect()
+}
+
+/// `[service.real_server.check]`: `type` and the keys that are not at their default.
+fn write_check(s: &mut String, check: &CheckConfig) {
+    use std::fmt::Write as _;
+    s.push_str("\n    [service.real_server.check]\n");
+    let _ = writeln!(s, "    type = \"{}\"", check.kind.name());
+    let v = serde_json::to_value(check).unwrap_or_default();
+    let d = serde_json::to_value(CheckConfig::new(check.kind)).unwrap_or_default();
+    for (k, v) in non_default(v, d) {
+        if k == "type" {
+            continue;
+        }
+        if let Some(t) = toml_value(&v) {
+            let _ = writeln!(s, "    {k} = {t}");
+        }
+    }
+}
+
+/// The health keys of a `[[service]]`: those not at their default (`quorum` always).
+fn write_service_health(s: &mut String, h: &ServiceHealth) {
+    use std::fmt::Write as _;
+    let _ = writeln!(s, "quorum = {}", h.quorum);
+    if h.hysteresis != 0 {
+        let _ = writeln!(s, "hysteresis = {}", h.hysteresis);
+    }
+    if let Some(sorry) = &h.sorry_server {
+        let mut parts = vec![format!("address = \"{}\"", sock(sorry.addr, sorry.port))];
+        let method = match sorry.method {
+            lvs_health::SorryMethod::Nat => "nat",
+            lvs_health::SorryMethod::Dr => "dr",
+            lvs_health::SorryMethod::Tun => "tun",
+        };
+        parts.push(format!("method = \"{method}\""));
+        if sorry.weight != 1 {
+            parts.push(format!("weight = {}", sorry.weight));
+        }
+        if sorry.inhibit {
+            parts.push("inhibit = true".into());
+        }
+        let _ = writeln!(s, "sorry_server = {{ {} }}", parts.join(", "));
+    }
+    if let Some(c) = &h.quorum_up {
+        let _ = writeln!(s, "quorum_up = {}", toml_str(c));
+    }
+    if let Some(c) = &h.quorum_down {
+        let _ = writeln!(s, "quorum_down = {}", toml_str(c));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -413,6 +555,33 @@ pub fn requests(cfg: &Config) -> Vec<Request> {
                 key: e.config.key,
                 dest: *d,
             });
+        }
+    }
+    out
+}
+
+/// The health requests that give a table built by [`requests`] the configuration's checks
+/// and health settings: a [`Request::SetServiceHealth`] per service with health keys, then a
+/// [`Request::SetCheck`] per checked real server. For control-socket clients; lvsd applies
+/// a configuration's health part itself, together with the table (see its `health` module).
+pub fn health_requests(cfg: &Config) -> Vec<Request> {
+    let mut out = Vec::new();
+    for e in &cfg.services {
+        if let Some(h) = &e.health {
+            out.push(Request::SetServiceHealth {
+                key: e.config.key,
+                health: serde_json::to_value(h).ok(),
+            });
+        }
+        for d in &e.dests {
+            if let Some(c) = e.checks.get(&(d.addr, d.port)) {
+                out.push(Request::SetCheck {
+                    key: e.config.key,
+                    addr: d.addr,
+                    port: d.port,
+                    check: serde_json::to_value(c).ok(),
+                });
+            }
         }
     }
     out
@@ -570,10 +739,7 @@ pub fn from_listing(services: &[ServiceInfo], timeouts: Option<Timeouts>) -> Con
     Config {
         services: services
             .iter()
-            .map(|s| ServiceEntry {
-                config: s.config,
-                dests: s.dests.iter().map(|d| d.config).collect(),
-            })
+            .map(|s| ServiceEntry::new(s.config, s.dests.iter().map(|d| d.config).collect()))
             .collect(),
         timeouts,
         settings: None,

@@ -1,13 +1,14 @@
 //! Validation of the TOML file, with the position of every error.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use lvs_core::service::{DestConfig, MAX_WEIGHT, ServiceConfig};
 use lvs_core::types::{
     Family, ForwardMethod, Netmask, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
 };
+use lvs_health::{CheckConfig, ServiceHealth};
 use toml_edit::{Document, Item, TableLike, Value};
 
 use crate::{Config, Diagnostic, ServiceEntry, Settings, Timeouts, default_persistence, secs};
@@ -370,6 +371,11 @@ fn service(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(ServiceEntry, Span)> {
             "persistent",
             "netmask",
             "one_packet",
+            "quorum",
+            "hysteresis",
+            "sorry_server",
+            "quorum_up",
+            "quorum_down",
             "real_server",
         ],
         "[[service]]",
@@ -645,14 +651,16 @@ fn service(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(ServiceEntry, Span)> {
             "port 0 (all ports) is only allowed on a persistent service: add 'persistent' or give a port",
         );
     }
+    let health = service_health(cx, t, key);
     let mut dests = Vec::new();
+    let mut checks = std::collections::BTreeMap::new();
     if let Some(item) = t.get("real_server") {
         let here = cx.here.clone();
         let kspan = t.key("real_server").and_then(|k| k.span());
         let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
         for (rt, span) in tables(cx, item, "service.real_server", kspan) {
             cx.here = span.or_else(|| here.clone());
-            if let Some((d, dspan)) = real_server(cx, rt, key) {
+            if let Some((d, dspan, check)) = real_server(cx, rt, key) {
                 if let Some(first) = seen.get(&(d.addr, d.port)) {
                     cx.err(
                         dspan,
@@ -663,6 +671,9 @@ fn service(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(ServiceEntry, Span)> {
                     );
                 } else {
                     seen.insert((d.addr, d.port), cx.line_of(&dspan));
+                    if let Some(c) = check {
+                        checks.insert((d.addr, d.port), c);
+                    }
                     dests.push(d);
                 }
             }
@@ -679,22 +690,23 @@ fn service(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(ServiceEntry, Span)> {
         persistence,
         one_packet,
     };
-    Some((ServiceEntry { config, dests }, key_span))
+    Some((
+        ServiceEntry {
+            config,
+            dests,
+            checks,
+            health,
+        },
+        key_span,
+    ))
 }
 
 fn real_server(
     cx: &mut Cx<'_>,
     t: &dyn TableLike,
     key: Option<ServiceKey>,
-) -> Option<(DestConfig, Span)> {
+) -> Option<(DestConfig, Span, Option<CheckConfig>)> {
     let before = cx.diags.len();
-    if t.contains_key("check") {
-        cx.err(
-            t.key("check").and_then(|k| k.span()),
-            "health checks are not supported yet: remove the [service.real_server.check] table \
-             (the name is reserved for them; nothing in a configuration is silently ignored)",
-        );
-    }
     known_keys(
         cx,
         t,
@@ -777,6 +789,27 @@ fn real_server(
             }
         },
     }
+    let check = t.get("check").and_then(|item| {
+        let kspan = t.key("check").and_then(|k| k.span());
+        let ct = table(cx, item, "service.real_server.check", kspan.clone())?;
+        let here = std::mem::replace(&mut cx.here, item.span().or(kspan));
+        // Validated against the real server it checks (or, if its address is wrong, any).
+        let target = dest.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |(a, p)| {
+            SocketAddr::new(a, p)
+        });
+        let c = table_json(cx, ct).and_then(|json| {
+            match lvs_health::validate_check(serde_json::Value::Object(json), target) {
+                Ok((c, _)) => Some(c),
+                Err(e) => {
+                    let span = e.key.as_deref().and_then(|k| key_span(ct, k));
+                    cx.err(span, format!("bad health check: {}", e.message));
+                    None
+                }
+            }
+        });
+        cx.here = here;
+        c
+    });
     if cx.diags.len() != before {
         return None;
     }
@@ -791,5 +824,159 @@ fn real_server(
             lower_threshold: lower,
         },
         aspan,
+        check,
     ))
+}
+
+/// The span of a key of `t` (the key itself, else its value).
+fn key_span(t: &dyn TableLike, key: &str) -> Span {
+    t.key(key)
+        .and_then(|k| k.span())
+        .or_else(|| span_of(t, key))
+}
+
+/// The health keys of a service (`quorum`, `hysteresis`, `sorry_server`, `quorum_up`,
+/// `quorum_down`), validated by lvs-health; `None` when there are none (or they are wrong,
+/// which is reported).
+fn service_health(
+    cx: &mut Cx<'_>,
+    t: &dyn TableLike,
+    key: Option<ServiceKey>,
+) -> Option<ServiceHealth> {
+    const KEYS: [&str; 5] = [
+        "quorum",
+        "hysteresis",
+        "sorry_server",
+        "quorum_up",
+        "quorum_down",
+    ];
+    if !KEYS.iter().any(|k| t.contains_key(k)) {
+        return None;
+    }
+    let before = cx.diags.len();
+    let mut json = serde_json::Map::new();
+    for k in KEYS {
+        let Some(item) = t.get(k) else { continue };
+        if k == "sorry_server" {
+            if let Some(v) = sorry_server(cx, t, item, key) {
+                json.insert(k.into(), v);
+            }
+        } else if let Some(v) = item_json(cx, item, key_span(t, k)) {
+            json.insert(k.into(), v);
+        }
+    }
+    if cx.diags.len() != before {
+        return None;
+    }
+    match lvs_health::validate_service_health(serde_json::Value::Object(json)) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            let span = e.key.as_deref().and_then(|k| key_span(t, k));
+            cx.err(span, format!("bad health settings: {}", e.message));
+            None
+        }
+    }
+}
+
+/// `sorry_server = { address = "IP:port", method = "nat", weight = 1, inhibit = false }` in
+/// lvs-health's form (`addr`, `port`); the port defaults to the virtual port.
+fn sorry_server(
+    cx: &mut Cx<'_>,
+    t: &dyn TableLike,
+    item: &Item,
+    key: Option<ServiceKey>,
+) -> Option<serde_json::Value> {
+    let st = table(cx, item, "sorry_server", key_span(t, "sorry_server"))?;
+    let mut json = table_json(cx, st)?;
+    for k in ["addr", "port"] {
+        if json.remove(k).is_some() {
+            cx.err(
+                key_span(st, k),
+                format!("write the sorry server's address as address = \"IP:port\", not '{k}'"),
+            );
+        }
+    }
+    match json.remove("address") {
+        None => {
+            cx.err(
+                key_span(t, "sorry_server"),
+                "the sorry server needs an 'address' (e.g. address = \"10.0.9.9:80\")",
+            );
+            None
+        }
+        Some(serde_json::Value::String(a)) => match parse_sock(&a) {
+            Ok((addr, port)) => {
+                let vport = match key {
+                    Some(ServiceKey::Addr { port, .. }) => Some(port),
+                    _ => None,
+                };
+                json.insert("addr".into(), addr.to_string().into());
+                json.insert("port".into(), port.or(vport).unwrap_or(0).into());
+                Some(serde_json::Value::Object(json))
+            }
+            Err(e) => {
+                cx.err(span_of(st, "address"), e);
+                None
+            }
+        },
+        Some(other) => {
+            cx.err(
+                span_of(st, "address"),
+                format!("'address' must be a string, found {other}"),
+            );
+            None
+        }
+    }
+}
+
+/// A table as a JSON object (for lvs-health's serde types).
+fn table_json(
+    cx: &mut Cx<'_>,
+    t: &dyn TableLike,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let before = cx.diags.len();
+    let mut out = serde_json::Map::new();
+    for (k, item) in t.iter() {
+        if let Some(v) = item_json(cx, item, key_span(t, k)) {
+            out.insert(k.to_string(), v);
+        }
+    }
+    (cx.diags.len() == before).then_some(out)
+}
+
+fn item_json(cx: &mut Cx<'_>, item: &Item, span: Span) -> Option<serde_json::Value> {
+    match item {
+        Item::Value(v) => value_json(cx, v),
+        Item::Table(t) => table_json(cx, t).map(serde_json::Value::Object),
+        _ => {
+            cx.err(span, format!("a {} is not allowed here", item.type_name()));
+            None
+        }
+    }
+}
+
+fn value_json(cx: &mut Cx<'_>, v: &Value) -> Option<serde_json::Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        Value::String(s) => J::String(s.value().clone()),
+        Value::Integer(i) => J::from(*i.value()),
+        Value::Float(f) => match serde_json::Number::from_f64(*f.value()) {
+            Some(n) => J::Number(n),
+            None => {
+                cx.err(v.span(), "give a finite number");
+                return None;
+            }
+        },
+        Value::Boolean(b) => J::Bool(*b.value()),
+        Value::Datetime(_) => {
+            cx.err(v.span(), "a date is not allowed here");
+            return None;
+        }
+        Value::Array(a) => J::Array(
+            a.iter()
+                .map(|x| value_json(cx, x))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        Value::InlineTable(t) => J::Object(table_json(cx, t)?),
+    })
 }

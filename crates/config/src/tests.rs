@@ -401,13 +401,277 @@ fn method_family_and_port_rules() {
     assert!(msg.contains("no 'protocol'"), "{msg}");
 }
 
+/// One check per type and every service health key, as in `dist/lvsd.toml.example`.
+const HEALTH: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "192.0.2.100:80"
+quorum = 2
+hysteresis = 1
+sorry_server = { address = "10.0.9.9:8080", method = "nat", inhibit = true }
+quorum_down = "logger -t lvsd \"quorum lost on $LVS_SERVICE\""
+
+  [[service.real_server]]
+  address = "10.0.1.11:80"
+  method = "nat"
+
+    [service.real_server.check]
+    type = "http"
+    path = "/health"
+    status_code = "200-399"
+    virtualhost = "www.example.com"
+    delay_loop = 2
+    connect_timeout = 1.5
+    nb_get_retry = 3
+    inhibit_on_failure = true
+
+  [[service.real_server]]
+  address = "10.0.1.12:80"
+  method = "nat"
+  check = { type = "tcp", delay_loop = 1, alpha = true }
+
+  [[service.real_server]]
+  address = "10.0.1.13:80"
+  method = "nat"
+
+    [service.real_server.check]
+    type = "https"
+    path = "/"
+    regex = "ok|ready"
+
+  [[service.real_server]]
+  address = "10.0.1.14:80"
+  method = "nat"
+
+    [service.real_server.check]
+    type = "exec"
+    misc_path = "/usr/local/bin/check-app $LVS_RIP"
+    misc_timeout = 3
+    misc_dynamic = true
+
+[[service]]
+protocol = "udp"
+address = "192.0.2.100:53"
+sorry_server = { address = "10.0.9.9" }
+
+  [[service.real_server]]
+  address = "10.0.1.11"
+  method = "dr"
+
+    [service.real_server.check]
+    type = "udp"
+    payload_hex = "00010100000100000000000003777777076578616d706c6503636f6d0000010001"
+    require_reply = true
+    connect_port = 5353
+"#;
+
 #[test]
-fn health_check_table_is_refused() {
-    let text =
-        with_rs("address = \"10.0.0.1\"\n\n  [service.real_server.check]\n  type = \"tcp\"\n");
-    let (line, msg) = one(&text);
-    assert_eq!(line, 7);
-    assert!(msg.contains("health checks are not supported yet"), "{msg}");
+fn health_checks_and_settings_parse() {
+    let c = parse(HEALTH).unwrap_or_else(|e| panic!("{}", render("h", &e)));
+    let web = &c.services[0];
+    let h = web.health.as_ref().unwrap();
+    assert_eq!((h.quorum, h.hysteresis), (2, 1));
+    let sorry = h.sorry_server.as_ref().unwrap();
+    assert_eq!(
+        (sorry.addr, sorry.port, sorry.inhibit),
+        (v4("10.0.9.9"), 8080, true)
+    );
+    assert!(h.quorum_down.as_deref().unwrap().contains("\"quorum lost"));
+    assert_eq!(web.checks.len(), 4);
+    let http = &web.checks[&(v4("10.0.1.11"), 80)];
+    assert_eq!(http.kind, lvs_health::CheckKind::Http);
+    assert_eq!(
+        (http.delay_loop, http.connect_timeout, http.retry()),
+        (2.0, 1.5, 3)
+    );
+    assert!(http.inhibit_on_failure);
+    assert!(web.checks[&(v4("10.0.1.12"), 80)].alpha);
+    let exec = &web.checks[&(v4("10.0.1.14"), 80)];
+    assert!(exec.dynamic && exec.command.as_deref() == Some("/usr/local/bin/check-app $LVS_RIP"));
+    let dns = &c.services[1];
+    assert_eq!(
+        dns.health.as_ref().unwrap().quorum,
+        1,
+        "keepalived's default"
+    );
+    assert_eq!(
+        dns.health
+            .as_ref()
+            .unwrap()
+            .sorry_server
+            .as_ref()
+            .unwrap()
+            .port,
+        53,
+        "the virtual port"
+    );
+    assert_eq!(dns.checks[&(v4("10.0.1.11"), 53)].connect_port, Some(5353));
+    // A service without health keys has no health settings.
+    assert!(parse(NAT).unwrap().services[0].health.is_none());
+}
+
+#[test]
+fn health_round_trips_through_to_toml() {
+    let c = parse(HEALTH).unwrap();
+    let out = to_toml(&c);
+    let back = parse(&out).unwrap_or_else(|e| panic!("{out}\n{}", render("out", &e)));
+    assert_eq!(back, c, "{out}");
+    assert_eq!(to_toml(&back), out, "canonical form is stable");
+    assert!(
+        out.contains("    [service.real_server.check]\n    type = \"http\"\n"),
+        "{out}"
+    );
+    assert!(out.contains("    retry = 3\n"), "{out}");
+    assert!(
+        !out.contains("tls_verify"),
+        "defaults are not written: {out}"
+    );
+    assert!(
+        out.contains(
+            "sorry_server = { address = \"10.0.9.9:8080\", method = \"nat\", inhibit = true }"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn health_requests_set_every_check() {
+    let c = parse(HEALTH).unwrap();
+    let reqs = health_requests(&c);
+    let checks = reqs
+        .iter()
+        .filter(|r| matches!(r, Request::SetCheck { check: Some(_), .. }))
+        .count();
+    let services = reqs
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Request::SetServiceHealth {
+                    health: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!((checks, services), (5, 2));
+    // What they carry is what lvs-health accepts.
+    for r in reqs {
+        if let Request::SetCheck {
+            addr,
+            port,
+            check: Some(v),
+            ..
+        } = r
+        {
+            lvs_health::parse_check(v, std::net::SocketAddr::new(addr, port)).unwrap();
+        }
+    }
+}
+
+/// A service with one NAT real server whose check table is `check` (indented lines).
+fn with_check(check: &str) -> String {
+    format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"192.0.2.1:80\"\n\n  [[service.real_server]]\n  address = \"10.0.0.1\"\n  method = \"nat\"\n\n    [service.real_server.check]\n{check}"
+    )
+}
+
+#[test]
+fn bad_checks_point_at_the_key() {
+    // Line 9 is the [service.real_server.check] header; the keys follow from line 10.
+    for (check, line, col, words) in [
+        ("    type = \"ping\"\n", 10, 5, "unknown variant `ping`"),
+        (
+            "    type = \"tcp\"\n    bogus = 1\n",
+            11,
+            5,
+            "unknown key 'bogus'",
+        ),
+        (
+            "    type = \"tcp\"\n    delay_loop = 0\n",
+            11,
+            5,
+            "delay_loop = 0",
+        ),
+        (
+            "    type = \"tcp\"\n    delay_loop = \"2s\"\n",
+            11,
+            5,
+            "'delay_loop': invalid type",
+        ),
+        (
+            "    type = \"tcp\"\n    path = \"/\"\n",
+            11,
+            5,
+            "'path' does not apply to a tcp check",
+        ),
+        (
+            "    type = \"http\"\n    regex = \"(\"\n",
+            11,
+            5,
+            "bad regular expression",
+        ),
+        (
+            "    type = \"exec\"\n",
+            9,
+            5,
+            "an exec check needs 'command'",
+        ),
+        ("    delay_loop = 1\n", 9, 5, "'type' is required"),
+        (
+            "    type = \"exec\"\n    misc_path = \"true\"\n    connect_ip = \"10.0.0.2\"\n",
+            12,
+            5,
+            "'connect_ip' does not apply",
+        ),
+    ] {
+        let text = with_check(check);
+        let d = errs(&text);
+        assert_eq!(d.len(), 1, "{text}\n{d:?}");
+        assert_eq!((d[0].line, d[0].column), (line, col), "{text}\n{}", d[0]);
+        assert!(d[0].message.starts_with("bad health check: "), "{}", d[0]);
+        assert!(d[0].message.contains(words), "{}", d[0]);
+    }
+    // Inline form: the key inside the inline table.
+    let text = with_rs("address = \"10.0.0.1\"\ncheck = { type = \"tcp\", retry = -1 }\n");
+    let d = errs(&text);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].line, d[0].column), (6, 25), "{}", d[0]);
+    assert!(d[0].message.contains("'retry'"), "{}", d[0]);
+}
+
+#[test]
+fn bad_service_health_points_at_the_key() {
+    let base = "[[service]]\nprotocol = \"tcp\"\naddress = \"192.0.2.1:80\"\n";
+    for (extra, words) in [
+        ("quorum = -1\n", "'quorum'"),
+        ("quorum = \"two\"\n", "'quorum'"),
+        (
+            "sorry_server = { address = \"10.0.9.9:80\", weight = 70000 }\n",
+            "'sorry_server' weight 70000",
+        ),
+        (
+            "sorry_server = { address = \"10.0.9.9:80\", method = \"fast\" }\n",
+            "unknown variant",
+        ),
+        (
+            "sorry_server = { addr = \"10.0.9.9\", port = 80 }\n",
+            "address = \"IP:port\"",
+        ),
+        (
+            "sorry_server = { address = \"nowhere\" }\n",
+            "not an address",
+        ),
+        ("sorry_server = \"10.0.9.9:80\"\n", "must be a table"),
+    ] {
+        let d = errs(&format!("{base}{extra}"));
+        assert!(!d.is_empty());
+        assert_eq!(d[0].line, 4, "{extra}: {d:?}");
+        assert!(
+            d.iter().any(|x| x.message.contains(words)),
+            "{extra}: {d:?}"
+        );
+    }
 }
 
 #[test]
@@ -489,9 +753,8 @@ fn running(d: &Director) -> Config {
         services: d
             .services()
             .iter()
-            .map(|(_, s)| ServiceEntry {
-                config: *s.config(),
-                dests: s.dests().iter().map(|x| x.config).collect(),
+            .map(|(_, s)| {
+                ServiceEntry::new(*s.config(), s.dests().iter().map(|x| x.config).collect())
             })
             .collect(),
         timeouts: Some(Timeouts {

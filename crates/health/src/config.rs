@@ -615,7 +615,7 @@ impl ServiceHealth {
             && s.weight > lvs_core::service::MAX_WEIGHT
         {
             return Err(format!(
-                "sorry server weight {} is above {}",
+                "'sorry_server' weight {} is above {}",
                 s.weight,
                 lvs_core::service::MAX_WEIGHT
             ));

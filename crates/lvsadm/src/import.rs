@@ -102,10 +102,7 @@ fn replay(cfg: &mut Config, command: Command) -> Result<(), String> {
             if find(cfg, config.key).is_some() {
                 return Err(format!("service {} is already defined above", config.key));
             }
-            cfg.services.push(ServiceEntry {
-                config,
-                dests: Vec::new(),
-            });
+            cfg.services.push(ServiceEntry::new(config, Vec::new()));
         }
         Command::EditService(config) => {
             let i = find(cfg, config.key)

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use lvs_api::{Reply, Request};
-use lvs_config::Timeouts;
+use lvs_api::Reply;
 use lvs_core::director::Settings;
 use lvs_core::{Director, Time};
 use tracing::{info, warn};
@@ -45,15 +44,22 @@ pub fn load(path: &Path) -> Result<lvs_config::Config, String> {
 }
 
 /// `lvsd --check-config FILE`: validate only. Prints `FILE:LINE:COL: message` per error on
-/// stderr and returns 1, or prints `configuration OK: N services, M real servers` and
+/// stderr and returns 1, or prints `configuration OK: N services, M real servers` (and
+/// `, K health checks` when there are) and
 /// returns 0.
 pub fn check(path: &Path) -> i32 {
     match load(path) {
         Ok(cfg) => {
+            let checks: usize = cfg.services.iter().map(|s| s.checks.len()).sum();
             println!(
-                "configuration OK: {} services, {} real servers",
+                "configuration OK: {} services, {} real servers{}",
                 cfg.services.len(),
-                cfg.real_server_count()
+                cfg.real_server_count(),
+                if checks > 0 {
+                    format!(", {checks} health checks")
+                } else {
+                    String::new()
+                }
             );
             0
         }
@@ -95,10 +101,12 @@ impl Reloader {
         }
     }
 
-    /// Re-read the file, diff it against the live table and apply the difference as one
-    /// atomic batch. A bad file (or a refused batch) leaves the running table as it was. Logs
-    /// one line either way.
-    pub fn reload(&self, control: &Control) -> Reply {
+    /// Re-read the file and apply it as one atomic batch. The file is compared with the
+    /// operator-configured table, not the live one: the health module undoes its own
+    /// overrides (servers taken out or at weight 0, the sorry server) before the comparison
+    /// and keeps them in the batch (see [`crate::health::Health::apply_config`]). A bad file
+    /// (or a refused batch) leaves the running table as it was. Logs one line either way.
+    pub fn reload(&self, _control: &Control) -> Reply {
         let _one = self.busy.lock();
         let file = self.path.display().to_string();
         let refuse = |why: String| {
@@ -111,50 +119,42 @@ impl Reloader {
             Ok(c) => c,
             Err(diags) => return refuse(diags),
         };
-        let services = match control.call(Request::List) {
-            Reply::Services { services, .. } => services,
-            other => return refuse(format!("cannot read the running table: {other:?}")),
+        let Some(health) = crate::health::get() else {
+            return refuse("the health module is not running (a bug)".into());
         };
-        let timeouts = match control.call(Request::Timeouts) {
-            Reply::Timeouts { tcp, tcpfin, udp } => Timeouts { tcp, tcpfin, udp },
-            other => return refuse(format!("cannot read the running timeouts: {other:?}")),
-        };
-        let running = lvs_config::from_listing(&services, Some(timeouts));
-        let requests = lvs_config::diff(&running, &wanted);
-        let summary = lvs_config::Summary::of(&requests);
-        if !requests.is_empty() {
-            match control.call(Request::Batch { requests }) {
-                Reply::Ok => {}
-                Reply::Error { message } => return refuse(message),
-                other => return refuse(format!("unexpected answer: {other:?}")),
+        match health.apply_config(&wanted) {
+            Ok(summary) => {
+                self.apply_settings(&wanted);
+                info!(file = %file, "configuration reloaded: {summary}");
+                Reply::Ok
             }
+            Err(message) => refuse(message),
         }
-        self.apply_settings(&wanted);
-        info!(file = %file, "configuration reloaded: {summary}");
-        Reply::Ok
     }
 }
 
-/// Apply the `--config` file at start (on the empty table) as one atomic batch.
+/// Apply the `--config` file at start (on the empty table) as one atomic batch, with its
+/// health checks and health settings.
+/// (`_control` is the path the health module sends the batch through; it has its own handle.)
 pub fn apply_initial(
-    control: &Control,
+    _control: &Control,
     cfg: &lvs_config::Config,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let requests = lvs_config::requests(cfg);
-    match control.call(Request::Batch { requests }) {
-        Reply::Ok => {
+    let Some(health) = crate::health::get() else {
+        anyhow::bail!("the health module is not running (a bug)");
+    };
+    match health.apply_config(cfg) {
+        Ok(_) => {
             info!(
                 file = %path.display(),
                 services = cfg.services.len(),
                 real_servers = cfg.real_server_count(),
+                health_checks = cfg.services.iter().map(|s| s.checks.len()).sum::<usize>(),
                 "configuration loaded"
             );
             Ok(())
         }
-        Reply::Error { message } => {
-            anyhow::bail!("configuration {} refused: {message}", path.display())
-        }
-        other => anyhow::bail!("unexpected answer to the configuration batch: {other:?}"),
+        Err(message) => anyhow::bail!("configuration {} refused: {message}", path.display()),
     }
 }

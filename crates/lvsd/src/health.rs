@@ -20,6 +20,16 @@
 //!
 //! Servers without a check count towards the quorum with their listed weight (keepalived
 //! treats a real server without checker as always alive).
+//!
+//! **Configuration files.** `--config` at start and every reload go through
+//! [`Health::apply_config`], which owns the whole step: it takes the live table, undoes the
+//! health overrides ([`configured_view`]: servers taken out or set to weight 0 are put back as
+//! configured, the sorry server it added is dropped), so the file is compared with what the
+//! operator configured; it then moves its own state to the file's checks and health settings,
+//! re-applies its overrides to the file's table ([`desired`]) and sends the difference from
+//! the live table as **one** batch. A reload therefore neither re-adds a server a check took
+//! out, nor restores a weight it set to 0, nor deletes the sorry server in use; and a check
+//! removed from the file puts its server back as configured.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -28,9 +38,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lvs_api::{HealthInfo, Reply, Request, ServiceHealthInfo, ServiceInfo};
+use lvs_config::Config;
 use lvs_core::service::DestConfig;
 use lvs_core::types::ServiceKey;
-use lvs_health::{Change, CheckConfig, Engine, Event, Quorum, QuorumChange, ServiceHealth};
+use lvs_health::{Change, Check, CheckConfig, Engine, Event, Quorum, QuorumChange, ServiceHealth};
 use tracing::{info, warn};
 
 use crate::control::Control;
@@ -38,12 +49,28 @@ use crate::control::Control;
 /// A checked real server: service, address, port.
 type Key = (ServiceKey, IpAddr, u16);
 
+/// Where the health module sends its changes: the daemon's control path ([`Control`]), or a
+/// stand-in in tests.
+pub trait Table: Send + Sync {
+    /// Apply or answer a request.
+    fn call(&self, req: Request) -> Reply;
+}
+
+impl Table for Control {
+    fn call(&self, req: Request) -> Reply {
+        Control::call(self, req)
+    }
+}
+
+#[derive(Clone)]
 struct Server {
     inhibit: bool,
     /// The configuration to restore when it is up (weight = configured weight).
     dest: DestConfig,
     up: bool,
     dyn_weight: Option<u32>,
+    /// The check as configured.
+    check: CheckConfig,
 }
 
 impl Server {
@@ -52,6 +79,7 @@ impl Server {
     }
 }
 
+#[derive(Clone)]
 struct Svc {
     health: ServiceHealth,
     quorum: Quorum,
@@ -59,7 +87,7 @@ struct Svc {
     sorry_in_table: Option<(IpAddr, u16)>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct State {
     servers: BTreeMap<Key, Server>,
     services: BTreeMap<ServiceKey, Svc>,
@@ -68,7 +96,7 @@ struct State {
 /// The health checks of a running lvsd.
 pub struct Health {
     engine: Engine<Key>,
-    control: Arc<Control>,
+    control: Arc<dyn Table>,
     state: Mutex<State>,
 }
 
@@ -88,12 +116,7 @@ pub fn internal() -> bool {
 /// Start the checker engine and the thread that applies its changes.
 pub fn start(control: Arc<Control>) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel::<Event<Key>>();
-    let engine = Engine::start(tx)?;
-    let health = Arc::new(Health {
-        engine,
-        control,
-        state: Mutex::new(State::default()),
-    });
+    let health = Arc::new(Health::new(control, Engine::start(tx)?));
     if HEALTH.set(Arc::clone(&health)).is_err() {
         anyhow::bail!("health checks started twice");
     }
@@ -105,6 +128,11 @@ pub fn start(control: Arc<Control>) -> anyhow::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// The running health module (always there once [`start`] returned).
+pub fn get() -> Option<&'static Arc<Health>> {
+    HEALTH.get()
 }
 
 /// Answer the health requests ([`Request::SetCheck`], [`Request::SetServiceHealth`],
@@ -166,6 +194,14 @@ fn epoch(t: SystemTime) -> u64 {
 }
 
 impl Health {
+    fn new(control: Arc<dyn Table>, engine: Engine<Key>) -> Health {
+        Health {
+            engine,
+            control,
+            state: Mutex::new(State::default()),
+        }
+    }
+
     /// Call the control path as this module.
     fn call(&self, req: Request) -> Reply {
         INTERNAL.with(|c| c.set(true));
@@ -236,6 +272,7 @@ impl Health {
         match st.servers.get_mut(&k) {
             Some(s) => {
                 s.inhibit = check.inhibit_on_failure;
+                s.check = cfg;
             }
             None => {
                 let Some(dest) = listed else {
@@ -253,6 +290,7 @@ impl Health {
                         dest,
                         up: !check.timing.alpha,
                         dyn_weight: None,
+                        check: cfg,
                     },
                 );
             }
@@ -429,33 +467,26 @@ impl Health {
     /// Sum of the weights of a service's up servers: the up checked ones, plus the listed
     /// servers without a check (always up, as in keepalived), the sorry server excluded.
     fn live_sum(&self, st: &State, key: &ServiceKey) -> u64 {
-        let sorry = st
-            .services
-            .get(key)
-            .and_then(|s| s.health.sorry_server.as_ref())
-            .map(|s| (s.addr, s.port));
-        let unchecked: u64 = self
-            .table()
-            .unwrap_or_default()
+        let table = self.table().unwrap_or_default();
+        let dests: Vec<DestConfig> = table
             .iter()
             .filter(|s| s.config.key == *key)
-            .flat_map(|s| s.dests.iter())
-            .filter(|d| {
-                let a = (d.config.addr, d.config.port);
-                Some(a) != sorry && !st.servers.contains_key(&(*key, a.0, a.1))
-            })
-            .map(|d| u64::from(d.config.weight))
-            .sum();
-        weight_sum(st, key) + unchecked
+            .flat_map(|s| s.dests.iter().map(|d| d.config))
+            .collect();
+        total(st, key, &dests)
     }
 
     /// Re-evaluate a service's quorum; log and notify a change.
     fn update_quorum(&self, st: &mut State, key: &ServiceKey, quiet: bool) {
         let sum = self.live_sum(st, key);
-        let Some(svc) = st.services.get_mut(key) else {
-            return;
-        };
-        let Some(change) = svc.quorum.update(sum) else {
+        if let Some(change) = st.services.get_mut(key).and_then(|s| s.quorum.update(sum)) {
+            self.announce(st, key, change, sum, quiet);
+        }
+    }
+
+    /// Log and notify a quorum change.
+    fn announce(&self, st: &State, key: &ServiceKey, change: QuorumChange, sum: u64, quiet: bool) {
+        let Some(svc) = st.services.get(key) else {
             return;
         };
         let sorry = svc
@@ -487,90 +518,43 @@ impl Health {
         }
     }
 
+    /// The live table as a configuration (with the running timeouts).
+    fn live(&self) -> Result<Config, String> {
+        let services = self.table()?;
+        let timeouts = match self.call(Request::Timeouts) {
+            Reply::Timeouts { tcp, tcpfin, udp } => lvs_config::Timeouts { tcp, tcpfin, udp },
+            Reply::Error { message } => return Err(message),
+            other => return Err(format!("unexpected answer {other:?}")),
+        };
+        Ok(lvs_config::from_listing(&services, Some(timeouts)))
+    }
+
     /// Bring the live table of one service in line with the checks' states.
     fn reconcile(&self, st: &mut State, key: &ServiceKey) {
-        let table = match self.table() {
-            Ok(t) => t,
+        let live = match self.table() {
+            Ok(t) => lvs_config::from_listing(&t, None),
             Err(e) => {
                 warn!(service = %key, error = %e, "cannot read the service table for health changes");
                 return;
             }
         };
-        let Some(svc_info) = table.iter().find(|s| s.config.key == *key) else {
-            return; // the service is gone; `follow` forgets it
+        let only = |c: Config| Config {
+            services: c
+                .services
+                .into_iter()
+                .filter(|e| e.config.key == *key)
+                .collect(),
+            ..Config::default()
         };
-        let live: HashMap<(IpAddr, u16), DestConfig> = svc_info
-            .dests
-            .iter()
-            .map(|d| ((d.config.addr, d.config.port), d.config))
-            .collect();
-        let svc = st.services.get(key);
-        let sorry_active =
-            svc.is_some_and(|s| !s.quorum.is_up() && s.health.sorry_server.is_some());
-        let mut wanted: Vec<((IpAddr, u16), Option<DestConfig>)> = Vec::new();
-        for ((k, addr, port), s) in st.servers.range((*key, IpAddr::from([0u8; 4]), 0)..) {
-            if k != key {
-                continue;
-            }
-            let want = if s.up && !sorry_active {
-                Some(DestConfig {
-                    weight: s.weight(),
-                    ..s.dest
-                })
-            } else if s.inhibit {
-                Some(DestConfig {
-                    weight: 0,
-                    ..s.dest
-                })
-            } else {
-                None
-            };
-            wanted.push(((*addr, *port), want));
+        let live = only(live);
+        if live.services.is_empty() {
+            return; // the service is gone; `follow` forgets it
         }
-        if let Some(svc) = svc {
-            let sorry = svc.health.sorry_server.as_ref();
-            if let Some(old) = svc.sorry_in_table
-                && sorry.is_none_or(|s| (s.addr, s.port) != old)
-                && !wanted.iter().any(|(a, _)| *a == old)
-            {
-                wanted.push((old, None));
-            }
-            if let Some(s) = sorry {
-                let dest = DestConfig::new(s.addr, s.port, s.method.into());
-                let want = if sorry_active {
-                    Some(dest.with_weight(s.weight))
-                } else if s.inhibit {
-                    Some(dest.with_weight(0))
-                } else {
-                    None
-                };
-                wanted.push(((s.addr, s.port), want));
-            }
-        }
-        let mut requests = Vec::new();
-        for ((addr, port), want) in &wanted {
-            match (live.get(&(*addr, *port)), want) {
-                (None, Some(d)) => requests.push(Request::AddDest {
-                    key: *key,
-                    dest: *d,
-                }),
-                (Some(cur), Some(d)) if cur != d => requests.push(Request::EditDest {
-                    key: *key,
-                    dest: *d,
-                }),
-                (Some(_), None) => requests.push(Request::DeleteDest {
-                    key: *key,
-                    addr: *addr,
-                    port: *port,
-                }),
-                _ => {}
-            }
-        }
-        // Removals last: a sorry server goes in before the real servers go out.
-        requests.sort_by_key(|r| matches!(r, Request::DeleteDest { .. }));
+        let want = desired(st, &configured_view(st, &live));
+        let requests = lvs_config::diff(&live, &want);
         if !requests.is_empty() {
-            let n = requests.len();
-            let req = if n == 1 {
+            let mut requests = requests;
+            let req = if requests.len() == 1 {
                 requests.remove(0)
             } else {
                 Request::Batch { requests }
@@ -580,16 +564,65 @@ impl Health {
                 return;
             }
         }
-        if let Some(svc) = st.services.get_mut(key) {
-            svc.sorry_in_table = svc
-                .health
-                .sorry_server
-                .as_ref()
-                .filter(|s| sorry_active || s.inhibit)
-                .map(|s| (s.addr, s.port));
-        }
+        note_sorry(st, key);
     }
 
+    /// Apply a configuration file (at start and on reload): the file's table, checks and
+    /// health settings, with this module's overrides kept, as one batch. Returns a summary
+    /// of what the file changed, compared with the operator-configured table (the live one
+    /// with the health overrides undone). On error nothing changed.
+    pub fn apply_config(&self, wanted: &Config) -> Result<String, String> {
+        let Ok(mut st) = self.state.lock() else {
+            return Err("health state poisoned (a bug); restart lvsd".into());
+        };
+        let live = self.live()?;
+        let configured = configured_view(&st, &live);
+        let table_summary = lvs_config::Summary::of(&lvs_config::diff(&configured, wanted));
+        let saved = st.clone();
+        let plan = plan(&mut st, wanted)?;
+        let want = desired(&st, wanted);
+        let requests = lvs_config::diff(&live, &want);
+        if !requests.is_empty() {
+            match self.call(Request::Batch { requests }) {
+                Reply::Ok => {}
+                other => {
+                    *st = saved;
+                    return Err(match other {
+                        Reply::Error { message } => message,
+                        other => format!("unexpected answer: {other:?}"),
+                    });
+                }
+            }
+        }
+        // Applied: start / stop the checks, tell what changed.
+        for k in &plan.removed {
+            self.engine.remove(k);
+            info!(service = %k.0, server = %sock(k.1, k.2), "health check removed from real server {} of {}", sock(k.1, k.2), k.0);
+        }
+        for (k, check) in plan.set {
+            info!(service = %k.0, server = %sock(k.1, k.2), check = %check.probe.describe(),
+                "health check set on real server {} of {}: {}{}", sock(k.1, k.2), k.0, check.probe.describe(),
+                if check.timing.alpha { " (alpha: down until a check passes)" } else { "" });
+            self.engine.set(k, check);
+        }
+        for (key, change, sum) in plan.quorum {
+            self.announce(&st, &key, change, sum, true);
+        }
+        let keys: Vec<ServiceKey> = st.services.keys().copied().collect();
+        for key in keys {
+            note_sorry(&mut st, &key);
+        }
+        let mut summary = table_summary.to_string();
+        if plan.checks_set + plan.removed.len() + plan.settings > 0 {
+            summary.push_str(&format!(
+                ", health checks set {} removed {}, service health settings {}",
+                plan.checks_set,
+                plan.removed.len(),
+                plan.settings
+            ));
+        }
+        Ok(summary)
+    }
     /// Follow an operator's change to the table.
     fn follow(&self, req: Request) {
         let Ok(mut st) = self.state.lock() else {
@@ -649,6 +682,225 @@ impl Health {
     }
 }
 
+/// What [`plan`] changed in the health state, to carry out once the table is applied.
+#[derive(Default)]
+struct Plan {
+    /// Checks to start or replace.
+    set: Vec<(Key, Check)>,
+    /// How many of them are new or changed (all of `set`).
+    checks_set: usize,
+    /// Checks to stop.
+    removed: Vec<Key>,
+    /// Services whose health settings were set or changed.
+    settings: usize,
+    /// Quorum changes to announce.
+    quorum: Vec<(ServiceKey, QuorumChange, u64)>,
+}
+
+/// Move the health state to configuration `wanted`: its checks (unchanged ones keep running
+/// and keep their state; new ones start up, or down with `alpha`; removed ones go), the
+/// configured real servers of the checked ones, and the services' health settings and
+/// quorum states (computed against `wanted`'s table).
+fn plan(st: &mut State, wanted: &Config) -> Result<Plan, String> {
+    let mut p = Plan::default();
+    let mut checks: BTreeMap<Key, (&CheckConfig, DestConfig)> = BTreeMap::new();
+    for e in &wanted.services {
+        for d in &e.dests {
+            if let Some(c) = e.checks.get(&(d.addr, d.port)) {
+                checks.insert((e.config.key, d.addr, d.port), (c, *d));
+            }
+        }
+    }
+    let gone: Vec<Key> = st
+        .servers
+        .keys()
+        .filter(|k| !checks.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        st.servers.remove(&k);
+        p.removed.push(k);
+    }
+    for (k, (cfg, dest)) in checks {
+        let changed = st.servers.get(&k).is_none_or(|s| s.check != *cfg);
+        if changed {
+            let check = cfg
+                .compile(sock(k.1, k.2))
+                .map_err(|e| format!("health check of {} in {}: {e}", sock(k.1, k.2), k.0))?;
+            let s = st.servers.entry(k).or_insert_with(|| Server {
+                inhibit: cfg.inhibit_on_failure,
+                dest,
+                up: !check.timing.alpha,
+                dyn_weight: None,
+                check: cfg.clone(),
+            });
+            s.inhibit = cfg.inhibit_on_failure;
+            s.check = cfg.clone();
+            p.set.push((k, check));
+            p.checks_set += 1;
+        }
+        if let Some(s) = st.servers.get_mut(&k) {
+            s.dest = dest;
+        }
+    }
+    let keep: Vec<ServiceKey> = wanted
+        .services
+        .iter()
+        .filter(|e| e.health.is_some() || !e.checks.is_empty())
+        .map(|e| e.config.key)
+        .collect();
+    st.services.retain(|k, _| keep.contains(k));
+    for e in wanted
+        .services
+        .iter()
+        .filter(|e| keep.contains(&e.config.key))
+    {
+        let key = e.config.key;
+        let health = e.health.clone().unwrap_or_default();
+        let sum = total(st, &key, &e.dests);
+        match st.services.get_mut(&key) {
+            Some(svc) if svc.health == health => {
+                if let Some(change) = svc.quorum.update(sum) {
+                    p.quorum.push((key, change, sum));
+                }
+            }
+            existing => {
+                let quorum =
+                    Quorum::new(u64::from(health.quorum), u64::from(health.hysteresis), sum);
+                info!(service = %key, quorum = health.quorum, hysteresis = health.hysteresis,
+                    "health settings of {key}: quorum {}, hysteresis {}{}; weight {sum}, quorum {}",
+                    health.quorum, health.hysteresis,
+                    health.sorry_server.as_ref().map(|s| format!(", sorry server {}", sock(s.addr, s.port))).unwrap_or_default(),
+                    if quorum.is_up() { "up" } else { "DOWN" });
+                if e.health.is_some() {
+                    p.settings += 1;
+                }
+                let sorry_in_table = existing.and_then(|s| s.sorry_in_table);
+                if !quorum.is_up() {
+                    p.quorum.push((key, QuorumChange::Lost, sum));
+                }
+                st.services.insert(
+                    key,
+                    Svc {
+                        health,
+                        quorum,
+                        sorry_in_table,
+                    },
+                );
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// The operator-configured table behind a live one: the checked real servers as configured
+/// (put back when a check took them out, their configured weight when a check set it to 0
+/// or a dynamic weight), without the sorry server this module put in, and with the checks
+/// and health settings in force.
+fn configured_view(st: &State, live: &Config) -> Config {
+    let mut cfg = live.clone();
+    for e in &mut cfg.services {
+        let key = e.config.key;
+        let svc = st.services.get(&key);
+        if let Some(sorry) = svc.and_then(|s| s.sorry_in_table)
+            && !st.servers.contains_key(&(key, sorry.0, sorry.1))
+        {
+            e.dests.retain(|d| (d.addr, d.port) != sorry);
+        }
+        for ((_, addr, port), s) in servers_of(st, &key) {
+            match e
+                .dests
+                .iter_mut()
+                .find(|d| (d.addr, d.port) == (addr, port))
+            {
+                Some(d) => *d = s.dest,
+                None => e.dests.push(s.dest),
+            }
+            e.checks.insert((addr, port), s.check.clone());
+        }
+        e.health = svc.map(|s| s.health.clone());
+    }
+    cfg
+}
+
+/// The live table this module wants for configured table `cfg`: checked servers that are
+/// down out (weight 0 with `inhibit_on_failure`), up ones with their dynamic weight; while a
+/// service's quorum is lost, its up servers out and its sorry server in.
+fn desired(st: &State, cfg: &Config) -> Config {
+    let mut out = cfg.clone();
+    for e in &mut out.services {
+        let key = e.config.key;
+        let svc = st.services.get(&key);
+        let sorry_active =
+            svc.is_some_and(|s| !s.quorum.is_up() && s.health.sorry_server.is_some());
+        e.dests = e
+            .dests
+            .iter()
+            .filter_map(|d| match st.servers.get(&(key, d.addr, d.port)) {
+                None => Some(*d),
+                Some(s) if s.up && !sorry_active => {
+                    Some(d.with_weight(s.dyn_weight.unwrap_or(d.weight)))
+                }
+                Some(s) if s.inhibit => Some(d.with_weight(0)),
+                Some(_) => None,
+            })
+            .collect();
+        if let Some(s) = svc.and_then(|s| s.health.sorry_server.as_ref()) {
+            let dest = DestConfig::new(s.addr, s.port, s.method.into());
+            let want = if sorry_active {
+                Some(dest.with_weight(s.weight))
+            } else if s.inhibit {
+                Some(dest.with_weight(0))
+            } else {
+                None
+            };
+            e.dests.retain(|d| (d.addr, d.port) != (s.addr, s.port));
+            e.dests.extend(want);
+        }
+    }
+    out
+}
+
+/// Remember whether a service's sorry server is in the table now.
+fn note_sorry(st: &mut State, key: &ServiceKey) {
+    if let Some(svc) = st.services.get_mut(key) {
+        let active = !svc.quorum.is_up();
+        svc.sorry_in_table = svc
+            .health
+            .sorry_server
+            .as_ref()
+            .filter(|s| active || s.inhibit)
+            .map(|s| (s.addr, s.port));
+    }
+}
+
+fn servers_of<'a>(st: &'a State, key: &ServiceKey) -> impl Iterator<Item = (Key, &'a Server)> {
+    let key = *key;
+    st.servers
+        .range((key, IpAddr::from([0u8; 4]), 0)..)
+        .take_while(move |(k, _)| k.0 == key)
+        .map(|(k, s)| (*k, s))
+}
+
+/// Weight sum of a service whose real servers are `dests`: the up checked servers (their
+/// configured or dynamic weight) plus the servers without a check, the sorry server excluded.
+fn total(st: &State, key: &ServiceKey, dests: &[DestConfig]) -> u64 {
+    let sorry = st
+        .services
+        .get(key)
+        .and_then(|s| s.health.sorry_server.as_ref())
+        .map(|s| (s.addr, s.port));
+    let unchecked: u64 = dests
+        .iter()
+        .filter(|d| {
+            let a = (d.addr, d.port);
+            Some(a) != sorry && !st.servers.contains_key(&(*key, a.0, a.1))
+        })
+        .map(|d| u64::from(d.weight))
+        .sum();
+    weight_sum(st, key) + unchecked
+}
+
 fn weight_sum(st: &State, key: &ServiceKey) -> u64 {
     st.servers
         .iter()
@@ -668,5 +920,283 @@ fn quorum_env(key: &ServiceKey, up: bool, sum: u64) -> Vec<(String, String)> {
 fn poisoned() -> Reply {
     Reply::Error {
         message: "health state poisoned (a bug); restart lvsd".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The health glue against a fake control path: a bare [`Director`] that applies what it
+    //! is sent and records it, so a test sees every request (a flap would show as a request).
+
+    use super::*;
+    use lvs_core::director::Settings;
+    use lvs_core::{Director, Time};
+
+    struct Fake {
+        director: Mutex<Director>,
+        sent: Mutex<Vec<Request>>,
+    }
+
+    impl Table for Fake {
+        fn call(&self, req: Request) -> Reply {
+            let mut d = self.director.lock().unwrap();
+            match req {
+                Request::List => Reply::Services {
+                    table_size: 1,
+                    services: crate::dataplane::list(&d),
+                },
+                Request::Timeouts => {
+                    let (tcp, fin, udp) = d.timeouts().get();
+                    Reply::Timeouts {
+                        tcp: tcp.as_secs(),
+                        tcpfin: fin.as_secs(),
+                        udp: udp.as_secs(),
+                    }
+                }
+                Request::Batch { requests } => {
+                    let mut rehearsal = crate::config::shadow(&d);
+                    for r in &requests {
+                        if let Err(e) = crate::dataplane::apply_change(&mut rehearsal, r.clone()) {
+                            return Reply::Error { message: e };
+                        }
+                    }
+                    for r in requests {
+                        self.sent.lock().unwrap().push(r.clone());
+                        crate::dataplane::apply_change(&mut d, r).unwrap();
+                    }
+                    Reply::Ok
+                }
+                r => {
+                    self.sent.lock().unwrap().push(r.clone());
+                    match crate::dataplane::apply_change(&mut d, r) {
+                        Ok(()) => Reply::Ok,
+                        Err(message) => Reply::Error { message },
+                    }
+                }
+            }
+        }
+    }
+
+    struct Lab {
+        fake: Arc<Fake>,
+        health: Health,
+        /// Kept so the engine can report (nobody reads it: the tests drive the states).
+        _events: std::sync::mpsc::Receiver<Event<Key>>,
+    }
+
+    fn lab() -> Lab {
+        let fake = Arc::new(Fake {
+            director: Mutex::new(Director::new(Settings::default(), Time::ZERO)),
+            sent: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let health = Health::new(fake.clone(), Engine::start(tx).unwrap());
+        Lab {
+            fake,
+            health,
+            _events: rx,
+        }
+    }
+
+    /// A NAT service with real servers `.11` (checked), `.12` (checked, inhibit), `.13`
+    /// (no check), weights as given, and `extra` service keys. The checks never run on their
+    /// own (warmup of a day): the tests say when a server goes down or up.
+    fn file(w: [u32; 3], extra: &str) -> Config {
+        let check = |inhibit: bool| {
+            format!(
+                "\n    [service.real_server.check]\n    type = \"tcp\"\n    warmup = 86400\n    inhibit_on_failure = {inhibit}\n"
+            )
+        };
+        let text = format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"192.0.2.1:80\"\n{extra}\n\
+             [[service.real_server]]\naddress = \"10.0.1.11:80\"\nmethod = \"nat\"\nweight = {}\n{}\n\
+             [[service.real_server]]\naddress = \"10.0.1.12:80\"\nmethod = \"nat\"\nweight = {}\n{}\n\
+             [[service.real_server]]\naddress = \"10.0.1.13:80\"\nmethod = \"nat\"\nweight = {}\n",
+            w[0],
+            check(false),
+            w[1],
+            check(true),
+            w[2]
+        );
+        lvs_config::parse(&text).unwrap_or_else(|d| panic!("{}", lvs_config::render("t", &d)))
+    }
+
+    fn key() -> ServiceKey {
+        lvs_config::parse("[[service]]\nprotocol = \"tcp\"\naddress = \"192.0.2.1:80\"\n")
+            .unwrap()
+            .services[0]
+            .config
+            .key
+    }
+
+    fn rs(last: u8) -> Key {
+        (key(), IpAddr::from([10, 0, 1, last]), 80)
+    }
+
+    /// The live table: real server last octet → weight.
+    fn table(l: &Lab) -> BTreeMap<u8, u32> {
+        let d = l.fake.director.lock().unwrap();
+        crate::dataplane::list(&d)
+            .iter()
+            .flat_map(|s| s.dests.iter())
+            .map(|d| match d.config.addr {
+                IpAddr::V4(a) => (a.octets()[3], d.config.weight),
+                IpAddr::V6(_) => panic!(),
+            })
+            .collect()
+    }
+
+    fn event(l: &Lab, last: u8, change: Change) {
+        l.health.on_event(Event {
+            key: rs(last),
+            change,
+            reason: "test".into(),
+        });
+    }
+
+    /// Requests sent since the last call, as text.
+    fn sent(l: &Lab) -> Vec<String> {
+        std::mem::take(&mut *l.fake.sent.lock().unwrap())
+            .into_iter()
+            .map(|r| format!("{r:?}"))
+            .collect()
+    }
+
+    fn touches(sent: &[String], last: u8) -> bool {
+        let needle = format!("10.0.1.{last},");
+        sent.iter().any(|r| r.contains(&needle))
+    }
+
+    #[test]
+    fn reload_keeps_a_down_server_out_and_an_inhibited_one_at_zero() {
+        let l = lab();
+        l.health.apply_config(&file([1, 2, 3], "")).unwrap();
+        assert_eq!(table(&l), BTreeMap::from([(11, 1), (12, 2), (13, 3)]));
+        event(&l, 11, Change::Down);
+        event(&l, 12, Change::Down);
+        assert_eq!(table(&l), BTreeMap::from([(12, 0), (13, 3)]));
+        sent(&l);
+
+        // An unrelated weight changes: only that server is touched; no flap of the others.
+        let summary = l.health.apply_config(&file([1, 2, 5], "")).unwrap();
+        let s = sent(&l);
+        assert_eq!(table(&l), BTreeMap::from([(12, 0), (13, 5)]), "{s:?}");
+        assert_eq!(s.len(), 1, "one EditDest of .13 only: {s:?}");
+        assert!(
+            touches(&s, 13) && !touches(&s, 11) && !touches(&s, 12),
+            "{s:?}"
+        );
+        assert!(
+            summary.starts_with("+0 services, -0, ~0, real servers +0 -0 ~1"),
+            "{summary}"
+        );
+
+        // The same file again: nothing at all (the down servers are configured as they are).
+        assert_eq!(
+            l.health.apply_config(&file([1, 2, 5], "")).unwrap(),
+            "+0 services, -0, ~0, real servers +0 -0 ~0"
+        );
+        assert!(sent(&l).is_empty());
+
+        // The file changes the down servers' weights: they stay out / at 0 ...
+        l.health.apply_config(&file([4, 6, 5], "")).unwrap();
+        assert_eq!(table(&l), BTreeMap::from([(12, 0), (13, 5)]));
+        assert!(sent(&l).is_empty());
+        // ... and come back with the new weights when they are up again.
+        event(&l, 11, Change::Up { weight: None });
+        event(&l, 12, Change::Up { weight: None });
+        assert_eq!(table(&l), BTreeMap::from([(11, 4), (12, 6), (13, 5)]));
+    }
+
+    #[test]
+    fn reload_keeps_a_dynamic_weight() {
+        let l = lab();
+        l.health.apply_config(&file([1, 2, 3], "")).unwrap();
+        event(&l, 11, Change::Weight(9));
+        assert_eq!(table(&l)[&11], 9);
+        sent(&l);
+        l.health.apply_config(&file([1, 2, 4], "")).unwrap();
+        assert_eq!(table(&l), BTreeMap::from([(11, 9), (12, 2), (13, 4)]));
+        assert!(!touches(&sent(&l), 11));
+    }
+
+    #[test]
+    fn reload_keeps_the_sorry_server_in_use() {
+        let l = lab();
+        let extra = "quorum = 3\nsorry_server = { address = \"10.0.9.9:80\", method = \"nat\" }\n";
+        l.health.apply_config(&file([1, 2, 0], extra)).unwrap();
+        assert_eq!(table(&l), BTreeMap::from([(11, 1), (12, 2), (13, 0)]));
+        event(&l, 11, Change::Down);
+        // Quorum lost (2 < 3): the sorry server in, the up servers out (.12 inhibited: 0).
+        let with_sorry = BTreeMap::from([(9, 1), (12, 0), (13, 0)]);
+        assert_eq!(table(&l), with_sorry);
+        sent(&l);
+        // A reload that changes nothing relevant keeps all of that.
+        l.health.apply_config(&file([1, 2, 0], extra)).unwrap();
+        assert_eq!(table(&l), with_sorry);
+        assert!(sent(&l).is_empty());
+        // A reload that raises the unchecked server's weight from 0 to 1 brings the up
+        // weight to 3: the quorum is back.
+        l.health.apply_config(&file([1, 2, 1], extra)).unwrap();
+        assert_eq!(
+            table(&l),
+            BTreeMap::from([(12, 2), (13, 1)]),
+            "quorum regained by the new weights: sorry server out, real servers in, in the same batch"
+        );
+        let s = sent(&l);
+        assert!(!touches(&s, 11), "the down server stays out: {s:?}");
+    }
+
+    #[test]
+    fn reload_removing_a_check_puts_the_server_back_and_new_alpha_checks_start_out() {
+        let l = lab();
+        l.health.apply_config(&file([1, 2, 3], "")).unwrap();
+        event(&l, 11, Change::Down);
+        assert!(!table(&l).contains_key(&11));
+        // The file drops every check: .11 back as configured, its check gone.
+        let mut plain = file([1, 2, 3], "");
+        plain.services[0].checks.clear();
+        l.health.apply_config(&plain).unwrap();
+        assert_eq!(table(&l), BTreeMap::from([(11, 1), (12, 2), (13, 3)]));
+        assert!(l.health.state.lock().unwrap().servers.is_empty());
+        // A new server with an alpha check is not put in until a check passes.
+        let mut alpha = plain.clone();
+        let d = DestConfig::new(
+            IpAddr::from([10, 0, 1, 14]),
+            80,
+            lvs_core::types::ForwardMethod::Masq,
+        );
+        alpha.services[0].dests.push(d);
+        let mut c = CheckConfig::new(lvs_health::CheckKind::Tcp);
+        c.alpha = true;
+        c.warmup = Some(86400.0);
+        alpha.services[0].checks.insert((d.addr, d.port), c);
+        sent(&l);
+        l.health.apply_config(&alpha).unwrap();
+        assert!(!touches(&sent(&l), 14), "never listed before it is up");
+        assert!(!table(&l).contains_key(&14));
+        event(&l, 14, Change::Up { weight: None });
+        assert_eq!(table(&l)[&14], 1);
+    }
+
+    #[test]
+    fn a_refused_batch_keeps_the_health_state() {
+        let l = lab();
+        l.health.apply_config(&file([1, 2, 3], "")).unwrap();
+        event(&l, 11, Change::Down);
+        // A table the director refuses (a weight the parser would have caught), with a
+        // check removed and the down server's weight changed: nothing of it may stick.
+        let mut bad = file([7, 2, 3], "");
+        bad.services[0].dests[2].weight = 70_000;
+        bad.services[0]
+            .checks
+            .remove(&(IpAddr::from([10, 0, 1, 12]), 80));
+        assert!(l.health.apply_config(&bad).is_err());
+        let st = l.health.state.lock().unwrap();
+        assert!(!st.servers[&rs(11)].up, "state unchanged");
+        assert_eq!(st.servers[&rs(11)].dest.weight, 1);
+        assert!(st.servers.contains_key(&rs(12)), "the check is still there");
+        drop(st);
+        assert_eq!(table(&l), BTreeMap::from([(12, 2), (13, 3)]));
     }
 }

@@ -179,3 +179,115 @@ fn reload_keeps_unchanged_servers_and_refuses_bad_files() {
     d.curl_vip();
     let _ = std::fs::remove_file(&file);
 }
+
+/// The configuration of the health reload test: rs1 passes a tcp check, rs2's tcp check
+/// knocks on a closed port (down, removed), rs3's exec check fails (down, weight 0 with
+/// `inhibit_on_failure`); `rs2_check = false` drops rs2's check.
+fn config_with_checks(w1: u32, rs2_check: bool) -> String {
+    let mut s = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{HTTP_PORT}\"\nscheduler = \"wrr\"\n"
+    );
+    let common = "delay_loop = 1\n    connect_timeout = 1\n    retry = 0\n    warmup = 0";
+    let checks = [
+        Some(format!("type = \"tcp\"\n    {common}")),
+        rs2_check.then(|| format!("type = \"tcp\"\n    connect_port = 1\n    {common}")),
+        Some(format!(
+            "type = \"exec\"\n    command = \"exit 1\"\n    inhibit_on_failure = true\n    {common}"
+        )),
+    ];
+    for (i, check) in checks.iter().enumerate() {
+        let w = if i == 0 { w1 } else { 1 };
+        s.push_str(&format!(
+            "\n  [[service.real_server]]\n  address = \"{}:{HTTP_PORT}\"\n  method = \"nat\"\n  weight = {w}\n",
+            RIPS[i]
+        ));
+        if let Some(c) = check {
+            s.push_str(&format!("\n    [service.real_server.check]\n    {c}\n"));
+        }
+    }
+    s
+}
+
+/// Real servers of the service as `lvsadm -L -n` lists them: RIP:port → weight.
+fn weights(d: &Director) -> std::collections::BTreeMap<String, u32> {
+    d.lvsadm_ok(&["-L", "-n"])
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("-> "))
+        .map(|r| r.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3 && f[0] != "RemoteAddress:Port")
+        .map(|f| (f[0].to_string(), f[2].parse().unwrap_or(0)))
+        .collect()
+}
+
+fn wait_for_weights(d: &Director, want: &[(usize, u32)]) {
+    let want: std::collections::BTreeMap<String, u32> = want
+        .iter()
+        .map(|(i, w)| (format!("{}:{HTTP_PORT}", RIPS[*i]), *w))
+        .collect();
+    let start = Instant::now();
+    while weights(d) != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listing {:?}, wanted {want:?}\n{}",
+            weights(d),
+            d.lvsd_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reload_keeps_what_health_checks_did() {
+    if lvs_e2e::skip("reload_keeps_what_health_checks_did") {
+        return;
+    }
+    let mut d = Director::without_lvsd(Method::Nat, "reload-health");
+    let file = PathBuf::from(format!("{}.toml", d.socket().display()));
+    write(&file, &config_with_checks(1, true));
+    let file_arg = file.to_str().unwrap().to_string();
+    d.set_lvsd_args(&["--config", &file_arg]);
+    d.start_lvsd();
+    let pid = lvsd_pid(d.socket());
+    // The checks from the file run: rs2 out, rs3 at weight 0.
+    wait_for_weights(&d, &[(0, 1), (2, 0)]);
+
+    // Change rs1's weight: rs2 stays out, rs3 stays at 0 (no flap: the reload is one batch
+    // computed with the health overrides), and the only change is rs1's weight.
+    write(&file, &config_with_checks(3, true));
+    hup(pid);
+    wait_for_log(&d, "configuration reloaded", 1);
+    assert_eq!(
+        weights(&d),
+        [(0, 3), (2, 0)]
+            .iter()
+            .map(|(i, w)| (format!("{}:{HTTP_PORT}", RIPS[*i]), *w))
+            .collect(),
+        "{}",
+        d.lvsd_log()
+    );
+    let log = d.lvsd_log();
+    assert!(
+        log.contains("configuration reloaded: +0 services, -0, ~0, real servers +0 -0 ~1\n")
+            || log.contains("configuration reloaded: +0 services, -0, ~0, real servers +0 -0 ~1 "),
+        "{log}"
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            answered_by(&d.curl_vip()),
+            Some(0),
+            "only rs1 is in service"
+        );
+    }
+
+    // Drop rs2's check from the file: it is put back as configured.
+    write(&file, &config_with_checks(3, false));
+    let mut c = Client::connect(d.socket()).expect("control socket");
+    assert_eq!(c.call(Request::Reload).unwrap(), Reply::Ok);
+    wait_for_weights(&d, &[(0, 3), (1, 1), (2, 0)]);
+    assert!(
+        d.lvsd_log().contains("health checks set 0 removed 1"),
+        "{}",
+        d.lvsd_log()
+    );
+    let _ = std::fs::remove_file(&file);
+}
