@@ -727,3 +727,41 @@ fn service_table_errors_change_nothing() {
         .to_string();
     assert!(msg.contains("weight"), "{msg}");
 }
+
+/// The rate estimator runs on the director's own clock: driven in virtual time with a steady
+/// 50 new connections per second, the estimate follows IPVS's EWMA (weight 1/4 every 2 s):
+/// after n periods the kernel's fixed-point value is avg_n = avg_{n-1} + ((100 << 9) - avg_{n-1}) >> 2.
+#[test]
+fn rate_estimator_in_virtual_time_follows_the_ipvs_formula() {
+    let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
+    let mut port = 1000u16;
+    let mut expect: i64 = 0;
+    for period in 1..=30u64 {
+        // 100 connections during this 2-second period, spread over it.
+        for i in 0..100u64 {
+            let now = Time::from_millis((period - 1) * 2000 + i * 20);
+            port += 1;
+            run(
+                &mut d,
+                now,
+                front(),
+                &PacketSpec::tcp((addr::CLIENT, port), (addr::VIP, 80), SYN),
+            );
+            d.expire(now);
+        }
+        d.expire(Time::from_secs(period * 2));
+        expect += ((100i64 << 9) - expect) >> 2;
+        let shown = (expect as u64 + 0x1ff) >> 10;
+        let svc = d.services().get(0).unwrap();
+        assert_eq!(svc.est.rates().cps, shown, "period {period}");
+    }
+    let svc = d.services().get(0).unwrap();
+    assert_eq!(svc.est.rates().cps, 50, "converged to the true 50 conn/s");
+    assert_eq!(svc.est.rates().inpps, 50);
+    // Each real server got a third of the connections.
+    assert!(
+        svc.dests()
+            .iter()
+            .all(|x| (16..=17).contains(&x.est.rates().cps))
+    );
+}
