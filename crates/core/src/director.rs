@@ -137,6 +137,15 @@ pub enum Verdict {
     },
 }
 
+/// Where the parts of an ICMP error sit in the frame buffer.
+#[derive(Clone, Copy, Debug)]
+struct IcmpLayout {
+    icmp_at: usize,
+    inner_at: usize,
+    inner_ihl: usize,
+    proto: u8,
+}
+
 /// Parsed essentials of an IPv4 TCP/UDP packet.
 #[derive(Clone, Copy, Debug)]
 struct Flow {
@@ -1154,43 +1163,24 @@ impl Director {
             let conn = c.clone();
             self.count_in(conn.svc, conn.dest, ip_len);
             if conn.method == ForwardMethod::Masq {
-                let (IpAddr::V4(rip), IpAddr::V4(_)) = (conn.daddr, conn.vaddr) else {
+                let IpAddr::V4(rip) = conn.daddr else {
                     return Verdict::Drop(DropReason::Unsupported);
                 };
-                let end = start + frame_len;
-                if rewrite::rewrite_v4(
-                    &mut buf[inner_at..end],
-                    proto.number(),
-                    End::Source,
-                    rip,
-                    conn.dport,
-                    false,
-                )
-                .is_none()
-                {
-                    return Verdict::Pass;
-                }
-                Self::fix_inner_ip_checksum(&mut buf[inner_at..end], inner_ihl);
-                rewrite::fill_icmp_checksum(&mut buf[icmp_at..end]);
-                let hop = match self.next_hop(conn.daddr) {
-                    Ok(h) => h,
-                    Err(r) => return Verdict::Drop(r),
+                let l = IcmpLayout {
+                    icmp_at,
+                    inner_at,
+                    inner_ihl,
+                    proto: proto.number(),
                 };
-                let mut p = Ipv4Packet::new_unchecked(&mut buf[start + ETH..end]);
-                p.set_dst_addr_incremental(rip);
-                rewrite::write_ethernet(
-                    &mut buf[start..],
-                    hop.src_mac,
-                    hop.dst_mac,
-                    ethernet::ethertype::IPV4,
-                );
-                return Verdict::Transmit(Tx {
-                    ifindex: hop.ifindex,
+                return self.nat_icmp(
+                    buf,
                     start,
-                    len: frame_len,
-                    csum: None,
-                    gso: None,
-                });
+                    frame_len,
+                    l,
+                    End::Source,
+                    (rip, conn.dport),
+                    conn.daddr,
+                );
             }
             let no_offload = RxMeta {
                 csum_partial: false,
@@ -1209,42 +1199,70 @@ impl Director {
                 return Verdict::Drop(DropReason::Unsupported);
             };
             self.count_out(conn.svc, conn.dest, ip_len);
-            let end = start + frame_len;
-            if rewrite::rewrite_v4(
-                &mut buf[inner_at..end],
-                proto.number(),
-                End::Destination,
-                vip,
-                conn.vport,
-                false,
-            )
-            .is_none()
-            {
-                return Verdict::Pass;
-            }
-            Self::fix_inner_ip_checksum(&mut buf[inner_at..end], inner_ihl);
-            rewrite::fill_icmp_checksum(&mut buf[icmp_at..end]);
-            let hop = match self.next_hop(conn.caddr) {
-                Ok(h) => h,
-                Err(r) => return Verdict::Drop(r),
+            let l = IcmpLayout {
+                icmp_at,
+                inner_at,
+                inner_ihl,
+                proto: proto.number(),
             };
-            let mut p = Ipv4Packet::new_unchecked(&mut buf[start + ETH..end]);
-            p.set_src_addr_incremental(vip);
-            rewrite::write_ethernet(
-                &mut buf[start..],
-                hop.src_mac,
-                hop.dst_mac,
-                ethernet::ethertype::IPV4,
-            );
-            return Verdict::Transmit(Tx {
-                ifindex: hop.ifindex,
+            return self.nat_icmp(
+                buf,
                 start,
-                len: frame_len,
-                csum: None,
-                gso: None,
-            });
+                frame_len,
+                l,
+                End::Destination,
+                (vip, conn.vport),
+                conn.caddr,
+            );
         }
         Verdict::Pass
+    }
+
+    /// Rewrite a NAT connection's ICMP error in place and send it on: the quoted packet's
+    /// `inner` end becomes `to` (address and port), the outer header's opposite end takes the
+    /// same address (so the error comes from the VIP, or goes to the real server), checksums
+    /// are fixed (the ICMP message is short: recomputed whole), and it leaves towards `via`.
+    #[allow(clippy::too_many_arguments)]
+    fn nat_icmp(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        frame_len: usize,
+        l: IcmpLayout,
+        inner: End,
+        to: (Ipv4Addr, u16),
+        via: IpAddr,
+    ) -> Verdict {
+        let end = start + frame_len;
+        if rewrite::rewrite_v4(&mut buf[l.inner_at..end], l.proto, inner, to.0, to.1, false)
+            .is_none()
+        {
+            return Verdict::Pass;
+        }
+        Self::fix_inner_ip_checksum(&mut buf[l.inner_at..end], l.inner_ihl);
+        rewrite::fill_icmp_checksum(&mut buf[l.icmp_at..end]);
+        let hop = match self.next_hop(via) {
+            Ok(h) => h,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let mut p = Ipv4Packet::new_unchecked(&mut buf[start + ETH..end]);
+        match inner {
+            End::Source => p.set_dst_addr_incremental(to.0),
+            End::Destination => p.set_src_addr_incremental(to.0),
+        }
+        rewrite::write_ethernet(
+            &mut buf[start..],
+            hop.src_mac,
+            hop.dst_mac,
+            ethernet::ethertype::IPV4,
+        );
+        Verdict::Transmit(Tx {
+            ifindex: hop.ifindex,
+            start,
+            len: frame_len,
+            csum: None,
+            gso: None,
+        })
     }
 
     fn fix_inner_ip_checksum(inner: &mut [u8], ihl: usize) {
