@@ -16,6 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lvs_core::Director;
 use lvs_core::service::{DestConfig, ServiceConfig};
 use lvs_core::stats::{Rates, Stats};
 use lvs_core::types::{ForwardMethod, Protocol, ServiceKey};
@@ -353,6 +354,59 @@ pub struct CountersInfo {
     pub drops: Vec<(String, u64)>,
     /// Frames the io layer failed to send.
     pub tx_errors: u64,
+}
+
+/// Apply one change request to a director (what lvsd does for each change, and what a
+/// rehearsal of a batch does on a copy).
+pub fn apply_change(d: &mut Director, r: Request) -> Result<(), String> {
+    let res = match r {
+        Request::AddService { service } => d.add_service(service),
+        Request::EditService { service } => d.edit_service(service),
+        Request::DeleteService { key } => d.delete_service(&key),
+        Request::Clear => {
+            d.clear();
+            Ok(())
+        }
+        Request::AddDest { key, dest } => d.add_dest(&key, dest),
+        Request::EditDest { key, dest } => d.edit_dest(&key, dest),
+        Request::DeleteDest { key, addr, port } => d.delete_dest(&key, addr, port),
+        Request::SetTimeouts { tcp, tcpfin, udp } => {
+            d.set_timeouts(
+                Duration::from_secs(tcp),
+                Duration::from_secs(tcpfin),
+                Duration::from_secs(udp),
+            );
+            Ok(())
+        }
+        Request::Batch { .. } => return Err("a batch cannot contain a batch".into()),
+        other => return Err(format!("{other:?} is not a change")),
+    };
+    res.map_err(|e| e.to_string())
+}
+
+/// The service table as the API lists it.
+pub fn listing(d: &Director) -> Vec<ServiceInfo> {
+    d.services()
+        .iter()
+        .map(|(_, s)| ServiceInfo {
+            config: *s.config(),
+            stats: s.stats,
+            rates: s.est.rates(),
+            dests: s
+                .dests()
+                .iter()
+                .map(|x| DestInfo {
+                    config: x.config,
+                    active: x.active,
+                    inactive: x.inactive,
+                    persistent: x.persistent,
+                    overloaded: x.overloaded,
+                    stats: x.stats,
+                    rates: x.est.rates(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Talking to the daemon failed.

@@ -3,9 +3,7 @@
 //! trips, `-R` of a hand-written ipvsadm-save file, and the errors a new user meets, each
 //! leaving the table unchanged.
 
-use std::time::Duration;
-
-use lvs_api::{DestInfo, Reply, Request, ServiceInfo};
+use lvs_api::{Reply, Request, ServiceInfo};
 use lvs_core::director::{Director, Settings};
 use lvs_core::time::Time;
 use lvsadm::names::{Fixed, Numeric};
@@ -28,28 +26,7 @@ fn director() -> Director {
 }
 
 fn apply(d: &mut Director, r: Request) -> Result<(), String> {
-    match r {
-        Request::AddService { service } => d.add_service(service),
-        Request::EditService { service } => d.edit_service(service),
-        Request::DeleteService { key } => d.delete_service(&key),
-        Request::Clear => {
-            d.clear();
-            Ok(())
-        }
-        Request::AddDest { key, dest } => d.add_dest(&key, dest),
-        Request::EditDest { key, dest } => d.edit_dest(&key, dest),
-        Request::DeleteDest { key, addr, port } => d.delete_dest(&key, addr, port),
-        Request::SetTimeouts { tcp, tcpfin, udp } => {
-            d.set_timeouts(
-                Duration::from_secs(tcp),
-                Duration::from_secs(tcpfin),
-                Duration::from_secs(udp),
-            );
-            Ok(())
-        }
-        other => return Err(format!("{other:?} is not a change")),
-    }
-    .map_err(|e| e.to_string())
+    lvs_api::apply_change(d, r)
 }
 
 /// Rebuild a director from its listing (what lvsd's rehearsal copy does).
@@ -67,27 +44,7 @@ fn copy(d: &Director) -> Director {
 }
 
 fn list(d: &Director) -> Vec<ServiceInfo> {
-    d.services()
-        .iter()
-        .map(|(_, s)| ServiceInfo {
-            config: *s.config(),
-            stats: s.stats,
-            rates: Default::default(),
-            dests: s
-                .dests()
-                .iter()
-                .map(|x| DestInfo {
-                    config: x.config,
-                    active: x.active,
-                    inactive: x.inactive,
-                    persistent: x.persistent,
-                    overloaded: x.overloaded,
-                    stats: x.stats,
-                    rates: Default::default(),
-                })
-                .collect(),
-        })
-        .collect()
+    lvs_api::listing(d)
 }
 
 impl Daemon for Stateful {

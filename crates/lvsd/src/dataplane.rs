@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lvs_api::{ConnInfo, CountersInfo, DestInfo, Reply, Request, ServiceInfo};
+use lvs_api::{ConnInfo, CountersInfo, Reply, Request};
 use lvs_core::director::{CsumOffload, Gso, GsoKind, RxMeta, Tx, Verdict};
 use lvs_core::net::NetTable;
 use lvs_core::{Director, DropReason, Time};
@@ -361,57 +361,7 @@ pub fn is_change(r: &Request) -> bool {
     )
 }
 
-/// Apply one change request to a director.
-pub fn apply_change(d: &mut Director, r: Request) -> Result<(), String> {
-    let res = match r {
-        Request::AddService { service } => d.add_service(service),
-        Request::EditService { service } => d.edit_service(service),
-        Request::DeleteService { key } => d.delete_service(&key),
-        Request::Clear => {
-            d.clear();
-            Ok(())
-        }
-        Request::AddDest { key, dest } => d.add_dest(&key, dest),
-        Request::EditDest { key, dest } => d.edit_dest(&key, dest),
-        Request::DeleteDest { key, addr, port } => d.delete_dest(&key, addr, port),
-        Request::SetTimeouts { tcp, tcpfin, udp } => {
-            d.set_timeouts(
-                Duration::from_secs(tcp),
-                Duration::from_secs(tcpfin),
-                Duration::from_secs(udp),
-            );
-            Ok(())
-        }
-        Request::Batch { .. } => return Err("a batch cannot contain a batch".into()),
-        other => return Err(format!("{other:?} is not a change")),
-    };
-    res.map_err(|e| e.to_string())
-}
-
-/// The service table as the API lists it.
-pub fn list(d: &Director) -> Vec<ServiceInfo> {
-    d.services()
-        .iter()
-        .map(|(_, s)| ServiceInfo {
-            config: *s.config(),
-            stats: s.stats,
-            rates: s.est.rates(),
-            dests: s
-                .dests()
-                .iter()
-                .map(|x| DestInfo {
-                    config: x.config,
-                    active: x.active,
-                    inactive: x.inactive,
-                    persistent: x.persistent,
-                    overloaded: x.overloaded,
-                    stats: x.stats,
-                    rates: x.est.rates(),
-                })
-                .collect(),
-        })
-        .collect()
-}
+pub use lvs_api::{apply_change, listing as list};
 
 fn gso_of(v: &VnetHdr) -> Option<Gso> {
     let kind = match v.gso_type & !lvs_io::backend::VNET_GSO_ECN {
