@@ -110,11 +110,16 @@ impl Worker {
             let _ = c.wake.set_nonblocking(true);
         }
         let mut next_tick = Instant::now() + TICK;
+        let mut busy = false;
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let timeout = next_tick
-                .saturating_duration_since(Instant::now())
-                .min(TICK);
-            self.wait(timeout);
+            // Under load, go straight back to the rings: a pass that found frames is likely
+            // followed by more, and skipping `poll` saves a syscall per batch.
+            if !busy {
+                let timeout = next_tick
+                    .saturating_duration_since(Instant::now())
+                    .min(TICK);
+                self.wait(timeout);
+            }
             let shared = Arc::clone(&self.shared);
             let Ok(mut director) = shared.director.lock() else {
                 warn!("data path state poisoned; stopping");
@@ -143,6 +148,7 @@ impl Worker {
                     }
                 }
             }
+            busy = frames > 0;
             if frames > 0
                 && let Some(c) = shared.worker_packets.get(self.id)
             {
@@ -193,8 +199,16 @@ impl Worker {
 }
 
 fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared) {
+    let mut got = false;
     loop {
-        match c.commands.try_recv() {
+        let next = c.commands.try_recv();
+        if next.is_ok() && !got {
+            // Empty the wake-up pipe too: a busy worker does not go through `wait`.
+            got = true;
+            let mut sink = [0u8; 256];
+            while matches!(c.wake.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        match next {
             Ok(Command::Api(req, reply)) => {
                 let changes = is_change(&req);
                 warn_if_vip_not_local(&c.local, &req);
