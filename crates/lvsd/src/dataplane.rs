@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -82,6 +81,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     sockets: Vec<AfPacket>,
     control: Option<ControlPart>,
+    epoll: std::os::fd::OwnedFd,
     arena: Vec<u8>,
     segs: Vec<Segment>,
 }
@@ -93,15 +93,31 @@ impl Worker {
         shared: Arc<Shared>,
         sockets: Vec<AfPacket>,
         control: Option<ControlPart>,
-    ) -> Worker {
-        Worker {
+    ) -> std::io::Result<Worker> {
+        use rustix::event::epoll;
+        // One epoll set for the worker's sockets (and the wake-up pipe), made once, so
+        // waiting costs one syscall and no allocation.
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        for s in &sockets {
+            epoll::add(&ep, s, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
+        }
+        if let Some(c) = &control {
+            epoll::add(
+                &ep,
+                &c.wake,
+                epoll::EventData::new_u64(1),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        Ok(Worker {
             id,
             shared,
             sockets,
             control,
+            epoll: ep,
             arena: vec![0u8; 256 * 1024],
             segs: vec![Segment::default(); MAX_SEGS],
-        }
+        })
     }
 
     /// Run until the stop flag is set.
@@ -176,21 +192,13 @@ impl Worker {
 
     /// Sleep until a socket is readable, a command arrives, or the timeout passes.
     fn wait(&mut self, timeout: Duration) {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let mut fds: Vec<PollFd<'_>> = self
-            .sockets
-            .iter()
-            .map(|s| PollFd::new(s, PollFlags::IN))
-            .collect();
-        if let Some(c) = &self.control {
-            fds.push(PollFd::from_borrowed_fd(c.wake.as_fd(), PollFlags::IN));
-        }
+        use rustix::event::{Timespec, epoll};
         let ts = Timespec {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: i64::from(timeout.subsec_nanos()),
         };
-        let _ = poll(&mut fds, Some(&ts));
-        drop(fds);
+        let mut events = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 8];
+        let _ = epoll::wait(&self.epoll, &mut events, Some(&ts));
         if let Some(c) = &mut self.control {
             let mut sink = [0u8; 64];
             while matches!(c.wake.read(&mut sink), Ok(n) if n > 0) {}

@@ -216,7 +216,8 @@ fn run(args: Args) -> Result<()> {
         resolve: res_tx,
     });
     for (id, sockets) in per_worker.into_iter().enumerate() {
-        let w = dataplane::Worker::new(id, Arc::clone(&shared), sockets, control_part.take());
+        let w = dataplane::Worker::new(id, Arc::clone(&shared), sockets, control_part.take())
+            .context("cannot set up a data path worker")?;
         workers.push(
             std::thread::Builder::new()
                 .name(format!("lvsd-worker{id}"))
