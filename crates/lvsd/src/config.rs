@@ -10,7 +10,6 @@ use lvs_core::director::Settings;
 use lvs_core::{Director, Time};
 use tracing::{info, warn};
 
-use crate::control::Control;
 use crate::dataplane::Shared;
 
 /// A director with the same services, real servers and timeouts as `d`, and no connections.
@@ -106,7 +105,7 @@ impl Reloader {
     /// overrides (servers taken out or at weight 0, the sorry server) before the comparison
     /// and keeps them in the batch (see [`crate::health::Health::apply_config`]). A bad file
     /// (or a refused batch) leaves the running table as it was. Logs one line either way.
-    pub fn reload(&self, _control: &Control) -> Reply {
+    pub fn reload(&self) -> Reply {
         let _one = self.busy.lock();
         let file = self.path.display().to_string();
         let refuse = |why: String| {
@@ -135,12 +134,7 @@ impl Reloader {
 
 /// Apply the `--config` file at start (on the empty table) as one atomic batch, with its
 /// health checks and health settings.
-/// (`_control` is the path the health module sends the batch through; it has its own handle.)
-pub fn apply_initial(
-    _control: &Control,
-    cfg: &lvs_config::Config,
-    path: &Path,
-) -> anyhow::Result<()> {
+pub fn apply_initial(cfg: &lvs_config::Config, path: &Path) -> anyhow::Result<()> {
     let Some(health) = crate::health::get() else {
         anyhow::bail!("the health module is not running (a bug)");
     };

@@ -41,7 +41,7 @@ impl Control {
         let observed = crate::health::observe(&req);
         if matches!(req, lvs_api::Request::Reload) {
             return match &self.reload {
-                Some(r) => r.reload(self),
+                Some(r) => r.reload(),
                 None => Reply::Error {
                     message: "lvsd was started without --config: there is no file to reload \
                               (start lvsd with --config FILE)"

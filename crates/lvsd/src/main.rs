@@ -248,7 +248,7 @@ fn run(args: Args) -> Result<()> {
     health::start(Arc::clone(&control)).context("cannot start the health checks")?;
     // The data path is up: apply the configuration file as one atomic batch.
     if let (Some(cfg), Some(path)) = (&initial, &args.config)
-        && let Err(e) = config::apply_initial(&control, cfg, path)
+        && let Err(e) = config::apply_initial(cfg, path)
     {
         stop.store(true, Ordering::Relaxed);
         if let Ok(mut w) = control.wake.lock() {
@@ -286,7 +286,7 @@ fn run(args: Args) -> Result<()> {
         if hup.swap(false, Ordering::Relaxed) {
             match &control.reload {
                 Some(r) => {
-                    let _ = r.reload(&control);
+                    let _ = r.reload();
                 }
                 None => warn!("SIGHUP ignored: lvsd was started without --config"),
             }
