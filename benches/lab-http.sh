@@ -37,7 +37,7 @@ table ip lvsbench {
 NFT
 }
 
-for method in nat dr tun; do
+for method in ${METHODS:-nat dr tun}; do
   p="lb$$${method:0:1}"
   "$bin/lvs-lab" up --method "$method" --prefix "$p" --serve --detach >/dev/null
   trap '"$bin/lvs-lab" down --prefix "$p" >/dev/null 2>&1 || true' EXIT
@@ -58,7 +58,7 @@ for method in nat dr tun; do
     ip netns exec "$p-director" nft delete table ip lvsbench
   fi
   sock=/tmp/$p.sock
-  ip netns exec "$p-director" "$bin/lvsd" --socket "$sock" --workers "$workers" --log warn &
+  ip netns exec "$p-director" "$bin/lvsd" --socket "$sock" --workers "$workers" --log warn ${LVSD_EXTRA:-} &
   lvsd=$!
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   flag=$([ $method = nat ] && echo -m || ([ $method = dr ] && echo -g || echo -i))

@@ -54,6 +54,8 @@ pub struct Shared {
     pub start: Instant,
     /// Set to stop every worker.
     pub stop: Arc<AtomicBool>,
+    /// How long a worker keeps polling its rings after the last frame before it sleeps.
+    pub busy_poll: Duration,
 }
 
 impl Shared {
@@ -127,6 +129,8 @@ impl Worker {
         }
         let mut next_tick = Instant::now() + TICK;
         let mut busy = false;
+        let mut last_frames = Instant::now();
+        let spin = self.shared.busy_poll;
         while !self.shared.stop.load(Ordering::Relaxed) {
             // Under load, go straight back to the rings: a pass that found frames is likely
             // followed by more, and skipping `poll` saves a syscall per batch.
@@ -164,7 +168,12 @@ impl Worker {
                     }
                 }
             }
-            busy = frames > 0;
+            if frames > 0 {
+                last_frames = Instant::now();
+            }
+            // Keep polling the rings for `--busy-poll-us` after the last frame: trades CPU for
+            // fewer sleeps and wake-ups at moderate rates.
+            busy = frames > 0 || (!spin.is_zero() && last_frames.elapsed() < spin);
             if frames > 0
                 && let Some(c) = shared.worker_packets.get(self.id)
             {

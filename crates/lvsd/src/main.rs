@@ -67,6 +67,10 @@ struct Args {
     /// exits 1, or prints a summary and exits 0. Needs no privileges.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// Keep polling the receive rings this many microseconds after the last frame before
+    /// sleeping (0 = sleep at once). Spends CPU to save wake-ups at moderate packet rates.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    busy_poll_us: u32,
     /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
     #[arg(long, env = "LVSD_LOG", default_value = "info")]
     log: String,
@@ -207,6 +211,7 @@ fn run(args: Args) -> Result<()> {
             .collect(),
         start,
         stop: Arc::clone(&stop),
+        busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
     });
     let mut workers = Vec::new();
     let mut control_part = Some(dataplane::ControlPart {
