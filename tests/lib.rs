@@ -23,12 +23,11 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -341,9 +340,11 @@ impl Director {
             Method::Tun => {
                 for i in 0..3 {
                     let ns = self.lab().rs_ns(i);
-                    let child = start_decapsulator(&ns, &rs, &vip)
-                        .unwrap_or_else(|e| panic!("{}: Tun setup on rs{}: {e}", self.test, i + 1));
-                    if let Some(c) = child {
+                    let child =
+                        lvs_lab::start_tun_decapsulator(&ns, &rs, &vip).unwrap_or_else(|e| {
+                            panic!("{}: Tun setup on rs{}: {e:#}", self.test, i + 1)
+                        });
+                    if let Some((c, _)) = child {
                         self.decaps.push(c);
                     }
                 }
@@ -637,51 +638,6 @@ pub fn terminate(c: &mut Child, grace: Duration) -> ExitStatus {
     }
     let _ = c.kill();
     c.wait().expect("wait")
-}
-
-/// Starts `lvs-realserver setup --vip VIP --method tun` in `ns` and waits until it decapsulates.
-/// `None` when the kernel has `ipip` (setup configures `tunl0` and returns).
-fn start_decapsulator(ns: &str, rs: &str, vip: &str) -> Result<Option<Child>, String> {
-    let mut child = Command::new("ip")
-        .args([
-            "netns", "exec", ns, rs, "setup", "--vip", vip, "--method", "tun",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start lvs-realserver: {e}"))?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        // Keeps draining stderr for the life of the decapsulator.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains("decapsulating") => return Ok(Some(child)),
-            Ok(line) => seen.push(line),
-            Err(_) => {}
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            return if st.success() {
-                Ok(None)
-            } else {
-                Err(format!("exited with {st}: {}", seen.join("\n")))
-            };
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            terminate(&mut child, Duration::from_secs(1));
-            return Err(format!(
-                "the decapsulator did not start within 10 s: {}",
-                seen.join("\n")
-            ));
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,40 +6,14 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{ip, skip};
 use lvs_io::iface;
 use lvs_io::netlink::{self, Monitor, NUD_USABLE, RT_TABLE_MAIN, Snapshot};
 
 /// `RTN_UNICAST` (the tests have no libc dependency).
 const RTN_UNICAST: u8 = 1;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
-        return true;
-    }
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn sysctl(ns: &str, key: &str, val: &str) {
     let out = Command::new("ip")

@@ -9,11 +9,9 @@
 //! (so `cargo build --release --bins` then `target/release/lvs-lab demo`).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -175,9 +173,10 @@ impl Run<'_> {
                         &role,
                         &format!("lvs-realserver setup --vip {vip} --method tun &"),
                     );
-                    if let Some(c) = start_decapsulator(&ns, rs, &vip)
+                    if let Some((c, line)) = lvs_lab::start_tun_decapsulator(&ns, rs, &vip)
                         .with_context(|| format!("preparing {role} for Tun"))?
                     {
+                        println!("  {line}");
                         self.decaps.push(c);
                     }
                 }
@@ -416,52 +415,6 @@ fn total_packets(text: &str) -> (u64, u64) {
         }
     }
     total
-}
-
-/// Starts `lvs-realserver setup --method tun` in `ns`; waits until it decapsulates. `None` when
-/// the kernel has `ipip` (setup configures `tunl0` and returns).
-fn start_decapsulator(ns: &str, rs: &str, vip: &str) -> Result<Option<Child>> {
-    let mut child = Command::new("ip")
-        .args([
-            "netns", "exec", ns, rs, "setup", "--vip", vip, "--method", "tun",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting lvs-realserver")?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains("decapsulating") => {
-                println!("  {line}");
-                return Ok(Some(child));
-            }
-            Ok(line) => seen.push(line),
-            Err(_) => {}
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            if st.success() {
-                return Ok(None);
-            }
-            bail!("lvs-realserver exited with {st}: {}", seen.join("\n"));
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            terminate(&mut child, Duration::from_secs(1));
-            bail!(
-                "the decapsulator did not start within 10 s: {}",
-                seen.join("\n")
-            );
-        }
-    }
 }
 
 /// Runs the demo for `methods`; returns whether everything worked.

@@ -665,3 +665,57 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Starts `lvs-realserver setup --vip VIP --method tun` (binary `realserver`) in `ns` and waits
+/// until it reports that it decapsulates; returns the running decapsulator and that line, or
+/// `None` when the kernel has `ipip` (setup configures `tunl0` and exits). The caller stops
+/// the decapsulator with SIGTERM; its stderr keeps being drained meanwhile.
+pub fn start_tun_decapsulator(
+    ns: &str,
+    realserver: &str,
+    vip: &str,
+) -> Result<Option<(Child, String)>> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("ip")
+        .args([
+            "netns", "exec", ns, realserver, "setup", "--vip", vip, "--method", "tun",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start lvs-realserver")?;
+    let stderr = child.stderr.take().context("lvs-realserver stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("decapsulating") => return Ok(Some((child, line))),
+            Ok(line) => seen.push(line),
+            Err(_) => {}
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            if st.success() {
+                return Ok(None);
+            }
+            bail!("lvs-realserver exited with {st}: {}", seen.join("\n"));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the decapsulator did not start within 10 s: {}",
+                seen.join("\n")
+            );
+        }
+    }
+}

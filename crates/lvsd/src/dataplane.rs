@@ -131,7 +131,9 @@ impl Worker {
         let mut busy = false;
         let mut last_frames = Instant::now();
         let spin = self.shared.busy_poll;
-        while !self.shared.stop.load(Ordering::Relaxed) {
+        // One handle for the whole run (not a reference-count bump per batch).
+        let shared = Arc::clone(&self.shared);
+        while !shared.stop.load(Ordering::Relaxed) {
             // Under load, go straight back to the rings: a pass that found frames is likely
             // followed by more, and skipping `poll` saves a syscall per batch.
             if !busy {
@@ -140,7 +142,6 @@ impl Worker {
                     .min(TICK);
                 self.wait(timeout);
             }
-            let shared = Arc::clone(&self.shared);
             let Ok(mut director) = shared.director.lock() else {
                 warn!("data path state poisoned; stopping");
                 shared.stop.store(true, Ordering::Relaxed);

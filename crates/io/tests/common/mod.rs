@@ -29,7 +29,8 @@ pub fn skip() -> bool {
     false
 }
 
-fn ip(args: &[&str]) {
+/// Run `ip` with `args`; panic with its stderr when it fails.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
