@@ -172,7 +172,6 @@ pub struct Director {
     timeouts: Timeouts,
     settings: Settings,
     counters: Counters,
-    ip_ident: u16,
     /// Reused by `expire` so that expiring does not allocate once warmed up.
     expired: Vec<Conn>,
     /// When the rate estimators tick next.
@@ -194,7 +193,6 @@ impl Director {
             timeouts: Timeouts::default(),
             settings,
             counters: Counters::default(),
-            ip_ident: 1,
             expired: Vec::with_capacity(1024),
             next_estimate: now + crate::stats::ESTIMATOR_PERIOD,
         }
@@ -1009,17 +1007,9 @@ impl Director {
             let l4 = &mut buf[inner_at + f.ihl..inner_at + f.ip_len];
             rewrite::complete_partial_checksum(l4, f.proto.number());
         }
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        let ident = self.ip_ident;
         let (head, inner) = buf.split_at_mut(inner_at);
-        if rewrite::write_tunnel_header(
-            &mut head[new_start + ETH..],
-            dip,
-            rip,
-            &inner[..f.ip_len],
-            ident,
-        )
-        .is_none()
+        if rewrite::write_tunnel_header(&mut head[new_start + ETH..], dip, rip, &inner[..f.ip_len])
+            .is_none()
         {
             return Verdict::Drop(DropReason::Malformed);
         }

@@ -110,14 +110,16 @@ pub fn write_ethernet(
     }
 }
 
-/// Write the outer IPv4 header of IP-in-IP at `outer` (20 bytes) for an inner packet of
-/// `inner_len` bytes, copying TOS, TTL and DF from the inner header as IPVS does.
+/// Write the outer IPv4 header of IP-in-IP at `outer` (20 bytes) for the `inner` packet,
+/// copying TOS, TTL and DF from the inner header as IPVS does, and its identification: the
+/// outer packet is never fragmented by the director (too-big DF packets get "fragmentation
+/// needed", others are dropped), and a copied ID is as unique per source as the inner one
+/// (RFC 6864), deterministic, and what the kernel fast path writes too.
 pub fn write_tunnel_header(
     outer: &mut [u8],
     src: Ipv4Addr,
     dst: Ipv4Addr,
     inner: &[u8],
-    ident: u16,
 ) -> Option<()> {
     let inner_pkt = Ipv4Packet::new_checked_truncated(inner).ok()?;
     let inner_len = usize::from(inner_pkt.total_len());
@@ -128,7 +130,7 @@ pub fn write_tunnel_header(
         payload_len: inner_len,
         ttl: inner_pkt.ttl(),
         dscp_ecn: inner_pkt.dscp_ecn(),
-        ident,
+        ident: inner_pkt.ident(),
         dont_frag: inner_pkt.dont_frag(),
     };
     let buf = outer.get_mut(..ipv4::HEADER_LEN)?;

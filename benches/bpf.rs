@@ -1,0 +1,190 @@
+//! Nanoseconds per packet in the kernel program (`lvs_tc_ingress`), measured by the kernel
+//! itself with `BPF_PROG_TEST_RUN`, beside the core (`Director::process`) on the same frames.
+//!
+//! Paths: NAT in and NAT out, DR and Tun on an established TCP flow (100-byte payload, as in
+//! `benches/packet.rs`), and a frame of an unknown flow (what the program costs before it
+//! hands a frame to user space).
+//!
+//! Two kernel figures per path:
+//! - `repeat`: one `BPF_PROG_TEST_RUN` with repeat 1,000,000, the kernel's average per run
+//!   (median of 5). The kernel runs the program again and again on the *same* skb, so each
+//!   run must leave a frame the next run treats the same way: for NAT the bench installs the
+//!   mirror entry too (the rewritten frame is rewritten back, doing the same work); DR leaves
+//!   the IP packet alone; Tun cannot be repeated (each run would add another outer header),
+//!   so it has no `repeat` figure.
+//! - `single`: 200,000 runs of repeat 1, the median of the kernel-reported time of each run
+//!   (includes the kernel's own timer reads, so it is an upper bound).
+//!
+//! Run as root: `cargo bench -p lvs-benches --bench bpf`.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use lvs_bpf::{Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, compile};
+use lvs_core::director::{RxMeta, Verdict};
+use lvs_core::sim::{self, PacketSpec, addr, tcp_flags::*};
+use lvs_core::types::{ForwardMethod, SchedulerKind};
+use lvs_core::{Director, Time};
+
+const CPORT: u16 = 40000;
+const REPEAT: u32 = 1_000_000;
+const ROUNDS: usize = 5;
+
+fn frame(spec: &PacketSpec) -> Vec<u8> {
+    let (buf, len) = spec.frame();
+    buf[sim::HEADROOM..sim::HEADROOM + len].to_vec()
+}
+
+fn meta(ifindex: u32) -> RxMeta {
+    RxMeta {
+        ifindex,
+        ..RxMeta::default()
+    }
+}
+
+/// A director with one connection of `method`, and the datapath holding it.
+fn setup(dp: &mut Datapath, method: ForwardMethod) -> (Director, PacketSpec, PacketSpec) {
+    let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+    let syn = PacketSpec::tcp((addr::CLIENT, CPORT), (addr::VIP, 80), SYN);
+    let (mut b, l) = syn.frame();
+    let v = d.process(
+        Time::from_secs(1),
+        &meta(addr::FRONT),
+        &mut b,
+        sim::HEADROOM,
+        l,
+    );
+    assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+    for (_, c) in d.conns().iter() {
+        for (f, e) in compile::conn_entries(c, 0, 0).unwrap_or_default() {
+            dp.insert(&f, &e).expect("insert");
+        }
+    }
+    dp.set_routes(&compile::routes(&d.net)).expect("routes");
+    let c = d
+        .conns()
+        .iter()
+        .next()
+        .map(|(_, c)| c.clone())
+        .expect("conn");
+    let IpAddr::V4(rip) = c.daddr else { panic!() };
+    if method == ForwardMethod::Masq {
+        // The mirror connection: client -> RIP:8080 is rewritten back to the VIP, so repeated
+        // runs on one skb keep doing a full NAT rewrite (see the module docs).
+        let mut m = c.clone();
+        (m.vaddr, m.vport, m.daddr, m.dport) = (c.daddr, c.dport, c.vaddr, c.vport);
+        for (f, e) in compile::conn_entries(&m, 0, 0).unwrap_or_default() {
+            dp.insert(&f, &e).expect("insert");
+        }
+    }
+    let payload = vec![0x61u8; 100];
+    let data = PacketSpec::tcp((addr::CLIENT, CPORT), (addr::VIP, 80), ACK | PSH).payload(&payload);
+    let reply = PacketSpec::tcp((rip, c.dport), (addr::CLIENT, CPORT), ACK | PSH)
+        .macs(addr::rs_mac(sim::rs_index(rip).unwrap()), addr::BACK_MAC)
+        .payload(&payload);
+    (d, data, reply)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn kernel_repeat_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
+    median(
+        (0..ROUNDS)
+            .map(|_| {
+                let r = dp.test_run(Prog::TcIngress, f, REPEAT).expect("test run");
+                assert_eq!(r.retval, expect, "unexpected verdict {:02x?}", r.frame);
+                r.duration.as_nanos() as f64
+            })
+            .collect(),
+    )
+}
+
+fn kernel_single_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
+    median(
+        (0..200_000)
+            .map(|_| {
+                let r = dp.test_run(Prog::TcIngress, f, 1).expect("test run");
+                assert_eq!(r.retval, expect, "unexpected verdict");
+                r.duration.as_nanos() as f64
+            })
+            .collect(),
+    )
+}
+
+fn core_ns(d: &mut Director, m: RxMeta, spec: &PacketSpec) -> f64 {
+    let (template, len) = spec.frame();
+    let mut buf = template.clone();
+    let n = 200_000;
+    median(
+        (0..ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..n {
+                    buf.copy_from_slice(&template);
+                    let v = d.process(Time::from_secs(2), &m, &mut buf, sim::HEADROOM, len);
+                    std::hint::black_box(v);
+                }
+                t.elapsed().as_nanos() as f64 / f64::from(n)
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let mut dp = match Datapath::load(&Options {
+        conn_entries: 1 << 16,
+        stats_slots: 16,
+        test_mode: false,
+    }) {
+        Ok(dp) => dp,
+        Err(e) => {
+            eprintln!("bpf bench needs root and a BPF-capable kernel: {e}");
+            std::process::exit(if std::env::var("CI").as_deref() == Ok("true") {
+                1
+            } else {
+                0
+            });
+        }
+    };
+    println!(
+        "{:<22} {:>11} {:>11} {:>9} {:>12}",
+        "path", "repeat ns", "single ns", "core ns", "core/single"
+    );
+    let started = Instant::now();
+    for (name, method, reply) in [
+        ("nat_in", ForwardMethod::Masq, false),
+        ("nat_out", ForwardMethod::Masq, true),
+        ("dr", ForwardMethod::DirectRoute, false),
+        ("tun", ForwardMethod::Tunnel, false),
+    ] {
+        let (mut d, data, back) = setup(&mut dp, method);
+        let (spec, m) = if reply {
+            (back, meta(addr::BACK))
+        } else {
+            (data, meta(addr::FRONT))
+        };
+        let f = frame(&spec);
+        let r = if method == ForwardMethod::Tunnel {
+            "-".to_string()
+        } else {
+            format!("{:.1}", kernel_repeat_ns(&dp, &f, TC_ACT_REDIRECT))
+        };
+        let k = kernel_single_ns(&dp, &f, TC_ACT_REDIRECT);
+        let c = core_ns(&mut d, m, &spec);
+        println!("{name:<22} {r:>11} {k:>11.1} {c:>9.1} {:>12.2}", c / k);
+    }
+    let unknown = frame(&PacketSpec::tcp((addr::CLIENT, 1), (addr::VIP, 80), ACK));
+    let r = kernel_repeat_ns(&dp, &unknown, TC_ACT_OK);
+    let k = kernel_single_ns(&dp, &unknown, TC_ACT_OK);
+    println!(
+        "{:<22} {r:>11.1} {k:>11.1} {:>9} {:>12}",
+        "unknown_flow_to_user", "-", "-"
+    );
+    eprintln!(
+        "(repeat: median of {ROUNDS} x {REPEAT}; single: median of 200000; {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+}

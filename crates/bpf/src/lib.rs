@@ -1,0 +1,430 @@
+//! `lvs-bpf`: the kernel fast path of the LVS director (part of the io layer).
+//!
+//! The programs are C, in `src/bpf/lvs.bpf.c` (built by `build.rs` with clang, embedded
+//! here); this crate loads them with libbpf and keeps their maps:
+//!
+//! - `lvs_tc_ingress` (tc clsact ingress) forwards the packets of connections the core has
+//!   installed in `lvs_conns` — NAT both ways, DR and IP-in-IP — with the same bytes as
+//!   `lvs_core::rewrite`. The next hop comes from `lvs_routes` (the core's routes) and the
+//!   kernel's neighbour table through `bpf_redirect_neigh`, which queues the packet while the
+//!   neighbour is resolved instead of dropping it.
+//! - `lvs_sock_filter` (a socket filter for lvsd's AF_PACKET sockets) lets a frame through
+//!   to user space only when the tc program will not forward it; everything the kernel does
+//!   not handle (new connections, ICMP errors, too-big packets, odd frames) still reaches
+//!   `lvs_core::Director` as before.
+//!
+//! [`compile`] turns the core's connections, routes and TCP state machine into map entries;
+//! [`maps`] holds the byte layouts shared with `src/bpf/lvs.h`.
+//!
+//! Why libbpf-rs rather than aya: libbpf is the kernel's own loader (BTF, CO-RE relocations
+//! for the `sk_buff` field we read, kfunc resolution, `BPF_PROG_TEST_RUN`, tc hooks), and its
+//! Rust binding builds on stable with the C programs compiled by plain clang — no bpf-linker,
+//! no nightly. Every call here goes through its safe API: this crate has no `unsafe`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod compile;
+pub mod maps;
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput};
+
+use maps::{ConnEntry, Counter, Flow, RouteEntry, RouteKey, StatsEntry};
+
+/// The compiled object.
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lvs.bpf.o"));
+
+/// `TC_ACT_OK`: the packet goes on (to the kernel, or to user space through the tap).
+pub const TC_ACT_OK: u32 = 0;
+/// `TC_ACT_SHOT`: dropped.
+pub const TC_ACT_SHOT: u32 = 2;
+/// `TC_ACT_REDIRECT`: forwarded.
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// What went wrong in the fast path; says which program or map and the kernel's reason.
+#[derive(Debug)]
+pub enum Error {
+    /// The embedded object could not be opened or a map configured.
+    Open(String),
+    /// The kernel refused to load a program or create a map; `log` is the verifier's (or
+    /// libbpf's) account of why.
+    Load {
+        /// libbpf's error.
+        error: String,
+        /// The tail of the verifier log.
+        log: String,
+    },
+    /// A map operation failed.
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// The kernel's error.
+        error: String,
+    },
+    /// A program could not be found, run or attached.
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// The kernel's error.
+        error: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Open(e) => write!(f, "cannot open the BPF object: {e}"),
+            Error::Load { error, log } => write!(
+                f,
+                "the kernel refused the BPF data path (lvs_tc_ingress / lvs_sock_filter): {error}\n{log}"
+            ),
+            Error::Map { map, error } => write!(f, "BPF map {map}: {error}"),
+            Error::Program { program, error } => write!(f, "BPF program {program}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The programs, for [`Datapath::test_run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prog {
+    /// `lvs_tc_ingress`.
+    TcIngress,
+    /// `lvs_sock_filter`.
+    SockFilter,
+}
+
+impl Prog {
+    /// The program's name in the object.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Prog::TcIngress => "lvs_tc_ingress",
+            Prog::SockFilter => "lvs_sock_filter",
+        }
+    }
+}
+
+/// Sizes and switches fixed at load.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Entries of `lvs_conns` (a NAT connection takes two).
+    pub conn_entries: u32,
+    /// Slots of `lvs_stats` (one per real server).
+    pub stats_slots: u32,
+    /// Record each forwarded packet's interface and next hop in `lvs_test` (for
+    /// `BPF_PROG_TEST_RUN`, which cannot show a redirect).
+    pub test_mode: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            conn_entries: 1 << 21,
+            stats_slots: 1 << 16,
+            test_mode: false,
+        }
+    }
+}
+
+/// One run of a program through `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value (`TC_ACT_*`, or the socket filter's snap length).
+    pub retval: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Where a forwarded frame would have gone: interface and next-hop address (test mode).
+    pub out: Option<(u32, std::net::Ipv4Addr)>,
+    /// Average time per run.
+    pub duration: Duration,
+}
+
+// libbpf reports verifier logs through one process-wide print hook taking a plain function,
+// so the text of a failed load is caught here; it is read and cleared by `load` only.
+static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+
+fn catch_log(level: PrintLevel, msg: String) {
+    if level == PrintLevel::Debug {
+        return;
+    }
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        log.push_str(&msg);
+        // Keep the end: that is where the verifier says why.
+        if log.len() > 16 * 1024 {
+            let cut = log.len() - 8 * 1024;
+            let cut = (cut..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(0);
+            log.drain(..cut);
+        }
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
+    move |e| Error::Map {
+        map,
+        error: e.to_string(),
+    }
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    obj: Object,
+    conns: MapHandle,
+    routes: MapHandle,
+    stats: MapHandle,
+    counters: MapHandle,
+    test: MapHandle,
+    /// Route keys currently in `lvs_routes`, so a new set replaces the old one exactly.
+    route_keys: Vec<[u8; RouteKey::LEN]>,
+}
+
+impl fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datapath")
+            .field("routes", &self.route_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Open, size and load the programs (the kernel verifies them here) and fill the TCP
+    /// transition table.
+    pub fn load(opts: &Options) -> Result<Datapath, Error> {
+        let mut open = ObjectBuilder::default()
+            .name("lvs")
+            .map_err(|e| Error::Open(e.to_string()))?
+            .open_memory(OBJECT)
+            .map_err(|e| Error::Open(e.to_string()))?;
+        for mut m in open.maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            let r = match name.as_str() {
+                "lvs_conns" => m.set_max_entries(opts.conn_entries.max(2)),
+                "lvs_stats" => m.set_max_entries(opts.stats_slots.max(1)),
+                n if n.ends_with(".rodata") => match m.initial_value_mut() {
+                    // `lvs_test_mode` is the only read-only global.
+                    Some(v) if v.len() >= 4 => {
+                        v[..4].copy_from_slice(&u32::from(opts.test_mode).to_ne_bytes());
+                        Ok(())
+                    }
+                    _ => Err(libbpf_rs::Error::from_raw_os_error(22)), // EINVAL,
+                },
+                _ => Ok(()),
+            };
+            r.map_err(|e| Error::Open(format!("map {name}: {e}")))?;
+        }
+        let previous = libbpf_rs::set_print(Some((PrintLevel::Info, catch_log)));
+        if let Ok(mut log) = LIBBPF_LOG.lock() {
+            log.clear();
+        }
+        let loaded = open.load();
+        let log = LIBBPF_LOG
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        libbpf_rs::set_print(previous);
+        let obj = loaded.map_err(|e| Error::Load {
+            error: e.to_string(),
+            log: log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })?;
+        let handle = |name: &'static str| -> Result<MapHandle, Error> {
+            let m = obj
+                .maps()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| Error::Open(format!("no map {name} in the object")))?;
+            MapHandle::try_from(&m).map_err(map_err(name))
+        };
+        // The Rust encodings must match the C structs the program was built with.
+        let sizes: [(&'static str, usize, usize); 5] = [
+            ("lvs_conns", Flow::LEN, ConnEntry::LEN),
+            ("lvs_routes", RouteKey::LEN, RouteEntry::LEN),
+            ("lvs_stats", 4, StatsEntry::LEN),
+            ("lvs_tcp", 4, maps::TCP_TABLE_LEN),
+            ("lvs_test", 4, 8),
+        ];
+        for (name, k, v) in sizes {
+            let h = handle(name)?;
+            if (h.key_size() as usize, h.value_size() as usize) != (k, v) {
+                return Err(Error::Open(format!(
+                    "map {name} has key/value sizes {}/{} but the loader encodes {k}/{v}",
+                    h.key_size(),
+                    h.value_size()
+                )));
+            }
+        }
+        let dp = Datapath {
+            conns: handle("lvs_conns")?,
+            routes: handle("lvs_routes")?,
+            stats: handle("lvs_stats")?,
+            counters: handle("lvs_counters")?,
+            test: handle("lvs_test")?,
+            route_keys: Vec::new(),
+            obj: {
+                let t = handle("lvs_tcp")?;
+                t.update(&0u32.to_ne_bytes(), &compile::tcp_table(), MapFlags::ANY)
+                    .map_err(map_err("lvs_tcp"))?;
+                obj
+            },
+        };
+        Ok(dp)
+    }
+
+    fn prog(&self, p: Prog) -> Result<libbpf_rs::Program<'_>, Error> {
+        self.obj
+            .progs()
+            .find(|x| x.name() == p.name())
+            .ok_or(Error::Program {
+                program: p.name(),
+                error: "not in the object".into(),
+            })
+    }
+
+    /// Call `f` with the file descriptor of a program (to attach it somewhere).
+    pub fn with_program_fd<R>(
+        &self,
+        p: Prog,
+        f: impl FnOnce(BorrowedFd<'_>) -> R,
+    ) -> Result<R, Error> {
+        let prog = self.prog(p)?;
+        Ok(f(prog.as_fd()))
+    }
+
+    /// Install (or replace) a connection entry.
+    pub fn insert(&self, flow: &Flow, entry: &ConnEntry) -> Result<(), Error> {
+        self.conns
+            .update(&flow.to_bytes(), &entry.to_bytes(), MapFlags::ANY)
+            .map_err(map_err("lvs_conns"))
+    }
+
+    /// Remove a connection entry; whether it was there.
+    pub fn remove(&self, flow: &Flow) -> Result<bool, Error> {
+        match self.conns.delete(&flow.to_bytes()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(map_err("lvs_conns")(e)),
+        }
+    }
+
+    /// The entry of a flow.
+    pub fn entry(&self, flow: &Flow) -> Result<Option<ConnEntry>, Error> {
+        let v = self
+            .conns
+            .lookup(&flow.to_bytes(), MapFlags::ANY)
+            .map_err(map_err("lvs_conns"))?;
+        Ok(v.and_then(|b| ConnEntry::from_bytes(&b)))
+    }
+
+    /// Make `lvs_routes` hold exactly `routes`.
+    pub fn set_routes(&mut self, routes: &[(RouteKey, RouteEntry)]) -> Result<(), Error> {
+        let new: Vec<[u8; RouteKey::LEN]> = routes.iter().map(|(k, _)| k.to_bytes()).collect();
+        for (k, v) in routes {
+            self.routes
+                .update(&k.to_bytes(), &v.to_bytes(), MapFlags::ANY)
+                .map_err(map_err("lvs_routes"))?;
+        }
+        for old in &self.route_keys {
+            if !new.contains(old) {
+                let _ = self.routes.delete(old);
+            }
+        }
+        self.route_keys = new;
+        Ok(())
+    }
+
+    /// A counter summed over CPUs.
+    pub fn counter(&self, c: Counter) -> Result<u64, Error> {
+        let per_cpu = self
+            .counters
+            .lookup_percpu(&(c as u32).to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("lvs_counters"))?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum())
+    }
+
+    /// A real server's packets and bytes summed over CPUs.
+    pub fn stats(&self, slot: u32) -> Result<StatsEntry, Error> {
+        let per_cpu = self
+            .stats
+            .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("lvs_stats"))?
+            .unwrap_or_default();
+        let mut s = StatsEntry::default();
+        for b in per_cpu {
+            if let Some(v) = StatsEntry::from_bytes(&b) {
+                s.add(&v);
+            }
+        }
+        Ok(s)
+    }
+
+    /// Run a program over `frame` in the kernel (`BPF_PROG_TEST_RUN`), `repeat` times.
+    pub fn test_run(&self, p: Prog, frame: &[u8], repeat: u32) -> Result<TestRun, Error> {
+        let prog = self
+            .obj
+            .progs_mut()
+            .find(|x| x.name() == p.name())
+            .ok_or(Error::Program {
+                program: p.name(),
+                error: "not in the object".into(),
+            })?;
+        let zero = 0u32.to_ne_bytes();
+        let blank = vec![0u8; 8 * num_cpus()];
+        let _ = self.test.update_percpu(
+            &zero,
+            &blank.chunks(8).map(<[u8]>::to_vec).collect::<Vec<_>>(),
+            MapFlags::ANY,
+        );
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..ProgramInput::default()
+        };
+        let res = prog.test_run(input).map_err(|e| Error::Program {
+            program: p.name(),
+            error: e.to_string(),
+        })?;
+        let retval = res.return_value;
+        let duration = res.duration;
+        let len = res.data.map_or(0, |d| d.len());
+        out.truncate(len);
+        let rec = self
+            .test
+            .lookup_percpu(&zero, MapFlags::ANY)
+            .map_err(map_err("lvs_test"))?
+            .unwrap_or_default();
+        let out_hop = rec.iter().find_map(|b| {
+            let ifindex = u32::from_ne_bytes(b.get(0..4)?.try_into().ok()?);
+            let nh = b.get(4..8)?;
+            (ifindex != 0).then(|| (ifindex, std::net::Ipv4Addr::new(nh[0], nh[1], nh[2], nh[3])))
+        });
+        Ok(TestRun {
+            retval,
+            frame: out,
+            out: out_hop,
+            duration,
+        })
+    }
+}
+
+fn num_cpus() -> usize {
+    libbpf_rs::num_possible_cpus().unwrap_or(1)
+}

@@ -1,0 +1,368 @@
+//! Rust mirrors of the structs in `src/bpf/lvs.h`, encoded by hand to the exact bytes the
+//! kernel program reads (addresses and ports in network order, other fields native-endian).
+//! `tests/layout.rs` checks every size against the object's BTF.
+
+use std::net::Ipv4Addr;
+
+use lvs_core::types::Protocol;
+
+/// Key of `lvs_conns`: a packet's five-tuple as seen on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl Flow {
+    /// Encoded size (`struct lvs_flow`).
+    pub const LEN: usize = 16;
+
+    /// A flow of `proto` from `src:sport` to `dst:dport`.
+    pub fn new(proto: Protocol, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Flow {
+        Flow {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: proto.number(),
+        }
+    }
+
+    /// The bytes of `struct lvs_flow`.
+    pub fn to_bytes(&self) -> [u8; Flow::LEN] {
+        let mut b = [0u8; Flow::LEN];
+        b[0..4].copy_from_slice(&self.src.octets());
+        b[4..8].copy_from_slice(&self.dst.octets());
+        b[8..10].copy_from_slice(&self.sport.to_be_bytes());
+        b[10..12].copy_from_slice(&self.dport.to_be_bytes());
+        b[12] = self.proto;
+        b
+    }
+
+    /// Decode `struct lvs_flow`; `None` if `b` is not 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<Flow> {
+        if b.len() != Flow::LEN {
+            return None;
+        }
+        Some(Flow {
+            src: Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            dst: Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+            sport: u16::from_be_bytes([b[8], b[9]]),
+            dport: u16::from_be_bytes([b[10], b[11]]),
+            proto: b[12],
+        })
+    }
+}
+
+/// `enum lvs_action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Action {
+    /// Destination becomes the real server (client → real server).
+    NatIn = 1,
+    /// Source becomes the virtual address (real server → client).
+    NatOut = 2,
+    /// Only the MAC changes.
+    DirectRoute = 3,
+    /// IP-in-IP to the real server.
+    Tunnel = 4,
+}
+
+impl Action {
+    fn from_u8(v: u8) -> Option<Action> {
+        Some(match v {
+            1 => Action::NatIn,
+            2 => Action::NatOut,
+            3 => Action::DirectRoute,
+            4 => Action::Tunnel,
+            _ => return None,
+        })
+    }
+}
+
+/// `LVS_F_NO_OUTPUT`: the input-only TCP table applies (DR, Tun).
+pub const F_NO_OUTPUT: u8 = 1;
+
+/// Value of `lvs_conns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// What to do.
+    pub action: Action,
+    /// IPVS TCP state (index of `TcpState`).
+    pub state: u8,
+    /// `F_*` flags.
+    pub flags: u8,
+    /// Real server (NAT in, DR, Tun) or virtual address (NAT out).
+    pub addr: Ipv4Addr,
+    /// Real server port (NAT in) or virtual port (NAT out).
+    pub port: u16,
+    /// Slot in `lvs_stats`.
+    pub stats: u32,
+    /// Kernel monotonic time of the last packet (ns).
+    pub seen_ns: u64,
+}
+
+impl ConnEntry {
+    /// Encoded size (`struct lvs_conn`).
+    pub const LEN: usize = 24;
+
+    /// The bytes of `struct lvs_conn`.
+    pub fn to_bytes(&self) -> [u8; ConnEntry::LEN] {
+        let mut b = [0u8; ConnEntry::LEN];
+        b[0] = self.action as u8;
+        b[1] = self.state;
+        b[2] = self.flags;
+        b[4..8].copy_from_slice(&self.addr.octets());
+        b[8..10].copy_from_slice(&self.port.to_be_bytes());
+        b[12..16].copy_from_slice(&self.stats.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.seen_ns.to_ne_bytes());
+        b
+    }
+
+    /// Decode `struct lvs_conn`.
+    pub fn from_bytes(b: &[u8]) -> Option<ConnEntry> {
+        if b.len() != ConnEntry::LEN {
+            return None;
+        }
+        Some(ConnEntry {
+            action: Action::from_u8(b[0])?,
+            state: b[1],
+            flags: b[2],
+            addr: Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+            port: u16::from_be_bytes([b[8], b[9]]),
+            stats: u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+            seen_ns: u64::from_ne_bytes(b[16..24].try_into().ok()?),
+        })
+    }
+}
+
+/// Key of `lvs_routes` (an LPM trie key: prefix length, then the address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteKey {
+    /// Prefix length, 0..=32.
+    pub len: u8,
+    /// Network address.
+    pub addr: Ipv4Addr,
+}
+
+impl RouteKey {
+    /// Encoded size.
+    pub const LEN: usize = 8;
+
+    /// The bytes of `struct lvs_route_key`.
+    pub fn to_bytes(&self) -> [u8; RouteKey::LEN] {
+        let mut b = [0u8; RouteKey::LEN];
+        b[0..4].copy_from_slice(&u32::from(self.len.min(32)).to_ne_bytes());
+        b[4..8].copy_from_slice(&self.addr.octets());
+        b
+    }
+}
+
+/// Value of `lvs_routes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Outgoing interface.
+    pub ifindex: u32,
+    /// Gateway, or `None` when directly connected.
+    pub gateway: Option<Ipv4Addr>,
+    /// Source address of tunnel headers sent this way.
+    pub src: Option<Ipv4Addr>,
+    /// MTU of the outgoing interface.
+    pub mtu: u32,
+}
+
+impl RouteEntry {
+    /// Encoded size.
+    pub const LEN: usize = 16;
+
+    /// The bytes of `struct lvs_route`.
+    pub fn to_bytes(&self) -> [u8; RouteEntry::LEN] {
+        let mut b = [0u8; RouteEntry::LEN];
+        b[0..4].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
+        b[8..12].copy_from_slice(&self.src.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
+        b[12..16].copy_from_slice(&self.mtu.to_ne_bytes());
+        b
+    }
+}
+
+/// Packets and bytes of one real server on one CPU (`struct lvs_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsEntry {
+    /// Packets client → real server.
+    pub pkts_in: u64,
+    /// Packets real server → client (NAT).
+    pub pkts_out: u64,
+    /// IP bytes in.
+    pub bytes_in: u64,
+    /// IP bytes out.
+    pub bytes_out: u64,
+}
+
+impl StatsEntry {
+    /// Encoded size.
+    pub const LEN: usize = 32;
+
+    /// Decode one CPU's value.
+    pub fn from_bytes(b: &[u8]) -> Option<StatsEntry> {
+        let f = |i: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(
+                b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(StatsEntry {
+            pkts_in: f(0)?,
+            pkts_out: f(1)?,
+            bytes_in: f(2)?,
+            bytes_out: f(3)?,
+        })
+    }
+
+    /// Add another CPU's value.
+    pub fn add(&mut self, o: &StatsEntry) {
+        self.pkts_in += o.pkts_in;
+        self.pkts_out += o.pkts_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
+/// A TCP state change the program reported (`struct lvs_event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateEvent {
+    /// The connection's client-side key.
+    pub flow: Flow,
+    /// State before.
+    pub old_state: u8,
+    /// State after.
+    pub new_state: u8,
+    /// Kernel monotonic time (ns).
+    pub ns: u64,
+}
+
+impl StateEvent {
+    /// Encoded size.
+    pub const LEN: usize = 32;
+
+    /// Decode one ring buffer record.
+    pub fn from_bytes(b: &[u8]) -> Option<StateEvent> {
+        if b.len() < StateEvent::LEN {
+            return None;
+        }
+        Some(StateEvent {
+            flow: Flow::from_bytes(&b[0..16])?,
+            old_state: b[16],
+            new_state: b[17],
+            ns: u64::from_ne_bytes(b[24..32].try_into().ok()?),
+        })
+    }
+}
+
+/// `enum lvs_counter`: the program's per-CPU counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// Frames the tc program looked at.
+    Rx = 0,
+    /// Forwarded NAT client → real server.
+    NatIn = 1,
+    /// Forwarded NAT real server → client.
+    NatOut = 2,
+    /// Forwarded by direct routing.
+    DirectRoute = 3,
+    /// Forwarded through the tunnel.
+    Tunnel = 4,
+    /// Left for user space (unknown flow, new SYN, too big, partial checksum on Tun, ...).
+    ToUser = 5,
+    /// Not unicast IPv4 TCP/UDP: the kernel's.
+    NotOurs = 6,
+    /// A helper failed after the packet was changed: dropped.
+    Error = 7,
+    /// TCP state changes reported.
+    StateChange = 8,
+    /// State changes lost because the event ring was full.
+    EventLost = 9,
+}
+
+impl Counter {
+    /// Every counter.
+    pub const ALL: [Counter; 10] = [
+        Counter::Rx,
+        Counter::NatIn,
+        Counter::NatOut,
+        Counter::DirectRoute,
+        Counter::Tunnel,
+        Counter::ToUser,
+        Counter::NotOurs,
+        Counter::Error,
+        Counter::StateChange,
+        Counter::EventLost,
+    ];
+
+    /// Metric-style name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Rx => "rx",
+            Counter::NatIn => "nat_in",
+            Counter::NatOut => "nat_out",
+            Counter::DirectRoute => "direct_route",
+            Counter::Tunnel => "tunnel",
+            Counter::ToUser => "to_user",
+            Counter::NotOurs => "not_ours",
+            Counter::Error => "error",
+            Counter::StateChange => "state_change",
+            Counter::EventLost => "event_lost",
+        }
+    }
+}
+
+/// Size of `struct lvs_tcp_table`.
+pub const TCP_TABLE_LEN: usize = 168;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_round_trip() {
+        let f = Flow::new(
+            Protocol::Tcp,
+            Ipv4Addr::new(10, 0, 0, 1),
+            40000,
+            Ipv4Addr::new(192, 0, 2, 1),
+            80,
+        );
+        let b = f.to_bytes();
+        assert_eq!(&b[0..4], &[10, 0, 0, 1]);
+        assert_eq!(&b[8..10], &40000u16.to_be_bytes());
+        assert_eq!(b[12], 6);
+        assert_eq!(Flow::from_bytes(&b), Some(f));
+    }
+
+    #[test]
+    fn conn_round_trip() {
+        let c = ConnEntry {
+            action: Action::Tunnel,
+            state: 3,
+            flags: F_NO_OUTPUT,
+            addr: Ipv4Addr::new(10, 0, 1, 2),
+            port: 8080,
+            stats: 77,
+            seen_ns: 123_456_789,
+        };
+        assert_eq!(ConnEntry::from_bytes(&c.to_bytes()), Some(c));
+        assert_eq!(
+            ConnEntry::from_bytes(&[0u8; 24]),
+            None,
+            "action 0 is invalid"
+        );
+    }
+}
