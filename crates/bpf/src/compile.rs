@@ -9,7 +9,9 @@ use lvs_core::conn::{Conn, ConnFlags};
 use lvs_core::net::NetTable;
 use lvs_core::types::ForwardMethod;
 
-use crate::maps::{Action, ConnEntry, F_NO_OUTPUT, Flow, RouteEntry, RouteKey, TCP_TABLE_LEN};
+use crate::maps::{
+    Action, ConnEntry, F_NO_OUTPUT, Flow, RouteCache, RouteEntry, RouteKey, TCP_TABLE_LEN,
+};
 
 /// The map entries of a connection: one for DR and Tun (client → VIP), two for NAT (and the
 /// replies' real server → client). `None` for what the kernel program does not forward
@@ -35,6 +37,7 @@ pub fn conn_entries(c: &Conn, stats: u32, seen_ns: u64) -> Option<Vec<(Flow, Con
         addr,
         port,
         stats,
+        route: RouteCache::default(),
         seen_ns,
     };
     Some(match c.method {

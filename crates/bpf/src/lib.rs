@@ -180,6 +180,8 @@ pub struct Datapath {
     stats: MapHandle,
     counters: MapHandle,
     test: MapHandle,
+    config: MapHandle,
+    route_gen: u32,
     /// Route keys currently in `lvs_routes`, so a new set replaces the old one exactly.
     route_keys: Vec<[u8; RouteKey::LEN]>,
 }
@@ -248,12 +250,13 @@ impl Datapath {
             MapHandle::try_from(&m).map_err(map_err(name))
         };
         // The Rust encodings must match the C structs the program was built with.
-        let sizes: [(&'static str, usize, usize); 5] = [
+        let sizes: [(&'static str, usize, usize); 6] = [
             ("lvs_conns", Flow::LEN, ConnEntry::LEN),
             ("lvs_routes", RouteKey::LEN, RouteEntry::LEN),
             ("lvs_stats", 4, StatsEntry::LEN),
             ("lvs_tcp", 4, maps::TCP_TABLE_LEN),
             ("lvs_test", 4, 8),
+            ("lvs_config", 4, 8),
         ];
         for (name, k, v) in sizes {
             let h = handle(name)?;
@@ -271,6 +274,8 @@ impl Datapath {
             stats: handle("lvs_stats")?,
             counters: handle("lvs_counters")?,
             test: handle("lvs_test")?,
+            config: handle("lvs_config")?,
+            route_gen: 0,
             route_keys: Vec::new(),
             obj: {
                 let t = handle("lvs_tcp")?;
@@ -341,7 +346,14 @@ impl Datapath {
             }
         }
         self.route_keys = new;
-        Ok(())
+        // Every entry's cached route is now stale: the program re-reads the trie once per
+        // entry. Generation 0 is never current, so a fresh entry always looks its route up.
+        self.route_gen = self.route_gen.wrapping_add(1).max(1);
+        let mut cfg = [0u8; 8];
+        cfg[..4].copy_from_slice(&self.route_gen.to_ne_bytes());
+        self.config
+            .update(&0u32.to_ne_bytes(), &cfg, MapFlags::ANY)
+            .map_err(map_err("lvs_config"))
     }
 
     /// A counter summed over CPUs.

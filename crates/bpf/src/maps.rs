@@ -106,13 +106,42 @@ pub struct ConnEntry {
     pub port: u16,
     /// Slot in `lvs_stats`.
     pub stats: u32,
-    /// Kernel monotonic time of the last packet (ns).
+    /// The program's route cache (written by the program; zero when installed).
+    pub route: RouteCache,
+    /// Kernel monotonic (coarse) time of the last packet, ns.
     pub seen_ns: u64,
+}
+
+/// The route a connection entry caches, valid for one generation of `lvs_routes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteCache {
+    /// MTU of the outgoing interface.
+    pub mtu: u16,
+    /// Outgoing interface (0: not cached).
+    pub ifindex: u32,
+    /// Next hop.
+    pub nexthop: Ipv4Addr,
+    /// Tunnel source.
+    pub src: Ipv4Addr,
+    /// Generation of `lvs_routes` it was read from.
+    pub generation: u32,
+}
+
+impl Default for RouteCache {
+    fn default() -> RouteCache {
+        RouteCache {
+            mtu: 0,
+            ifindex: 0,
+            nexthop: Ipv4Addr::UNSPECIFIED,
+            src: Ipv4Addr::UNSPECIFIED,
+            generation: 0,
+        }
+    }
 }
 
 impl ConnEntry {
     /// Encoded size (`struct lvs_conn`).
-    pub const LEN: usize = 24;
+    pub const LEN: usize = 40;
 
     /// The bytes of `struct lvs_conn`.
     pub fn to_bytes(&self) -> [u8; ConnEntry::LEN] {
@@ -122,8 +151,13 @@ impl ConnEntry {
         b[2] = self.flags;
         b[4..8].copy_from_slice(&self.addr.octets());
         b[8..10].copy_from_slice(&self.port.to_be_bytes());
+        b[10..12].copy_from_slice(&self.route.mtu.to_ne_bytes());
         b[12..16].copy_from_slice(&self.stats.to_ne_bytes());
-        b[16..24].copy_from_slice(&self.seen_ns.to_ne_bytes());
+        b[16..20].copy_from_slice(&self.route.ifindex.to_ne_bytes());
+        b[20..24].copy_from_slice(&self.route.nexthop.octets());
+        b[24..28].copy_from_slice(&self.route.src.octets());
+        b[28..32].copy_from_slice(&self.route.generation.to_ne_bytes());
+        b[32..40].copy_from_slice(&self.seen_ns.to_ne_bytes());
         b
     }
 
@@ -132,14 +166,23 @@ impl ConnEntry {
         if b.len() != ConnEntry::LEN {
             return None;
         }
+        let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let ip_at = |i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
         Some(ConnEntry {
             action: Action::from_u8(b[0])?,
             state: b[1],
             flags: b[2],
-            addr: Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+            addr: ip_at(4),
             port: u16::from_be_bytes([b[8], b[9]]),
-            stats: u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
-            seen_ns: u64::from_ne_bytes(b[16..24].try_into().ok()?),
+            stats: u32_at(12),
+            route: RouteCache {
+                mtu: u16::from_ne_bytes([b[10], b[11]]),
+                ifindex: u32_at(16),
+                nexthop: ip_at(20),
+                src: ip_at(24),
+                generation: u32_at(28),
+            },
+            seen_ns: u64::from_ne_bytes(b[32..40].try_into().ok()?),
         })
     }
 }
@@ -356,6 +399,13 @@ mod tests {
             addr: Ipv4Addr::new(10, 0, 1, 2),
             port: 8080,
             stats: 77,
+            route: RouteCache {
+                mtu: 1480,
+                ifindex: 3,
+                nexthop: Ipv4Addr::new(10, 0, 1, 1),
+                src: Ipv4Addr::new(10, 0, 1, 254),
+                generation: 9,
+            },
             seen_ns: 123_456_789,
         };
         assert_eq!(ConnEntry::from_bytes(&c.to_bytes()), Some(c));

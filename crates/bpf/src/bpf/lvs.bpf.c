@@ -40,6 +40,7 @@ struct {
 	__type(key, struct lvs_flow);
 	__type(value, struct lvs_conn);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the connections, not the limit */
 } lvs_conns SEC(".maps");
 
 struct {
@@ -72,6 +73,13 @@ struct {
 } lvs_tcp SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lvs_config);
+	__uint(max_entries, 1);
+} lvs_config SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } lvs_events SEC(".maps");
@@ -87,19 +95,20 @@ struct {
  * verifier removes the recording when it is 0. */
 const volatile __u32 lvs_test_mode = 0;
 
-/* Whether the skb's transport checksum is CHECKSUM_PARTIAL (read through the kernel's own
- * sk_buff, CO-RE relocated: __sk_buff does not expose ip_summed). */
+/* The skb's checksum state (read through the kernel's own sk_buff, CO-RE relocated:
+ * __sk_buff does not expose ip_summed). */
 struct sk_buff___lvs {
 	__u8 ip_summed : 2;
 } __attribute__((preserve_access_index));
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+#define CHECKSUM_COMPLETE 2
 #define CHECKSUM_PARTIAL 3
 
-static __always_inline int csum_partial(struct __sk_buff *ctx)
+static __always_inline __u32 ip_summed(struct __sk_buff *ctx)
 {
 	struct sk_buff___lvs *skb = bpf_cast_to_kern_ctx(ctx);
 
-	return BPF_CORE_READ_BITFIELD(skb, ip_summed) == CHECKSUM_PARTIAL;
+	return BPF_CORE_READ_BITFIELD(skb, ip_summed);
 }
 
 static __always_inline void count(__u32 idx)
@@ -137,68 +146,116 @@ enum verdict {
 	V_FORWARD = 2,
 };
 
-/* Where the frame starts. tc ingress and a packet socket's filter both see the skb from the
- * Ethernet header; only BPF_PROG_TEST_RUN hands a socket filter the skb from the network
- * header, so in test mode the filter reads relative to the MAC header (test frames are
- * linear) and counts the Ethernet header into the length. */
-enum hook { HOOK_TC, HOOK_FILTER };
+/* The first bytes of a frame, copied out of the packet: enough for Ethernet, IPv4 with
+ * options and a TCP header's flags. */
+#define HDR_MAX (ETH_LEN + 60 + 20)
+struct hdrs {
+	__u8 b[HDR_MAX];
+	__u32 len; /* bytes valid in b */
+	__u32 frame_len;
+};
 
-static __always_inline int load(struct __sk_buff *skb, enum hook h, __u32 off, void *to, __u32 len)
+/* tc: straight from the packet (pulling the headers into the linear part if needed). */
+static __always_inline int hdrs_tc(struct __sk_buff *skb, struct hdrs *h)
 {
-	if (lvs_test_mode && h == HOOK_FILTER)
-		return bpf_skb_load_bytes_relative(skb, off, to, len, BPF_HDR_START_MAC);
-	return bpf_skb_load_bytes(skb, off, to, len);
+	__u32 want = skb->len < HDR_MAX ? skb->len : HDR_MAX;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (data + want > end) {
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return -1;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
+	h->frame_len = skb->len;
+	if (data + HDR_MAX <= end) {
+		__builtin_memcpy(h->b, data, HDR_MAX);
+		h->len = HDR_MAX;
+		return 0;
+	}
+	/* A short frame: copy what there is. */
+	__u64 n = want;
+	barrier_var(n);
+	if (n < ETH_LEN || n > HDR_MAX)
+		return -1;
+	if (bpf_skb_load_bytes(skb, 0, h->b, n) < 0)
+		return -1;
+	h->len = n;
+	return 0;
 }
 
-static __always_inline __u32 frame_len(struct __sk_buff *skb, enum hook h)
+/* Socket filter: no direct packet access there. BPF_PROG_TEST_RUN hands a socket filter the
+ * skb from the network header (a packet socket's filter sees it from the Ethernet header),
+ * so in test mode it reads relative to the MAC header (test frames are linear) and counts the
+ * Ethernet header into the length. */
+static __always_inline int hdrs_filter(struct __sk_buff *skb, struct hdrs *h)
 {
-	return skb->len + (lvs_test_mode && h == HOOK_FILTER ? ETH_LEN : 0);
+	__u32 flen = skb->len + (lvs_test_mode ? ETH_LEN : 0);
+	__u32 want = flen < HDR_MAX ? flen : HDR_MAX;
+	int r;
+
+	h->frame_len = flen;
+	if (want < ETH_LEN)
+		return -1;
+	if (want == HDR_MAX) {
+		r = lvs_test_mode ? bpf_skb_load_bytes_relative(skb, 0, h->b, HDR_MAX, BPF_HDR_START_MAC)
+				  : bpf_skb_load_bytes(skb, 0, h->b, HDR_MAX);
+	} else {
+		__u64 n = want;
+		barrier_var(n);
+		if (n < ETH_LEN || n > HDR_MAX)
+			return -1;
+		r = lvs_test_mode ? bpf_skb_load_bytes_relative(skb, 0, h->b, n, BPF_HDR_START_MAC)
+				  : bpf_skb_load_bytes(skb, 0, h->b, n);
+	}
+	h->len = want;
+	return r < 0 ? -1 : 0;
 }
 
-static __always_inline int parse(struct __sk_buff *skb, enum hook h, struct pkt *p)
+static __always_inline int parse(struct __sk_buff *skb, struct hdrs *h, struct pkt *p)
 {
-	__u8 eth[ETH_LEN];
-	__u8 ip[IP_LEN];
+	const __u8 *eth = h->b;
+	const __u8 *ip = h->b + ETH_LEN;
 
 	if (skb->vlan_present)
 		return V_USER;
-	if (load(skb, h, 0, eth, ETH_LEN) < 0)
+	if (h->len < ETH_LEN)
 		return V_KERNEL;
 	if (eth[0] & 1) /* group address */
 		return V_KERNEL;
 	if (eth[12] != 0x08 || eth[13] != 0x00)
 		return V_KERNEL;
-	if (load(skb, h, ETH_LEN, ip, IP_LEN) < 0)
+	if (h->len < ETH_LEN + IP_LEN)
 		return V_USER;
 	if ((ip[0] >> 4) != 4)
 		return V_USER;
 	__u32 ihl = (ip[0] & 0x0f) * 4;
 	__u32 tot = ((__u32)ip[2] << 8) | ip[3];
-	if (ihl < IP_LEN || tot < ihl || tot + ETH_LEN > frame_len(skb, h))
+	if (ihl < IP_LEN || tot < ihl || tot + ETH_LEN > h->frame_len)
 		return V_USER;
 	if (((ip[6] & 0x3f) | ip[7]) != 0) /* MF or an offset: a fragment */
 		return V_USER;
 	__u8 proto = ip[9];
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return V_USER;
+	if (tot < ihl + (proto == IPPROTO_TCP ? 20 : 8))
+		return V_USER;
+	__u32 l4 = ETH_LEN + ihl;
+	__u32 need = proto == IPPROTO_TCP ? 14 : 8;
+	if (l4 + need > h->len || l4 + 14 > HDR_MAX)
+		return V_USER;
 	p->flow.proto = proto;
 	__builtin_memcpy(&p->flow.src, &ip[12], 4);
 	__builtin_memcpy(&p->flow.dst, &ip[16], 4);
+	__builtin_memcpy(&p->flow.sport, &h->b[l4], 2);
+	__builtin_memcpy(&p->flow.dport, &h->b[l4 + 2], 2);
+	p->tcp_flags = proto == IPPROTO_TCP ? h->b[l4 + 13] : 0;
 	p->ip_len = tot;
-	p->l4_off = ETH_LEN + ihl;
-	__u8 l4[8];
-	if (tot < ihl + (proto == IPPROTO_TCP ? 20 : 8))
-		return V_USER;
-	if (load(skb, h, p->l4_off, l4, sizeof(l4)) < 0)
-		return V_USER;
-	__builtin_memcpy(&p->flow.sport, &l4[0], 2);
-	__builtin_memcpy(&p->flow.dport, &l4[2], 2);
-	p->tcp_flags = 0;
-	if (proto == IPPROTO_TCP && load(skb, h, p->l4_off + 13, &p->tcp_flags, 1) < 0)
-		return V_USER;
+	p->l4_off = l4;
 	p->gso = skb->gso_size != 0;
 	/* Bytes past the IP packet (Ethernet padding, trailers) are cut as the core does. */
-	p->trailer = frame_len(skb, h) > ETH_LEN + tot;
+	p->trailer = h->frame_len > ETH_LEN + tot;
 	if (p->trailer && p->gso)
 		return V_USER;
 	return V_FORWARD;
@@ -211,18 +268,44 @@ struct plan {
 	struct lvs_flow in_key; /* the entry holding state and stats */
 	struct lvs_conn *conn;  /* the entry the packet matched */
 	struct lvs_conn *in;    /* the in entry (== conn except for NAT_OUT) */
-	struct lvs_route route;
+	__u32 ifindex;
 	__be32 nexthop;
+	__be32 src;
+	__u32 mtu;
+	__u32 route_gen;
+	__u8 refill;            /* the entry's route cache is stale: write the new route back */
+	__u8 summed;            /* skb->ip_summed */
 };
 
-static __always_inline struct lvs_route *route_to(__be32 dst)
+static __always_inline int route(struct plan *pl, __be32 target)
 {
-	struct lvs_route_key k = { .prefixlen = 32, .addr = dst };
+	__u32 zero = 0;
+	struct lvs_config *cfg = bpf_map_lookup_elem(&lvs_config, &zero);
+	struct lvs_conn *c = pl->conn;
 
-	return bpf_map_lookup_elem(&lvs_routes, &k);
+	if (!cfg)
+		return -1;
+	pl->route_gen = cfg->route_gen;
+	if (c->route_gen == cfg->route_gen && c->ifindex) {
+		pl->ifindex = c->ifindex;
+		pl->nexthop = c->nexthop;
+		pl->src = c->src;
+		pl->mtu = c->mtu;
+		return 0;
+	}
+	struct lvs_route_key k = { .prefixlen = 32, .addr = target };
+	struct lvs_route *r = bpf_map_lookup_elem(&lvs_routes, &k);
+	if (!r)
+		return -1;
+	pl->ifindex = r->ifindex;
+	pl->nexthop = r->gateway ? r->gateway : target;
+	pl->src = r->src;
+	pl->mtu = r->mtu;
+	pl->refill = 1;
+	return 0;
 }
 
-static __always_inline int classify(struct __sk_buff *skb, enum hook h, struct plan *pl)
+static __always_inline int classify(struct __sk_buff *skb, struct hdrs *h, struct plan *pl)
 {
 	int v = parse(skb, h, &pl->p);
 
@@ -249,23 +332,21 @@ static __always_inline int classify(struct __sk_buff *skb, enum hook h, struct p
 			return V_USER;
 		target = pl->p.flow.dst;
 	}
-	struct lvs_route *r = route_to(target);
-	if (!r)
-		return V_USER;
-	pl->route = *r;
-	pl->nexthop = r->gateway ? r->gateway : target;
+	if (route(pl, target) < 0)
+		return V_USER; /* no route: the core drops it and counts */
+	pl->summed = ip_summed(skb);
 	__u32 len = pl->p.ip_len;
 	switch (c->action) {
 	case LVS_NAT_IN:
 	case LVS_NAT_OUT:
 		break;
 	case LVS_DR:
-		if (r->gateway)
+		if (pl->nexthop != target)
 			return V_USER; /* not on link: the core drops it and counts */
 		break;
 	case LVS_TUN:
 		/* The receiver decapsulates: nobody would finish a partial checksum after us. */
-		if (csum_partial(skb) || !r->src)
+		if (pl->summed == CHECKSUM_PARTIAL || !pl->src)
 			return V_USER;
 		len += IP_LEN;
 		if (len > 0xffff)
@@ -274,36 +355,39 @@ static __always_inline int classify(struct __sk_buff *skb, enum hook h, struct p
 	default:
 		return V_USER;
 	}
-	if (!pl->p.gso && len > r->mtu)
+	if (!pl->p.gso && len > pl->mtu)
 		return V_USER; /* the core answers "fragmentation needed" or drops */
 	return V_FORWARD;
 }
 
 /* ---- rewriting ------------------------------------------------------------------------- */
 
-/* TCP state machine step, with IPVS's tables as the core exports them. */
+/* TCP state machine step, with IPVS's tables as the core exports them; the last-seen time
+ * is written at most once a millisecond (the entry's cache line stays clean under load). */
 static __always_inline void track(struct plan *pl, __u64 now)
 {
 	struct lvs_conn *in = pl->in;
 
-	in->seen_ns = now;
+	if (now - in->seen_ns > 1000000)
+		in->seen_ns = now;
 	if (pl->p.flow.proto != IPPROTO_TCP)
-		return;
-	__u32 zero = 0;
-	struct lvs_tcp_table *t = bpf_map_lookup_elem(&lvs_tcp, &zero);
-	if (!t)
 		return;
 	__u8 f = pl->p.tcp_flags;
 	__u32 ev = (f & TCP_RST) ? 3 : (f & TCP_SYN) ? 0 : (f & TCP_FIN) ? 1 : (f & TCP_ACK) ? 2 : 4;
 	__u32 tab = 0;
 	if (pl->conn->action == LVS_NAT_OUT) {
 		tab = 1;
-		in->flags &= ~LVS_F_NO_OUTPUT;
+		if (in->flags & LVS_F_NO_OUTPUT)
+			in->flags &= ~LVS_F_NO_OUTPUT;
 	} else if (in->flags & LVS_F_NO_OUTPUT) {
 		tab = 2;
 	}
 	__u32 old = in->state;
 	if (old >= LVS_TCP_STATES)
+		return;
+	__u32 zero = 0;
+	struct lvs_tcp_table *t = bpf_map_lookup_elem(&lvs_tcp, &zero);
+	if (!t)
 		return;
 	__u8 new = t->next[tab][ev][old];
 	if (new == old)
@@ -339,46 +423,103 @@ static __always_inline void account(struct plan *pl)
 	}
 }
 
-/* Replace one end (address at ip_off, port at port_off) with incremental checksums: the IP
- * header's, and the transport's (pseudo-header address plus port). The kernel helpers know
- * CHECKSUM_PARTIAL (only the address enters the seed) and UDP's "no checksum" 0. */
-static __always_inline int nat(struct __sk_buff *skb, struct pkt *p, __u32 ip_off, __be32 old_a,
-			       __be32 new_a, __u32 port_off, __be16 old_p, __be16 new_p)
+/* One's-complement arithmetic exactly as lvs_wire::checksum does it (RFC 1624 eqn. 3), so
+ * both paths write the same bytes, 0x0000 / 0xffff corner included. Words in host order. */
+static __always_inline __u16 fold(__u32 s)
 {
-	__u32 csum = p->l4_off + (p->flow.proto == IPPROTO_TCP ? TCP_CSUM : UDP_CSUM);
-	__u64 l4f = p->flow.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-
-	if (bpf_l4_csum_replace(skb, csum, old_a, new_a, l4f | BPF_F_PSEUDO_HDR | 4) < 0)
-		return -1;
-	if (bpf_l4_csum_replace(skb, csum, old_p, new_p, l4f | 2) < 0)
-		return -1;
-	if (bpf_l3_csum_replace(skb, ETH_LEN + 10, old_a, new_a, 4) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, ip_off, &new_a, 4, 0) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, port_off, &new_p, 2, 0) < 0)
-		return -1;
-	return 0;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
 }
 
-static __always_inline __u16 fold(__u64 s)
+static __always_inline __u32 sum32(__be32 a)
 {
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)~s;
+	__u32 h = bpf_ntohl(a);
+	return (h >> 16) + (h & 0xffff);
+}
+
+/* A checksum field after the 32-bit word old became new. */
+static __always_inline __u16 upd32(__u16 check, __be32 old, __be32 new)
+{
+	return ~fold((__u16)~check + (__u16)~fold(sum32(old)) + sum32(new));
+}
+
+/* ... after the 16-bit word old became new. */
+static __always_inline __u16 upd16(__u16 check, __u16 old, __u16 new)
+{
+	return ~fold((__u16)~check + (__u16)~old + new);
+}
+
+/* A CHECKSUM_PARTIAL seed (non-complemented pseudo-header sum) after an address change. */
+static __always_inline __u16 seed32(__u16 seed, __be32 old, __be32 new)
+{
+	return fold(seed + (__u16)~fold(sum32(old)) + sum32(new));
+}
+
+/* Replace one end of the flow (address at ip_off, port at port_off from the frame start)
+ * in place, with the core's incremental checksums. A CHECKSUM_COMPLETE skb goes through the
+ * kernel's helpers instead, which also keep skb->csum right. */
+static __always_inline int nat(struct __sk_buff *skb, struct plan *pl, __u32 ip_off, __be32 new_a,
+			       __u32 port_off, __be16 new_p)
+{
+	struct pkt *p = &pl->p;
+	__u32 csum_off = p->l4_off + (p->flow.proto == IPPROTO_TCP ? TCP_CSUM : UDP_CSUM);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (ip_off > ETH_LEN + 16 || port_off > ETH_LEN + 60 + 2 || csum_off > ETH_LEN + 60 + 16)
+		return -1;
+	/* Bounds the verifier can follow (the compiler may fold the checks above away). */
+	__u64 po = port_off, co = csum_off;
+	barrier_var(po);
+	barrier_var(co);
+	if (po > ETH_LEN + 62 || co > ETH_LEN + 76)
+		return -1;
+	if (data + co + 2 > end || data + po + 2 > end || data + ETH_LEN + IP_LEN > end)
+		return -1;
+	__be32 *a = data + ip_off;
+	__be16 *port = data + po;
+	__u16 *ipck = data + ETH_LEN + 10;
+	__u16 *l4ck = data + co;
+	__be32 old_a = *a;
+	__be16 old_p = *port;
+
+	if (pl->summed == CHECKSUM_COMPLETE) {
+		__u64 f = p->flow.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+		if (bpf_l4_csum_replace(skb, csum_off, old_a, new_a, f | BPF_F_PSEUDO_HDR | 4) < 0 ||
+		    bpf_l4_csum_replace(skb, csum_off, old_p, new_p, f | 2) < 0 ||
+		    bpf_l3_csum_replace(skb, ETH_LEN + 10, old_a, new_a, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, ip_off, &new_a, 4, BPF_F_RECOMPUTE_CSUM) < 0 ||
+		    bpf_skb_store_bytes(skb, port_off, &new_p, 2, BPF_F_RECOMPUTE_CSUM) < 0)
+			return -1;
+		return 0;
+	}
+	*ipck = bpf_htons(upd32(bpf_ntohs(*ipck), old_a, new_a));
+	*a = new_a;
+	*port = new_p;
+	__u16 old = bpf_ntohs(*l4ck);
+	__u16 c;
+	if (pl->summed == CHECKSUM_PARTIAL) {
+		c = seed32(old, old_a, new_a);
+	} else {
+		if (p->flow.proto == IPPROTO_UDP && old == 0)
+			return 0; /* no checksum: stays none */
+		c = upd16(upd32(old, old_a, new_a), bpf_ntohs(old_p), bpf_ntohs(new_p));
+		if (p->flow.proto == IPPROTO_UDP && c == 0)
+			c = 0xffff;
+	}
+	*l4ck = bpf_htons(c);
+	return 0;
 }
 
 /* IP-in-IP as the core writes it: TOS, TTL, DF and the identification copied from the inner
  * header, protocol 4, source the route's. */
-static __always_inline int encap(struct __sk_buff *skb, struct plan *pl)
+static __always_inline int encap(struct __sk_buff *skb, struct plan *pl, struct hdrs *h)
 {
-	__u8 inner[IP_LEN];
+	const __u8 *inner = h->b + ETH_LEN;
 	__u32 outer[IP_LEN / 4];
 	__u8 *o = (__u8 *)outer;
 
-	if (bpf_skb_load_bytes(skb, ETH_LEN, inner, IP_LEN) < 0)
-		return -1;
 	__u32 tot = pl->p.ip_len + IP_LEN;
 	o[0] = 0x45;
 	o[1] = inner[1];
@@ -392,36 +533,37 @@ static __always_inline int encap(struct __sk_buff *skb, struct plan *pl)
 	o[9] = IPPROTO_IPIP;
 	o[10] = 0;
 	o[11] = 0;
-	__builtin_memcpy(&o[12], &pl->route.src, 4);
+	__builtin_memcpy(&o[12], &pl->src, 4);
 	__builtin_memcpy(&o[16], &pl->conn->addr, 4);
-	__s64 sum = bpf_csum_diff(0, 0, outer, IP_LEN, 0);
-	if (sum < 0)
-		return -1;
-	__u16 c = fold((__u64)sum);
+	__u32 s = 0;
+	for (int i = 0; i < IP_LEN / 4; i++)
+		s += sum32(outer[i]);
+	__u16 c = bpf_htons((__u16)~fold(s));
 	__builtin_memcpy(&o[10], &c, 2);
 	if (bpf_skb_adjust_room(skb, IP_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, ETH_LEN, outer, IP_LEN, 0) < 0)
-		return -1;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + ETH_LEN + IP_LEN > end)
+		return bpf_skb_store_bytes(skb, ETH_LEN, outer, IP_LEN, 0) < 0 ? -1 : 0;
+	__builtin_memcpy(data + ETH_LEN, outer, IP_LEN);
 	return 0;
 }
 
-static __always_inline int rewrite(struct __sk_buff *skb, struct plan *pl)
+static __always_inline int rewrite(struct __sk_buff *skb, struct plan *pl, struct hdrs *h)
 {
 	struct pkt *p = &pl->p;
 	struct lvs_conn *c = pl->conn;
 
 	switch (c->action) {
 	case LVS_NAT_IN:
-		return nat(skb, p, ETH_LEN + 16, p->flow.dst, c->addr, p->l4_off + 2, p->flow.dport,
-			   c->port);
+		return nat(skb, pl, ETH_LEN + 16, c->addr, p->l4_off + 2, c->port);
 	case LVS_NAT_OUT:
-		return nat(skb, p, ETH_LEN + 12, p->flow.src, c->addr, p->l4_off, p->flow.sport,
-			   c->port);
+		return nat(skb, pl, ETH_LEN + 12, c->addr, p->l4_off, c->port);
 	case LVS_DR:
 		return 0;
 	case LVS_TUN:
-		return encap(skb, pl);
+		return encap(skb, pl, h);
 	}
 	return -1;
 }
@@ -432,9 +574,14 @@ SEC("tc")
 int lvs_tc_ingress(struct __sk_buff *skb)
 {
 	struct plan pl = {};
+	struct hdrs h;
 
 	count(LVS_C_RX);
-	int v = classify(skb, HOOK_TC, &pl);
+	if (hdrs_tc(skb, &h) < 0) {
+		count(LVS_C_TO_USER);
+		return TC_ACT_OK;
+	}
+	int v = classify(skb, &h, &pl);
 	if (v == V_KERNEL) {
 		count(LVS_C_NOT_OURS);
 		return TC_ACT_OK;
@@ -443,14 +590,22 @@ int lvs_tc_ingress(struct __sk_buff *skb)
 		count(LVS_C_TO_USER);
 		return TC_ACT_OK;
 	}
-	__u8 action = pl.conn->action;
-	track(&pl, bpf_ktime_get_ns());
+	struct lvs_conn *c = pl.conn;
+	__u8 action = c->action;
+	if (pl.refill) {
+		c->ifindex = pl.ifindex;
+		c->nexthop = pl.nexthop;
+		c->src = pl.src;
+		c->mtu = pl.mtu;
+		c->route_gen = pl.route_gen;
+	}
+	track(&pl, bpf_ktime_get_coarse_ns());
 	account(&pl);
 	if (pl.p.trailer && bpf_skb_change_tail(skb, ETH_LEN + pl.p.ip_len, 0) < 0) {
 		count(LVS_C_ERROR);
 		return TC_ACT_SHOT;
 	}
-	if (rewrite(skb, &pl) < 0) {
+	if (rewrite(skb, &pl, &h) < 0) {
 		count(LVS_C_ERROR);
 		return TC_ACT_SHOT;
 	}
@@ -459,25 +614,28 @@ int lvs_tc_ingress(struct __sk_buff *skb)
 		__u32 zero = 0;
 		struct lvs_test_out *t = bpf_map_lookup_elem(&lvs_test, &zero);
 		if (t) {
-			t->ifindex = pl.route.ifindex;
+			t->ifindex = pl.ifindex;
 			t->nexthop = pl.nexthop;
 		}
 	}
 	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = pl.nexthop };
-	return bpf_redirect_neigh(pl.route.ifindex, &nh, sizeof(nh), 0);
+	return bpf_redirect_neigh(pl.ifindex, &nh, sizeof(nh), 0);
 }
 
 SEC("socket")
 int lvs_sock_filter(struct __sk_buff *skb)
 {
 	struct plan pl = {};
+	struct hdrs h;
 
 	/* What lvsd itself (or the tc program) sends is seen here too: never copy it. Frames
 	 * for other hosts or groups go up as before (the worker ignores them). */
 	if (skb->pkt_type == PACKET_OUTGOING)
 		return 0;
+	if (hdrs_filter(skb, &h) < 0)
+		return 0x7fffffff;
 	/* The whole frame to user space unless the tc program forwards it. */
-	return classify(skb, HOOK_FILTER, &pl) == V_FORWARD ? 0 : 0x7fffffff;
+	return classify(skb, &h, &pl) == V_FORWARD ? 0 : 0x7fffffff;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -31,15 +31,27 @@ enum lvs_action {
 #define LVS_F_NO_OUTPUT 1 /* DR/Tun: input-only TCP table until a reply shows up */
 
 struct lvs_conn {
-	__u8 action;   /* enum lvs_action */
-	__u8 state;    /* IPVS TCP state (IP_VS_TCP_S_*), 0 for UDP */
-	__u8 flags;    /* LVS_F_* */
+	__u8 action;    /* enum lvs_action */
+	__u8 state;     /* IPVS TCP state (IP_VS_TCP_S_*), 0 for UDP */
+	__u8 flags;     /* LVS_F_* */
 	__u8 pad;
-	__be32 addr;   /* NAT_IN / DR / TUN: real server; NAT_OUT: virtual address */
-	__be16 port;   /* NAT_IN: real server port; NAT_OUT: virtual port */
-	__u16 pad2;
-	__u32 stats;   /* slot in lvs_stats (per real server) */
-	__u64 seen_ns; /* bpf_ktime_get_ns() of the last packet (in entry only) */
+	__be32 addr;    /* NAT_IN / DR / TUN: real server; NAT_OUT: virtual address */
+	__be16 port;    /* NAT_IN: real server port; NAT_OUT: virtual port */
+	__u16 mtu;      /* route cache: MTU of the outgoing interface */
+	__u32 stats;    /* slot in lvs_stats (per real server) */
+	/* Route cache, valid while route_gen is lvs_config.route_gen (the program refills it
+	 * from lvs_routes otherwise): one hash lookup per packet instead of a trie walk. */
+	__u32 ifindex;
+	__be32 nexthop; /* the gateway, or the target itself when directly connected */
+	__be32 src;     /* tunnel source */
+	__u32 route_gen;
+	__u64 seen_ns;  /* bpf_ktime_get_coarse_ns() of the last packet (in entry only) */
+};
+
+/* Global settings, one element. */
+struct lvs_config {
+	__u32 route_gen; /* bumped by the loader whenever lvs_routes changes */
+	__u32 pad;
 };
 
 /* A route, longest-prefix matched on the destination (kept from the netlink sync). */
