@@ -31,7 +31,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput};
+use libbpf_rs::{
+    MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, TC_INGRESS,
+    TcHookBuilder,
+};
 
 use maps::{ConnEntry, Counter, Flow, RouteEntry, RouteKey, StatsEntry};
 
@@ -307,6 +310,39 @@ impl Datapath {
         Ok(f(prog.as_fd()))
     }
 
+    /// Attach `lvs_tc_ingress` at the clsact ingress of `ifindex` (in the calling thread's
+    /// network namespace), creating the clsact qdisc if there is none. Whether lvsd created
+    /// the qdisc is remembered, so [`TcAttachment::detach`] removes only what it added.
+    pub fn attach_tc(&self, ifindex: u32) -> Result<TcAttachment, Error> {
+        let err = |e: libbpf_rs::Error| Error::Program {
+            program: Prog::TcIngress.name(),
+            error: format!("cannot attach at tc ingress of interface {ifindex}: {e}"),
+        };
+        self.with_program_fd(Prog::TcIngress, |fd| {
+            let idx = i32::try_from(ifindex).map_err(|_| Error::Program {
+                program: Prog::TcIngress.name(),
+                error: format!("interface index {ifindex} out of range"),
+            })?;
+            let mut builder = TcHookBuilder::new(fd);
+            builder
+                .ifindex(idx)
+                .replace(true)
+                .handle(TC_HANDLE)
+                .priority(TC_PRIORITY);
+            let mut probe = builder.hook(TC_INGRESS);
+            // Does the interface have a clsact qdisc already (someone else's filters)?
+            let had_qdisc = probe.query().is_ok() || qdisc_exists(&mut probe);
+            let mut hook = builder.hook(TC_INGRESS);
+            hook.create().map_err(err)?;
+            hook.attach().map_err(err)?;
+            Ok(TcAttachment {
+                hook,
+                ifindex,
+                created_qdisc: !had_qdisc,
+            })
+        })?
+    }
+
     /// Install (or replace) a connection entry.
     pub fn insert(&self, flow: &Flow, entry: &ConnEntry) -> Result<(), Error> {
         self.conns
@@ -434,6 +470,47 @@ impl Datapath {
             out: out_hop,
             duration,
         })
+    }
+}
+
+/// tc filter handle and priority of lvsd's program (chosen so as not to clash with the
+/// usual `tc filter add ... bpf` defaults of 0/49152).
+const TC_HANDLE: u32 = 0x1d5;
+const TC_PRIORITY: u32 = 0x1d5;
+
+/// Whether a clsact qdisc exists on the hook's interface: a detach of a filter that is not
+/// there fails with ENOENT when the qdisc exists and EINVAL when it does not.
+fn qdisc_exists(hook: &mut libbpf_rs::TcHook) -> bool {
+    match hook.detach() {
+        Ok(()) => true,
+        Err(e) => e.kind() == libbpf_rs::ErrorKind::NotFound,
+    }
+}
+
+/// `lvs_tc_ingress` attached to one interface.
+#[derive(Debug)]
+pub struct TcAttachment {
+    hook: libbpf_rs::TcHook,
+    /// The interface.
+    pub ifindex: u32,
+    /// Whether attaching created the clsact qdisc.
+    pub created_qdisc: bool,
+}
+
+impl TcAttachment {
+    /// Remove the filter, and the clsact qdisc if attaching created it.
+    pub fn detach(mut self) -> Result<(), Error> {
+        let err = |e: libbpf_rs::Error| Error::Program {
+            program: Prog::TcIngress.name(),
+            error: format!("cannot detach from interface {}: {e}", self.ifindex),
+        };
+        self.hook.detach().map_err(err)?;
+        if self.created_qdisc {
+            // Both attach points: libbpf then deletes the clsact qdisc itself.
+            self.hook.attach_point(TC_INGRESS | libbpf_rs::TC_EGRESS);
+            self.hook.destroy().map_err(err)?;
+        }
+        Ok(())
     }
 }
 
