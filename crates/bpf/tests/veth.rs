@@ -4,7 +4,9 @@
 //! the kernel alone forwards. Checks what only a real data path shows: frames from a local
 //! stack (partial checksums) arrive intact, the first packet to a neighbour nobody resolved
 //! yet is not lost (`bpf_redirect_neigh` queues it), the reply is rewritten back to the VIP,
-//! the entry's state and the per-CPU counters move, and detaching leaves no qdisc behind.
+//! the entry's state and the per-CPU counters move, lvsd's AF_PACKET tap (with the socket
+//! filter) gets no copy of what the kernel forwarded but does get the unknown flow's frame,
+//! and detaching leaves no qdisc behind.
 //!
 //! Needs root (namespaces, BPF). Fails under CI (`CI=true`) without it, else reports a skip.
 
@@ -238,8 +240,30 @@ fn nat_udp_through_the_kernel_on_veth() {
         let a = dp.attach_tc(front).unwrap_or_else(|e| panic!("{e}"));
         let b = dp.attach_tc(back).unwrap_or_else(|e| panic!("{e}"));
         assert!(a.created_qdisc && b.created_qdisc);
+        // lvsd's tap on the front interface, filtered as in `--datapath tc`.
+        let mut tap = lvs_io::AfPacket::open(front, &lvs_io::AfPacketConfig::default())
+            .expect("AF_PACKET socket");
+        dp.with_program_fd(lvs_bpf::Prog::SockFilter, |fd| tap.attach_bpf_filter(fd))
+            .unwrap()
+            .expect("attach the socket filter");
         ready_tx.send(()).unwrap();
         let _ = done_rx.recv_timeout(Duration::from_secs(20));
+        // Which client ports' datagrams to the VIP the tap saw.
+        let mut tapped = Vec::new();
+        while let Ok(n) = tap.rx_batch_tx(Duration::from_millis(50), |f, _| {
+            let b = f.frame();
+            if b.len() >= 14 + 28
+                && b[12..14] == [8, 0]
+                && b[14 + 9] == 17
+                && b[30..34] == VIP.octets()
+            {
+                tapped.push(u16::from_be_bytes([b[34], b[35]]));
+            }
+        }) {
+            if n == 0 {
+                break;
+            }
+        }
         let counts: Vec<(Counter, u64)> = Counter::ALL
             .iter()
             .map(|c| (*c, dp.counter(*c).unwrap()))
@@ -250,7 +274,7 @@ fn nat_udp_through_the_kernel_on_veth() {
             .unwrap();
         a.detach().unwrap();
         b.detach().unwrap();
-        (counts, stats, entry)
+        (counts, stats, entry, tapped)
     });
     ready_rx
         .recv_timeout(Duration::from_secs(20))
@@ -290,11 +314,15 @@ fn nat_udp_through_the_kernel_on_veth() {
                 Err(e) => panic!("datagram {i}: no echo ({e})"),
             }
         }
+        // A flow the kernel knows nothing about: left to user space (and the tap).
+        let other = UdpSocket::bind("10.77.1.2:5001").unwrap();
+        other.send_to(b"new", SocketAddr::from((VIP, 53))).unwrap();
+        thread::sleep(Duration::from_millis(200));
         got
     });
     done_tx.send(()).unwrap();
     let seen = server.join().unwrap();
-    let (counts, stats, entry) = director.join().unwrap();
+    let (counts, stats, entry, tapped) = director.join().unwrap();
     let count = |c: Counter| counts.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v);
 
     for (i, (payload, from)) in replies.iter().enumerate() {
@@ -314,6 +342,12 @@ fn nat_udp_through_the_kernel_on_veth() {
     assert_eq!(count(Counter::NatOut), 3, "{counts:?}");
     assert_eq!(count(Counter::Error), 0, "{counts:?}");
     assert_eq!((stats.pkts_in, stats.pkts_out), (3, 3), "{stats:?}");
+    assert_eq!(
+        tapped,
+        vec![5001],
+        "the tap sees only the flow the kernel did not forward"
+    );
+    assert!(count(Counter::ToUser) >= 1, "{counts:?}");
     let entry = entry.expect("the in entry");
     assert!(
         entry.seen_ns > 0 && entry.route.ifindex == back,

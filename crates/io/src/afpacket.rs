@@ -894,6 +894,20 @@ impl AfPacket {
         self.ifindex
     }
 
+    /// Attach a BPF socket filter program (`SO_ATTACH_BPF`): from now on a frame reaches the
+    /// ring only if the program returns a non-zero snap length for it. lvsd attaches the
+    /// kernel fast path's `lvs_sock_filter`, so frames the tc program forwards are not copied.
+    pub fn attach_bpf_filter(&self, prog: BorrowedFd<'_>) -> io::Result<()> {
+        let fd: libc::c_int = prog.as_raw_fd();
+        sys::setsockopt(
+            self.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_BPF,
+            &fd,
+            "attach the BPF socket filter (SO_ATTACH_BPF)",
+        )
+    }
+
     /// Whether frames carry a vnet header.
     pub fn vnet_hdr(&self) -> bool {
         self.vnet
