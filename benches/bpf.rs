@@ -183,8 +183,67 @@ fn main() {
         "{:<22} {r:>11.1} {k:>11.1} {:>9} {:>12}",
         "unknown_flow_to_user", "-", "-"
     );
+    memory();
     eprintln!(
         "(repeat: median of {ROUNDS} x {REPEAT}; single: median of 200000; {:.1} s)",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Kernel memory per tracked connection: 1,000,000 DR connections (one entry each) and
+/// 500,000 NAT connections (two entries each), in a fresh map each.
+fn memory() {
+    use lvs_bpf::maps::{Action, ConnEntry, Flow, RouteCache};
+    use std::net::Ipv4Addr;
+    for (name, conns, per_conn) in [("dr", 1_000_000u32, 1u32), ("nat", 500_000, 2)] {
+        let dp = Datapath::load(&Options {
+            conn_entries: conns * per_conn,
+            stats_slots: 16,
+            test_mode: false,
+        })
+        .expect("load");
+        let empty = dp.conn_map_bytes().unwrap_or(0);
+        for i in 0..conns {
+            let client = Ipv4Addr::from(0x0a00_0000 | (i >> 8));
+            let e = ConnEntry {
+                action: Action::DirectRoute,
+                state: 1,
+                flags: 0,
+                addr: Ipv4Addr::new(10, 0, 1, 11),
+                port: 80,
+                stats: 0,
+                route: RouteCache::default(),
+                seen_ns: 0,
+            };
+            let port = 1024 + (i & 0xff) as u16;
+            dp.insert(
+                &Flow::new(lvs_core::types::Protocol::Tcp, client, port, addr::VIP, 80),
+                &e,
+            )
+            .expect("insert");
+            if per_conn == 2 {
+                let out = Flow::new(
+                    lvs_core::types::Protocol::Tcp,
+                    Ipv4Addr::new(10, 0, 1, 11),
+                    80,
+                    client,
+                    port,
+                );
+                dp.insert(
+                    &out,
+                    &ConnEntry {
+                        action: Action::NatOut,
+                        ..e
+                    },
+                )
+                .expect("insert");
+            }
+        }
+        let full = dp.conn_map_bytes().unwrap_or(0);
+        println!(
+            "memory {name:<4} {conns} connections held: {:.1} MiB, {} bytes per connection",
+            full as f64 / (1 << 20) as f64,
+            (full - empty) / u64::from(conns)
+        );
+    }
 }

@@ -343,6 +343,20 @@ impl Datapath {
         })?
     }
 
+    /// Kernel memory the connection map takes now (`memlock` of its fdinfo: the map's own
+    /// accounting of what it allocated; without preallocation it follows the entries).
+    pub fn conn_map_bytes(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            self.conns.as_fd().as_raw_fd()
+        ))
+        .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Install (or replace) a connection entry.
     pub fn insert(&self, flow: &Flow, entry: &ConnEntry) -> Result<(), Error> {
         self.conns
