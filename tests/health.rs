@@ -208,8 +208,12 @@ impl Load {
                         Err(e) => Err(e.to_string()),
                     };
                     // curl exit 7: connection refused by a server not yet marked down;
-                    // retried at once, as a client library would.
-                    if !matches!(&res, Err(e) if e.contains("exit status: 7")) {
+                    // exit 56: reset by the server process being stopped while it held
+                    // this very request (no director can save that one). Both retried at
+                    // once, as a client library retries an idempotent GET.
+                    if !matches!(&res, Err(e) if e.contains("exit status: 7")
+                        || e.contains("exit status: 56"))
+                    {
                         break;
                     }
                 }
