@@ -168,6 +168,12 @@ fn catch_log(level: PrintLevel, msg: String) {
     }
 }
 
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn map_err(map: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
     move |e| Error::Map {
         map,
@@ -235,64 +241,43 @@ impl Datapath {
         libbpf_rs::set_print(previous);
         let obj = loaded.map_err(|e| Error::Load {
             error: e.to_string(),
-            log: log
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n"),
+            log: last_lines(&log, 40),
         })?;
-        let handle = |name: &'static str| -> Result<MapHandle, Error> {
+        let handle = |name: &'static str, key: usize, value: usize| -> Result<MapHandle, Error> {
             let m = obj
                 .maps()
                 .find(|m| m.name() == name)
                 .ok_or_else(|| Error::Open(format!("no map {name} in the object")))?;
-            MapHandle::try_from(&m).map_err(map_err(name))
-        };
-        // The Rust encodings must match the C structs the program was built with.
-        let sizes: [(&'static str, usize, usize); 6] = [
-            ("lvs_conns", Flow::LEN, ConnEntry::LEN),
-            ("lvs_routes", RouteKey::LEN, RouteEntry::LEN),
-            ("lvs_stats", 4, StatsEntry::LEN),
-            ("lvs_tcp", 4, maps::TCP_TABLE_LEN),
-            ("lvs_test", 4, 8),
-            ("lvs_config", 4, 8),
-        ];
-        for (name, k, v) in sizes {
-            let h = handle(name)?;
-            if (h.key_size() as usize, h.value_size() as usize) != (k, v) {
+            let h = MapHandle::try_from(&m).map_err(map_err(name))?;
+            // The Rust encodings must match the C structs the program was built with.
+            if (h.key_size() as usize, h.value_size() as usize) != (key, value) {
                 return Err(Error::Open(format!(
-                    "map {name} has key/value sizes {}/{} but the loader encodes {k}/{v}",
+                    "map {name} has key/value sizes {}/{} but the loader encodes {key}/{value}",
                     h.key_size(),
                     h.value_size()
                 )));
             }
-        }
-        let dp = Datapath {
-            conns: handle("lvs_conns")?,
-            routes: handle("lvs_routes")?,
-            stats: handle("lvs_stats")?,
-            counters: handle("lvs_counters")?,
-            test: handle("lvs_test")?,
-            config: handle("lvs_config")?,
+            Ok(h)
+        };
+        handle("lvs_tcp", 4, maps::TCP_TABLE_LEN)?
+            .update(&0u32.to_ne_bytes(), &compile::tcp_table(), MapFlags::ANY)
+            .map_err(map_err("lvs_tcp"))?;
+        Ok(Datapath {
+            conns: handle("lvs_conns", Flow::LEN, ConnEntry::LEN)?,
+            routes: handle("lvs_routes", RouteKey::LEN, RouteEntry::LEN)?,
+            stats: handle("lvs_stats", 4, StatsEntry::LEN)?,
+            counters: handle("lvs_counters", 4, 8)?,
+            test: handle("lvs_test", 4, 8)?,
+            config: handle("lvs_config", 4, 8)?,
             route_gen: 0,
             route_keys: Vec::new(),
-            obj: {
-                let t = handle("lvs_tcp")?;
-                t.update(&0u32.to_ne_bytes(), &compile::tcp_table(), MapFlags::ANY)
-                    .map_err(map_err("lvs_tcp"))?;
-                obj
-            },
-        };
-        Ok(dp)
+            obj,
+        })
     }
 
-    fn prog(&self, p: Prog) -> Result<libbpf_rs::Program<'_>, Error> {
+    fn prog(&self, p: Prog) -> Result<libbpf_rs::ProgramMut<'_>, Error> {
         self.obj
-            .progs()
+            .progs_mut()
             .find(|x| x.name() == p.name())
             .ok_or(Error::Program {
                 program: p.name(),
@@ -438,14 +423,7 @@ impl Datapath {
 
     /// Run a program over `frame` in the kernel (`BPF_PROG_TEST_RUN`), `repeat` times.
     pub fn test_run(&self, p: Prog, frame: &[u8], repeat: u32) -> Result<TestRun, Error> {
-        let prog = self
-            .obj
-            .progs_mut()
-            .find(|x| x.name() == p.name())
-            .ok_or(Error::Program {
-                program: p.name(),
-                error: "not in the object".into(),
-            })?;
+        let prog = self.prog(p)?;
         let zero = 0u32.to_ne_bytes();
         let blank = vec![0u8; 8 * num_cpus()];
         let _ = self.test.update_percpu(

@@ -18,24 +18,12 @@ use lvs_core::types::{ForwardMethod, Protocol, SchedulerKind};
 use lvs_core::{Director, Time};
 use proptest::prelude::*;
 
+mod common;
+
 const CPORT: u16 = 40000;
 
 fn datapath() -> Option<Datapath> {
-    // Root = effective uid 0, read from /proc (no syscall wrapper needed).
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the BPF differential tests need root (CI=true: not skipping)"
-        );
-        eprintln!("SKIP: the BPF differential tests need root");
+    if !common::root_or_skip("the BPF differential tests") {
         return None;
     }
     let opts = Options {

@@ -25,22 +25,13 @@ use lvs_core::types::{ForwardMethod, Protocol, ServiceKey};
 use lvs_core::{Director, Time};
 use lvs_wire::ethernet::EthernetAddress;
 
+mod common;
+
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 9, 9);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 const FRONT: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
 const BACK: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 2);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -140,12 +131,7 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 
 #[test]
 fn nat_udp_through_the_kernel_on_veth() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root (CI=true: not skipping)"
-        );
-        eprintln!("SKIP: needs root");
+    if !common::root_or_skip("the veth tests") {
         return;
     }
     let lab = Lab::new();

@@ -192,24 +192,15 @@ static __always_inline int hdrs_tc(struct __sk_buff *skb, struct hdrs *h)
 static __always_inline int hdrs_filter(struct __sk_buff *skb, struct hdrs *h)
 {
 	__u32 flen = skb->len + (lvs_test_mode ? ETH_LEN : 0);
-	__u32 want = flen < HDR_MAX ? flen : HDR_MAX;
-	int r;
+	__u64 n = flen < HDR_MAX ? flen : HDR_MAX;
 
 	h->frame_len = flen;
-	if (want < ETH_LEN)
+	barrier_var(n);
+	if (n < ETH_LEN || n > HDR_MAX)
 		return -1;
-	if (want == HDR_MAX) {
-		r = lvs_test_mode ? bpf_skb_load_bytes_relative(skb, 0, h->b, HDR_MAX, BPF_HDR_START_MAC)
-				  : bpf_skb_load_bytes(skb, 0, h->b, HDR_MAX);
-	} else {
-		__u64 n = want;
-		barrier_var(n);
-		if (n < ETH_LEN || n > HDR_MAX)
-			return -1;
-		r = lvs_test_mode ? bpf_skb_load_bytes_relative(skb, 0, h->b, n, BPF_HDR_START_MAC)
-				  : bpf_skb_load_bytes(skb, 0, h->b, n);
-	}
-	h->len = want;
+	int r = lvs_test_mode ? bpf_skb_load_bytes_relative(skb, 0, h->b, n, BPF_HDR_START_MAC)
+			      : bpf_skb_load_bytes(skb, 0, h->b, n);
+	h->len = n;
 	return r < 0 ? -1 : 0;
 }
 
