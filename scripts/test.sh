@@ -11,4 +11,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
+# Everything once: the end-to-end tests run lvsd with --datapath afpacket (every packet
+# through user space)...
 cargo test --workspace --no-fail-fast
+# ...and the end-to-end tests again on the kernel fast path (eBPF at tc ingress).
+LVS_E2E_DATAPATH=tc cargo test -p lvs-e2e -p lvsd --no-fail-fast

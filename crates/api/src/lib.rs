@@ -354,6 +354,13 @@ pub struct CountersInfo {
     pub drops: Vec<(String, u64)>,
     /// Frames the io layer failed to send.
     pub tx_errors: u64,
+    /// The data path forwarding established flows: `afpacket` (user space) or `tc` (the
+    /// kernel fast path).
+    #[serde(default)]
+    pub datapath: String,
+    /// The kernel fast path's counters by name (empty on `afpacket`).
+    #[serde(default)]
+    pub kernel: Vec<(String, u64)>,
 }
 
 /// Apply one change request to a director (what lvsd does for each change, and what a

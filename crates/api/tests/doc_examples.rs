@@ -237,6 +237,23 @@ fn replies() -> Vec<Reply> {
                 })
                 .collect(),
             tx_errors: 0,
+            datapath: "tc".into(),
+            kernel: [
+                ("rx", 91230),
+                ("nat_in", 48211),
+                ("nat_out", 42910),
+                ("direct_route", 0),
+                ("tunnel", 0),
+                ("to_user", 97),
+                ("not_ours", 12),
+                ("error", 0),
+                ("state_change", 31),
+                ("event_lost", 0),
+                ("install_failed", 0),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
         }),
         Reply::Timeouts {
             tcp: 900,

@@ -53,6 +53,14 @@ pub fn conn_entries(c: &Conn, stats: u32, seen_ns: u64) -> Option<Vec<(Flow, Con
     })
 }
 
+/// The keys under which a connection's entries are installed ([`conn_entries`]'s flows):
+/// what to delete when the core removes it. Empty where nothing is installed.
+pub fn flows(c: &Conn) -> Vec<Flow> {
+    conn_entries(c, 0, 0)
+        .map(|v| v.into_iter().map(|(f, _)| f).collect())
+        .unwrap_or_default()
+}
+
 /// The IPv4 routes of `net` as the program's trie, in the core's order of preference: where
 /// two routes have the same prefix the first one the core would pick wins. Routes through
 /// an interface the director does not serve are left out (the core has no hop for them).

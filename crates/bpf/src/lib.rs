@@ -28,15 +28,15 @@ pub mod maps;
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libbpf_rs::{
-    MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, TC_INGRESS,
-    TcHookBuilder,
+    MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
+    RingBufferBuilder, TC_INGRESS, TcHookBuilder,
 };
 
-use maps::{ConnEntry, Counter, Flow, RouteEntry, RouteKey, StatsEntry};
+use maps::{ConnEntry, Counter, Flow, RouteEntry, RouteKey, StateEvent, StatsEntry};
 
 /// The compiled object.
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lvs.bpf.o"));
@@ -190,6 +190,9 @@ pub struct Datapath {
     counters: MapHandle,
     test: MapHandle,
     config: MapHandle,
+    /// The consumer of `lvs_events`; its callback decodes records into `inbox`.
+    events: RingBuffer<'static>,
+    inbox: Arc<Mutex<Vec<StateEvent>>>,
     route_gen: u32,
     /// Route keys currently in `lvs_routes`, so a new set replaces the old one exactly.
     route_keys: Vec<[u8; RouteKey::LEN]>,
@@ -262,7 +265,26 @@ impl Datapath {
         handle("lvs_tcp", 4, maps::TCP_TABLE_LEN)?
             .update(&0u32.to_ne_bytes(), &compile::tcp_table(), MapFlags::ANY)
             .map_err(map_err("lvs_tcp"))?;
+        let inbox = Arc::new(Mutex::new(Vec::new()));
+        let events = {
+            let ring = obj
+                .maps()
+                .find(|m| m.name() == "lvs_events")
+                .ok_or_else(|| Error::Open("no map lvs_events in the object".into()))?;
+            let sink = Arc::clone(&inbox);
+            let mut b = RingBufferBuilder::new();
+            b.add(&ring, move |rec: &[u8]| {
+                if let (Some(e), Ok(mut v)) = (StateEvent::from_bytes(rec), sink.lock()) {
+                    v.push(e);
+                }
+                0
+            })
+            .map_err(map_err("lvs_events"))?;
+            b.build().map_err(map_err("lvs_events"))?
+        };
         Ok(Datapath {
+            events,
+            inbox,
             conns: handle("lvs_conns", Flow::LEN, ConnEntry::LEN)?,
             routes: handle("lvs_routes", RouteKey::LEN, RouteEntry::LEN)?,
             stats: handle("lvs_stats", 4, StatsEntry::LEN)?,
@@ -315,8 +337,11 @@ impl Datapath {
                 .handle(TC_HANDLE)
                 .priority(TC_PRIORITY);
             let mut probe = builder.hook(TC_INGRESS);
-            // Does the interface have a clsact qdisc already (someone else's filters)?
+            // Does the interface have a clsact qdisc already (someone else's filters)? The
+            // probe's expected failures would be printed by libbpf: silence it meanwhile.
+            let previous = libbpf_rs::set_print(None);
             let had_qdisc = probe.query().is_ok() || qdisc_exists(&mut probe);
+            libbpf_rs::set_print(previous);
             let mut hook = builder.hook(TC_INGRESS);
             hook.create().map_err(err)?;
             hook.attach().map_err(err)?;
@@ -389,6 +414,15 @@ impl Datapath {
         self.config
             .update(&0u32.to_ne_bytes(), &cfg, MapFlags::ANY)
             .map_err(map_err("lvs_config"))
+    }
+
+    /// Move the TCP state changes the program reported since the last call into `out`.
+    pub fn drain_events(&self, out: &mut Vec<StateEvent>) -> Result<(), Error> {
+        self.events.consume().map_err(map_err("lvs_events"))?;
+        if let Ok(mut v) = self.inbox.lock() {
+            out.append(&mut v);
+        }
+        Ok(())
     }
 
     /// A counter summed over CPUs.

@@ -287,6 +287,8 @@ pub struct StateEvent {
     pub old_state: u8,
     /// State after.
     pub new_state: u8,
+    /// The entry's flags after the packet ([`F_NO_OUTPUT`] cleared once a reply passed).
+    pub flags: u8,
     /// Kernel monotonic time (ns).
     pub ns: u64,
 }
@@ -304,6 +306,7 @@ impl StateEvent {
             flow: Flow::from_bytes(&b[0..16])?,
             old_state: b[16],
             new_state: b[17],
+            flags: b[18],
             ns: u64::from_ne_bytes(b[24..32].try_into().ok()?),
         })
     }

@@ -23,6 +23,9 @@ use crate::stats::Stats;
 use crate::time::Time;
 use crate::types::{Family, ForwardMethod, Protocol, ServiceKey};
 
+mod offload;
+pub use offload::Journal;
+
 /// Tunables, with IPVS's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -176,6 +179,9 @@ pub struct Director {
     expired: Vec<Conn>,
     /// When the rate estimators tick next.
     next_estimate: Time,
+    /// Connection changes for a fast path below the core (see [`offload`]); `None` unless
+    /// one asked for them.
+    journal: Option<Journal>,
 }
 
 impl Director {
@@ -195,6 +201,7 @@ impl Director {
             counters: Counters::default(),
             expired: Vec::with_capacity(1024),
             next_estimate: now + crate::stats::ESTIMATOR_PERIOD,
+            journal: None,
         }
     }
 
@@ -321,12 +328,24 @@ impl Director {
 
     /// Expire the connections whose time has come. Call it regularly (every tick, 250 ms).
     pub fn expire(&mut self, now: Time) -> usize {
+        self.expire_with(now, |_| None)
+    }
+
+    /// As [`Director::expire`], for a director with a fast path below it: `last_seen` says
+    /// when the fast path last forwarded a packet of a connection that is due (`None`: it
+    /// has not, or holds no entry for it), and the connection lives on for its timeout from
+    /// then.
+    pub fn expire_with(
+        &mut self,
+        now: Time,
+        last_seen: impl FnMut(&Conn) -> Option<Time>,
+    ) -> usize {
         while now >= self.next_estimate {
             self.services.tick_estimators();
             self.next_estimate = self.next_estimate + crate::stats::ESTIMATOR_PERIOD;
         }
         let mut gone = std::mem::take(&mut self.expired);
-        self.conns.expire(now, |_, c| gone.push(c));
+        self.conns.expire(now, last_seen, |_, c| gone.push(c));
         let n = gone.len();
         for c in gone.drain(..) {
             self.unbind(&c);
@@ -352,6 +371,11 @@ impl Director {
 
     /// Undo what binding a connection to its real server did.
     fn unbind(&mut self, c: &Conn) {
+        if let Some(j) = &mut self.journal
+            && !c.is_template()
+        {
+            j.removed.push(c.clone());
+        }
         if let Some(ctl) = c.controller
             && let Some(t) = self.conns.get_mut(ctl)
         {
@@ -759,13 +783,26 @@ impl Director {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let was_active = c.is_active();
         if dir == Direction::Output {
             c.flags.clear(ConnFlags::NO_OUTPUT);
         }
+        let sees_output = !c.flags.has(ConnFlags::NO_OUTPUT);
+        let state = tcp_next_state(c.state, dir, sees_output, tcp_flags);
+        self.set_state(now, id, state);
+        if let Some(j) = &mut self.journal {
+            j.touched.push(id);
+        }
+    }
+
+    /// Put a connection in `state` (TCP; other protocols keep theirs) with that state's
+    /// timeout from `now`, keeping its real server's active/inactive counts in step.
+    fn set_state(&mut self, now: Time, id: ConnId, state: TcpState) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let was_active = c.is_active();
         if c.proto == Protocol::Tcp {
-            let sees_output = !c.flags.has(ConnFlags::NO_OUTPUT);
-            c.state = tcp_next_state(c.state, dir, sees_output, tcp_flags);
+            c.state = state;
             c.timeout = self.timeouts.tcp(c.state);
             if c.state == TcpState::Established {
                 c.flags.clear(ConnFlags::INACTIVE);

@@ -24,6 +24,7 @@ use lvs_io::gso::{Segment, segment_tcp_ipv4};
 use lvs_io::{AfPacket, PacketTx, RxFrame, TxQueue, VnetHdr};
 use tracing::{info, warn};
 
+use crate::fastpath::FastPath;
 use crate::steering::Spec;
 
 /// A request for the worker.
@@ -74,6 +75,8 @@ pub struct ControlPart {
     pub local: BTreeSet<IpAddr>,
     /// Next hops the core could not resolve, for the netlink thread.
     pub resolve: Sender<(u32, IpAddr)>,
+    /// The kernel fast path, when lvsd runs with one (`--datapath tc`).
+    pub fast: Option<FastPath>,
 }
 
 /// One data path worker: its own socket on each served interface (all workers' sockets on
@@ -122,8 +125,8 @@ impl Worker {
         })
     }
 
-    /// Run until the stop flag is set.
-    pub fn run(mut self) {
+    /// Run until the stop flag is set; gives back the fast path (for the caller to detach).
+    pub fn run(mut self) -> Option<FastPath> {
         if let Some(c) = &self.control {
             let _ = c.wake.set_nonblocking(true);
         }
@@ -185,10 +188,23 @@ impl Worker {
                     let _ = c.resolve.send((ifindex, addr));
                 }
                 if Instant::now() >= next_tick {
-                    director.expire(shared.now());
+                    let now = shared.now();
+                    match &mut c.fast {
+                        Some(fp) => {
+                            fp.fold_stats(&mut director);
+                            director.expire_with(now, |conn| fp.last_seen(conn));
+                        }
+                        None => {
+                            director.expire(now);
+                        }
+                    }
                     next_tick = Instant::now() + TICK;
                 }
                 drain_commands(c, &mut director, &shared);
+                // What this pass changed reaches the kernel's maps before the next frames.
+                if let Some(fp) = &mut c.fast {
+                    fp.sync(&mut director, shared.now());
+                }
             }
             drop(director);
             // Send outside the lock so another worker can process meanwhile.
@@ -198,6 +214,7 @@ impl Worker {
             }
         }
         info!(worker = self.id, "data path worker stopped");
+        self.control.and_then(|c| c.fast)
     }
 
     /// Sleep until a socket is readable, a command arrives, or the timeout passes.
@@ -228,9 +245,14 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
         }
         match next {
             Ok(Command::Api(req, reply)) => {
+                // Answer with what the kernel did up to now: its state changes and counters.
+                if let Some(fp) = &mut c.fast {
+                    fp.sync(director, shared.now());
+                    fp.fold_stats(director);
+                }
                 let changes = is_change(&req);
                 warn_if_vip_not_local(&c.local, &req);
-                let answer = api(director, shared, req);
+                let answer = api(director, shared, c.fast.as_ref(), req);
                 let spec =
                     (changes && matches!(answer, Reply::Ok)).then(|| Spec::of(director, &c.local));
                 let _ = reply.send((answer, spec));
@@ -238,6 +260,9 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
             Ok(Command::Net(table, local)) => {
                 director.net = *table;
                 c.local = local;
+                if let Some(fp) = &mut c.fast {
+                    fp.set_routes(&director.net);
+                }
             }
             Err(TryRecvError::Empty) => return,
             Err(TryRecvError::Disconnected) => {
@@ -286,7 +311,7 @@ fn warn_if_vip_not_local(local: &BTreeSet<IpAddr>, req: &Request) {
     }
 }
 
-fn api(director: &mut Director, shared: &Shared, req: Request) -> Reply {
+fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: Request) -> Reply {
     match req {
         Request::Batch { requests } => {
             // All or none: rehearse on a copy of the configuration first.
@@ -334,7 +359,13 @@ fn api(director: &mut Director, shared: &Shared, req: Request) -> Reply {
                     daddr: c.daddr,
                     dport: c.dport,
                     state: c.state.name().to_string(),
-                    expires_secs: c.remaining(now).as_secs(),
+                    // The kernel may have forwarded packets since the core last saw one.
+                    expires_secs: fast
+                        .and_then(|f| f.last_seen(c))
+                        .map(|seen| seen + c.timeout)
+                        .filter(|e| *e > c.expires)
+                        .map_or(c.remaining(now), |e| e.saturating_since(now))
+                        .as_secs(),
                     method: c.method,
                     template: c.is_template(),
                 })
@@ -355,6 +386,8 @@ fn api(director: &mut Director, shared: &Shared, req: Request) -> Reply {
                     .map(|r| (r.name().to_string(), c.drops(*r)))
                     .collect(),
                 tx_errors: shared.tx_errors.load(Ordering::Relaxed),
+                datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
+                kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })
         }
         Request::Timeouts => {

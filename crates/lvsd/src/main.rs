@@ -14,6 +14,7 @@
 mod config;
 mod control;
 mod dataplane;
+mod fastpath;
 mod health;
 mod metrics;
 mod netsync;
@@ -71,6 +72,12 @@ struct Args {
     /// sleeping (0 = sleep at once). Spends CPU to save wake-ups at moderate packet rates.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     busy_poll_us: u32,
+    /// Where established flows are forwarded: `tc` = in the kernel (eBPF at tc ingress of
+    /// every served interface; new flows still go through user space once), `afpacket` =
+    /// every packet through user space, `auto` = `tc` where the kernel allows it, else
+    /// `afpacket` (logged). `xdp` is not available yet.
+    #[arg(long, value_enum, default_value_t = DatapathArg::Auto)]
+    datapath: DatapathArg,
     /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
     #[arg(long, env = "LVSD_LOG", default_value = "info")]
     log: String,
@@ -78,6 +85,75 @@ struct Args {
     /// e.g. `127.0.0.1:9101` or `[::]:9101`. Off unless set.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// `--datapath`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DatapathArg {
+    /// The kernel fast path where it loads and attaches, else AF_PACKET.
+    Auto,
+    /// The kernel fast path at tc ingress; refuse to start without it.
+    Tc,
+    /// XDP (not available yet: refused).
+    Xdp,
+    /// Every packet through user space over AF_PACKET rings.
+    Afpacket,
+}
+
+/// Load the kernel fast path and attach it to every served interface and socket, as
+/// `--datapath` asks; `None` means AF_PACKET only.
+fn fast_path(
+    choice: DatapathArg,
+    conn_limit: usize,
+    now: Time,
+    ifaces: &[(u32, String)],
+    sockets: &[Vec<AfPacket>],
+    qdiscs: &std::path::Path,
+) -> Result<Option<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)>> {
+    let attach = || -> Result<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)> {
+        let fp = fastpath::FastPath::load(conn_limit, now)?;
+        let mut attached = Vec::new();
+        // A predecessor killed before it could clean up left the qdiscs it created: they are
+        // ours to remove at the end (the list lives beside the control socket).
+        let inherited = fastpath::read_qdiscs(qdiscs);
+        for (index, name) in ifaces {
+            match fp.attach(*index, name) {
+                Ok(mut a) => {
+                    a.created_qdisc |= inherited.contains(index);
+                    attached.push(a);
+                }
+                Err(e) => {
+                    fastpath::detach(attached, qdiscs);
+                    return Err(e);
+                }
+            }
+        }
+        fastpath::write_qdiscs(qdiscs, &attached);
+        for s in sockets.iter().flatten() {
+            if let Err(e) = fp.filter(s) {
+                fastpath::detach(attached, qdiscs);
+                return Err(e);
+            }
+        }
+        Ok((fp, attached))
+    };
+    match choice {
+        DatapathArg::Afpacket => Ok(None),
+        DatapathArg::Xdp => bail!(
+            "--datapath xdp is not available yet: use --datapath tc (the kernel fast path at tc ingress) or auto"
+        ),
+        DatapathArg::Tc => attach().map(Some),
+        DatapathArg::Auto => match attach() {
+            Ok(x) => Ok(Some(x)),
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "kernel fast path unavailable; every packet goes through user space (datapath afpacket)"
+                );
+                Ok(None)
+            }
+        },
+    }
 }
 
 fn random_seed() -> u64 {
@@ -197,6 +273,24 @@ fn run(args: Args) -> Result<()> {
         }
         Err(e) => warn!(error = %e, "cannot read the kernel's tables yet"),
     }
+    let now = Time::from_nanos(start.elapsed().as_nanos() as u64);
+    let qdiscs = fastpath::qdiscs_file(&args.socket);
+    let (mut fast, attached) = match fast_path(
+        args.datapath,
+        args.conn_limit,
+        now,
+        &ifaces,
+        &per_worker,
+        &qdiscs,
+    )? {
+        Some((fp, a)) => (Some(fp), a),
+        None => (None, Vec::new()),
+    };
+    if let Some(fp) = &mut fast {
+        fp.set_routes(&director.net);
+        director.enable_journal();
+    }
+    let datapath = if fast.is_some() { "tc" } else { "afpacket" };
 
     let (cmd_tx, cmd_rx) = channel();
     let (res_tx, res_rx) = channel();
@@ -219,6 +313,7 @@ fn run(args: Args) -> Result<()> {
         wake: wake_rx,
         local,
         resolve: res_tx,
+        fast,
     });
     for (id, sockets) in per_worker.into_iter().enumerate() {
         let w = dataplane::Worker::new(id, Arc::clone(&shared), sockets, control_part.take())
@@ -260,9 +355,7 @@ fn run(args: Args) -> Result<()> {
             use std::io::Write;
             let _ = w.write_all(&[1]);
         }
-        for w in workers {
-            let _ = w.join();
-        }
+        stop_workers(workers, attached, &qdiscs);
         let _ = sync.join();
         let _ = steering::remove();
         return Err(e);
@@ -278,7 +371,7 @@ fn run(args: Args) -> Result<()> {
             )
         })
         .transpose()?;
-    info!(socket = %args.socket.display(), interfaces = ?names, "lvsd started");
+    info!(socket = %args.socket.display(), interfaces = ?names, datapath, "lvsd started");
     let server = {
         let (c, s, p) = (Arc::clone(&control), Arc::clone(&stop), args.socket.clone());
         std::thread::Builder::new()
@@ -306,13 +399,24 @@ fn run(args: Args) -> Result<()> {
         use std::io::Write;
         let _ = w.write_all(&[1]);
     }
-    for w in workers {
-        let _ = w.join();
-    }
+    stop_workers(workers, attached, &qdiscs);
     let _ = sync.join();
     let _guard = control.steering.lock();
     steering::remove().context("cannot remove the kernel steering rules")?;
     let _ = std::fs::remove_file(&args.socket);
     info!("stopped; steering rules removed");
     Ok(())
+}
+
+/// Wait for the (stopping) workers, then detach the kernel fast path, so the kernel stops
+/// forwarding before the steering rules go.
+fn stop_workers(
+    workers: Vec<std::thread::JoinHandle<Option<fastpath::FastPath>>>,
+    attached: Vec<lvs_bpf::TcAttachment>,
+    qdiscs: &std::path::Path,
+) {
+    for w in workers {
+        let _ = w.join();
+    }
+    fastpath::detach(attached, qdiscs);
 }

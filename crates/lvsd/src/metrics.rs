@@ -370,6 +370,17 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         None,
         [(none(), c.tx_errors)],
     )?;
+    if !c.kernel.is_empty() {
+        counters(
+            enc,
+            "lvs_kernel_fast_path",
+            "What the kernel fast path (datapath tc) did, by counter: frames seen, forwarded per method, handed to user space, not ours, errors, state changes",
+            None,
+            c.kernel
+                .iter()
+                .map(|(name, n)| (vec![("counter", name.clone())], *n)),
+        )?;
+    }
     gauges(
         enc,
         "lvs_connection_table_entries",
@@ -756,6 +767,8 @@ mod tests {
                 conn_limit: 4096,
                 drops: vec![("malformed".into(), 2), ("no_route".into(), 0)],
                 tx_errors: 3,
+                datapath: "tc".into(),
+                kernel: vec![("nat_in".into(), 11), ("to_user".into(), 4)],
             },
             worker_packets: vec![60, 45],
             health_servers: vec![health_info("10.0.1.2", true, Some(true)), {
@@ -861,6 +874,7 @@ mod tests {
         assert_eq!(get(r#"lvs_drops_total{reason="malformed"}"#), 2.0);
         assert_eq!(get(r#"lvs_drops_total{reason="no_route"}"#), 0.0);
         assert_eq!(get("lvs_tx_errors_total"), 3.0);
+        assert_eq!(get(r#"lvs_kernel_fast_path_total{counter="nat_in"}"#), 11.0);
         assert_eq!(get("lvs_connection_table_entries"), 42.0);
         assert_eq!(get("lvs_connection_table_capacity"), 4096.0);
         assert_eq!(get(r#"lvs_worker_packets_total{worker="0"}"#), 60.0);

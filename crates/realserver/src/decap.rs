@@ -1,7 +1,11 @@
 //! Pure IP-in-IP (RFC 2003) decapsulation checks, free of I/O so they can be tested on bytes.
 //!
-//! The raw `IPPROTO_IPIP` socket hands us the whole outer IPv4 packet (header included);
-//! [`inner_packet`] validates it and returns the inner IPv4 packet to inject into the TUN device.
+//! The decapsulator reads frames from an AF_PACKET socket (with their offload header, so a
+//! checksum the sender left for the hardware to finish is known as such); [`inner_range`]
+//! validates an outer IPv4 packet and locates the inner one to inject into the TUN device,
+//! [`finish_checksum`] completes a partial checksum first. A packet tunnelled by the kernel
+//! fast path of a director fed by a local stack arrives like that (`CHECKSUM_PARTIAL` kept
+//! through the encapsulation, as the kernel's own `ipip` decapsulation would keep it).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -22,16 +26,22 @@ pub enum DropReason {
     InnerNotVip,
     /// Writing the inner packet into the TUN device failed.
     TunWrite,
+    /// A partial checksum's offsets lie outside the inner packet's transport header.
+    BadOffload,
+    /// A segmentation-offload super-frame that is not TCP/IPv4 (or cannot be cut).
+    GsoUnsupported,
 }
 
 impl DropReason {
     /// Every reason, in the order used for counters and summaries.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::OuterMalformed,
         DropReason::OuterNotIpip,
         DropReason::InnerMalformed,
         DropReason::InnerNotVip,
         DropReason::TunWrite,
+        DropReason::BadOffload,
+        DropReason::GsoUnsupported,
     ];
 
     /// Short snake_case name used in the exit summary.
@@ -42,6 +52,8 @@ impl DropReason {
             DropReason::InnerMalformed => "inner_malformed",
             DropReason::InnerNotVip => "inner_not_vip",
             DropReason::TunWrite => "tun_write",
+            DropReason::BadOffload => "bad_offload",
+            DropReason::GsoUnsupported => "gso_unsupported",
         }
     }
 }
@@ -49,8 +61,12 @@ impl DropReason {
 /// Counters of the decapsulator.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// Packets read from the raw IPIP socket.
+    /// IP-in-IP packets received.
     pub received: u64,
+    /// Of those, packets whose partial checksum was finished here.
+    pub checksums_finished: u64,
+    /// Of those, super-frames cut into segments here.
+    pub super_frames: u64,
     /// Inner packets written into the TUN device.
     pub delivered: u64,
     /// Dropped: outer header malformed.
@@ -63,6 +79,10 @@ pub struct Counters {
     pub inner_not_vip: u64,
     /// Dropped: TUN write failed.
     pub tun_write: u64,
+    /// Dropped: partial checksum offsets out of bounds.
+    pub bad_offload: u64,
+    /// Dropped: super-frame that cannot be segmented.
+    pub gso_unsupported: u64,
 }
 
 impl Counters {
@@ -79,6 +99,8 @@ impl Counters {
             DropReason::InnerMalformed => self.inner_malformed,
             DropReason::InnerNotVip => self.inner_not_vip,
             DropReason::TunWrite => self.tun_write,
+            DropReason::BadOffload => self.bad_offload,
+            DropReason::GsoUnsupported => self.gso_unsupported,
         }
     }
 
@@ -89,13 +111,19 @@ impl Counters {
             DropReason::InnerMalformed => &mut self.inner_malformed,
             DropReason::InnerNotVip => &mut self.inner_not_vip,
             DropReason::TunWrite => &mut self.tun_write,
+            DropReason::BadOffload => &mut self.bad_offload,
+            DropReason::GsoUnsupported => &mut self.gso_unsupported,
         }
     }
 }
 
 impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "received={} delivered={}", self.received, self.delivered)?;
+        write!(
+            f,
+            "received={} delivered={} checksums_finished={} super_frames={}",
+            self.received, self.delivered, self.checksums_finished, self.super_frames
+        )?;
         for r in DropReason::ALL {
             write!(f, " dropped_{}={}", r.name(), self.dropped(r))?;
         }
@@ -126,6 +154,11 @@ fn ipv4_lengths(buf: &[u8]) -> Option<(usize, usize)> {
 /// Bytes past the outer total length (link padding) are ignored; the returned slice is exactly
 /// the inner packet's total length.
 pub fn inner_packet(outer: &[u8], vip: Ipv4Addr) -> Result<&[u8], DropReason> {
+    inner_range(outer, vip).map(|r| &outer[r])
+}
+
+/// As [`inner_packet`], the inner packet's place in `outer`.
+pub fn inner_range(outer: &[u8], vip: Ipv4Addr) -> Result<std::ops::Range<usize>, DropReason> {
     let (ohl, ototal) = ipv4_lengths(outer).ok_or(DropReason::OuterMalformed)?;
     if outer[9] != IPPROTO_IPIP {
         return Err(DropReason::OuterNotIpip);
@@ -136,12 +169,74 @@ pub fn inner_packet(outer: &[u8], vip: Ipv4Addr) -> Result<&[u8], DropReason> {
     if dst != vip {
         return Err(DropReason::InnerNotVip);
     }
-    Ok(&inner[..itotal])
+    Ok(ohl..ohl + itotal)
+}
+
+/// Finish the transport checksum of the IPv4 packet `pkt` that its sender left partial for
+/// the hardware (`CHECKSUM_PARTIAL`): the field at `start + offset` holds the pseudo-header
+/// sum, and the checksum of everything from `start` to the end goes there. Offsets are from
+/// the start of `pkt`; they must point inside its transport header.
+pub fn finish_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), DropReason> {
+    let (ihl, total) = ipv4_lengths(pkt).ok_or(DropReason::InnerMalformed)?;
+    let field = start.checked_add(offset).ok_or(DropReason::BadOffload)?;
+    if start < ihl || field + 2 > total {
+        return Err(DropReason::BadOffload);
+    }
+    let mut c = lvs_wire::checksum::checksum(&pkt[start..total]);
+    if c == 0 && pkt[9] == 17 {
+        c = 0xffff; // UDP: zero means "no checksum"
+    }
+    pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_checksum_is_finished_as_the_hardware_would() {
+        // A TCP segment with a valid checksum...
+        let src = Ipv4Addr::new(198, 51, 100, 10);
+        let dst = Ipv4Addr::new(192, 0, 2, 1);
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x10;
+        tcp.extend_from_slice(b"some payload bytes!");
+        let len = tcp.len() as u32;
+        let pseudo = lvs_wire::checksum::pseudo_header_v4(src, dst, 6, len);
+        let mut full = tcp.clone();
+        let c = !lvs_wire::checksum::fold(lvs_wire::checksum::combine(
+            pseudo,
+            lvs_wire::checksum::sum(&full),
+        ));
+        full[16..18].copy_from_slice(&c.to_be_bytes());
+        let good = ipv4(6, src.octets(), dst.octets(), &full);
+        // ...and the same with only the pseudo-header seed in the field.
+        let mut partial_tcp = tcp;
+        let seed = lvs_wire::checksum::fold(pseudo);
+        partial_tcp[16..18].copy_from_slice(&seed.to_be_bytes());
+        let mut partial = ipv4(6, src.octets(), dst.octets(), &partial_tcp);
+        finish_checksum(&mut partial, 20, 16).unwrap();
+        assert_eq!(partial, good);
+        // Offsets outside the transport header are refused, the packet left alone.
+        let before = partial.clone();
+        assert_eq!(
+            finish_checksum(&mut partial, 10, 16),
+            Err(DropReason::BadOffload)
+        );
+        assert_eq!(
+            finish_checksum(&mut partial, 20, 1000),
+            Err(DropReason::BadOffload)
+        );
+        assert_eq!(
+            finish_checksum(&mut partial, 20, usize::MAX),
+            Err(DropReason::BadOffload)
+        );
+        assert_eq!(partial, before);
+    }
 
     fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
         let total = u16::try_from(20 + payload.len()).unwrap();

@@ -223,14 +223,27 @@ fn decap_inner(
 
     arp_sysctls(st)?;
     vip_on_lo(vip, st)?;
+    // The raw socket only tells the kernel that protocol 4 is handled here (no "protocol
+    // unreachable" back to the director); it is emptied and ignored. Packets are read from
+    // AF_PACKET instead, whose offload header says when a checksum was left partial or a
+    // frame is a super-frame (what a director's kernel fast path forwards from a local
+    // stack): the raw socket would hand those over unfinished.
     let sock = Socket::new(
         Domain::IPV4,
         Type::RAW,
         Some(Protocol::from(i32::from(decap::IPPROTO_IPIP))),
     )
     .context("opening a raw IPPROTO_IPIP socket (needs root / CAP_NET_RAW)")?;
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let _ = sock.set_recv_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    let mut taps = Vec::new();
+    for i in lvs_io::iface::interfaces().context("listing interfaces")? {
+        let tap = lvs_io::AfPacket::open(i.index, &lvs_io::AfPacketConfig::default())
+            .with_context(|| format!("opening an AF_PACKET socket on {}", i.name))?;
+        taps.push(tap);
+    }
+    if taps.is_empty() {
+        bail!("no interface to receive tunnelled packets on");
+    }
     let tun = tun_rs::DeviceBuilder::new()
         .name(tun_name)
         .layer(tun_rs::Layer::L3)
@@ -247,31 +260,100 @@ fn decap_inner(
     );
 
     let mut counters = decap::Counters::default();
-    let mut buf = vec![0u8; 65536];
+    let mut sink = vec![0u8; 65536];
+    let mut arena = vec![0u8; 256 * 1024];
+    let mut segs = vec![lvs_io::gso::Segment::default(); 64];
+    let wait = Duration::from_millis(200 / taps.len().max(1) as u64);
     while !stop.load(Ordering::Relaxed) {
-        let n = match (&sock).read(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
+        while (&sock).read(&mut sink).is_ok() {}
+        for tap in &mut taps {
+            use lvs_io::PacketIo;
+            let res = tap.rx_batch(wait, |mut frame, _| {
+                deliver(&mut frame, vip, &tun, &mut counters, &mut arena, &mut segs);
+            });
+            match res {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
+                Err(e) => return Err(e).context("receiving tunnelled packets"),
             }
-            Err(e) => return Err(e).context("reading from the raw IPIP socket"),
-        };
-        counters.received += 1;
-        match decap::inner_packet(&buf[..n], vip) {
-            Ok(inner) => match tun.send(inner) {
-                Ok(_) => counters.delivered += 1,
-                Err(_) => counters.drop(decap::DropReason::TunWrite),
-            },
-            Err(reason) => counters.drop(reason),
         }
     }
     drop(tun);
     Ok(counters)
+}
+
+/// Decapsulate one received frame into the TUN device if it is IP-in-IP for `vip`: partial
+/// checksums are finished and TCP super-frames cut into segments first (nothing after us
+/// would do either). Other frames are not ours and are left alone.
+fn deliver(
+    frame: &mut lvs_io::RxFrame<'_>,
+    vip: Ipv4Addr,
+    tun: &tun_rs::SyncDevice,
+    counters: &mut decap::Counters,
+    arena: &mut [u8],
+    segs: &mut [lvs_io::gso::Segment],
+) {
+    use lvs_io::backend::{VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4};
+    const ETH: usize = 14;
+    const PACKET_HOST: u8 = 0;
+    let (vnet, partial) = (frame.vnet, frame.csum_not_ready || frame.vnet.needs_csum());
+    if frame.pkt_type != PACKET_HOST {
+        return;
+    }
+    let f = frame.frame_mut();
+    let is_ipip =
+        f.len() >= ETH + 20 && f[12..14] == [0x08, 0x00] && f[ETH + 9] == decap::IPPROTO_IPIP;
+    if !is_ipip {
+        return;
+    }
+    counters.received += 1;
+    let outer = &mut f[ETH..];
+    let r = match decap::inner_range(outer, vip) {
+        Ok(r) => r,
+        Err(reason) => return counters.drop(reason),
+    };
+    let inner_at = ETH + r.start;
+    let inner = &mut outer[r];
+    if vnet.gso_type != VNET_GSO_NONE {
+        if vnet.gso_type & !VNET_GSO_ECN != VNET_GSO_TCPV4 {
+            return counters.drop(decap::DropReason::GsoUnsupported);
+        }
+        let n = match lvs_io::gso::segment_tcp_ipv4(
+            inner,
+            0,
+            usize::from(vnet.gso_size),
+            0,
+            arena,
+            segs,
+        ) {
+            Ok(n) => n,
+            Err(_) => return counters.drop(decap::DropReason::GsoUnsupported),
+        };
+        counters.super_frames += 1;
+        for s in segs.iter().take(n) {
+            match tun.send(&arena[s.start..s.start + s.len]) {
+                Ok(_) => counters.delivered += 1,
+                Err(_) => counters.drop(decap::DropReason::TunWrite),
+            }
+        }
+        return;
+    }
+    if partial {
+        let Some(start) = usize::from(vnet.csum_start).checked_sub(inner_at) else {
+            return counters.drop(decap::DropReason::BadOffload);
+        };
+        if !vnet.needs_csum() {
+            return counters.drop(decap::DropReason::BadOffload);
+        }
+        if let Err(reason) = decap::finish_checksum(inner, start, usize::from(vnet.csum_offset)) {
+            return counters.drop(reason);
+        }
+        counters.checksums_finished += 1;
+    }
+    match tun.send(inner) {
+        Ok(_) => counters.delivered += 1,
+        Err(_) => counters.drop(decap::DropReason::TunWrite),
+    }
 }
 
 /// Undoes what the recorded state says was set up in this namespace.

@@ -336,8 +336,10 @@ static __always_inline int classify(struct __sk_buff *skb, struct hdrs *h, struc
 			return V_USER; /* not on link: the core drops it and counts */
 		break;
 	case LVS_TUN:
-		/* The receiver decapsulates: nobody would finish a partial checksum after us. */
-		if (pl->summed == CHECKSUM_PARTIAL || !pl->src)
+		/* A partial checksum stays partial: csum_start still points at the inner transport
+		 * header, so the NIC (or skb_checksum_help) finishes it, or the real server's
+		 * decapsulation keeps it (kernel ipip; lvs-realserver finishes it in software). */
+		if (!pl->src)
 			return V_USER;
 		len += IP_LEN;
 		if (len > 0xffff)
@@ -392,6 +394,7 @@ static __always_inline void track(struct plan *pl, __u64 now)
 	e->flow = pl->in_key;
 	e->old_state = old;
 	e->new_state = new;
+	e->flags = in->flags;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	e->ns = now;
 	bpf_ringbuf_submit(e, 0);

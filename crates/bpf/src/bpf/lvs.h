@@ -104,7 +104,8 @@ struct lvs_event {
 	struct lvs_flow flow; /* the in entry's key */
 	__u8 old_state;
 	__u8 new_state;
-	__u8 pad[6];
+	__u8 flags; /* the in entry's flags after the packet (LVS_F_NO_OUTPUT gone: a reply seen) */
+	__u8 pad[5];
 	__u64 ns;
 };
 

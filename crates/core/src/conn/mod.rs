@@ -367,8 +367,15 @@ impl ConnTable {
     }
 
     /// Expire what is due at `now`: every removed entry is handed to `expired`. A template
-    /// still controlling connections is kept for another period, as in IPVS.
-    pub fn expire(&mut self, now: Time, mut expired: impl FnMut(ConnId, Conn)) -> usize {
+    /// still controlling connections is kept for another period, as in IPVS; so is an entry
+    /// whose packets `last_seen` says were forwarded elsewhere (a fast path) within its
+    /// timeout.
+    pub fn expire(
+        &mut self,
+        now: Time,
+        mut last_seen: impl FnMut(&Conn) -> Option<Time>,
+        mut expired: impl FnMut(ConnId, Conn),
+    ) -> usize {
         let mut wheel = std::mem::take(&mut self.wheel);
         let n = wheel.advance(now, |(index, generation)| {
             let id = ConnId { index, generation };
@@ -380,6 +387,12 @@ impl ConnTable {
             }
             if c.is_template() && c.n_control > 0 {
                 c.expires = now + c.timeout;
+                return Due::Later(c.expires);
+            }
+            if let Some(seen) = last_seen(c)
+                && seen + c.timeout > now
+            {
+                c.expires = seen + c.timeout;
                 return Due::Later(c.expires);
             }
             match self.remove(id) {
@@ -489,7 +502,7 @@ mod tests {
         t.get_mut(b).unwrap().expires = Time::from_secs(18);
         let mut gone = Vec::new();
         for s in 1..=20 {
-            t.expire(Time::from_secs(s), |id, _| gone.push((id, s)));
+            t.expire(Time::from_secs(s), |_| None, |id, _| gone.push((id, s)));
         }
         assert_eq!(gone, vec![(a, 10), (b, 18)]);
         assert!(t.is_empty());
@@ -503,13 +516,17 @@ mod tests {
         tpl.n_control = 1;
         let id = t.insert(tpl, Time::ZERO).unwrap();
         for s in 1..=12 {
-            t.expire(Time::from_secs(s), |_, _| {});
+            t.expire(Time::from_secs(s), |_| None, |_, _| {});
         }
         assert!(t.get(id).is_some());
         t.get_mut(id).unwrap().n_control = 0;
         let mut gone_at = None;
         for s in 13..=30 {
-            t.expire(Time::from_secs(s), |_, _| gone_at = gone_at.or(Some(s)));
+            t.expire(
+                Time::from_secs(s),
+                |_| None,
+                |_, _| gone_at = gone_at.or(Some(s)),
+            );
         }
         assert!(gone_at.is_some_and(|s| s <= 20), "gone at {gone_at:?}");
     }

@@ -1,0 +1,241 @@
+//! What a fast path below the core (the kernel program) needs from it, and what it gives
+//! back: the journal of connection changes to mirror into its maps, the TCP state changes
+//! it observed, and the traffic it forwarded.
+//!
+//! The core stays the owner of every connection: the fast path forwards packets of the
+//! connections the core made, and reports; the core schedules, times out and lists.
+
+use super::Director;
+use crate::conn::{Conn, ConnFlags, ConnId, FlowKey, TcpState};
+use crate::stats::Stats;
+use crate::time::Time;
+
+/// Connection changes since the fast path last took them, in the order they happened.
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    /// Connections created, or whose state the core moved (a packet went through the core).
+    /// May repeat; look each up again, it may be gone since.
+    pub touched: Vec<ConnId>,
+    /// Connections removed (expired, replaced, flushed); templates are not listed.
+    pub removed: Vec<Conn>,
+}
+
+impl Journal {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.touched.is_empty() && self.removed.is_empty()
+    }
+
+    /// Forget what was read.
+    pub fn clear(&mut self) {
+        self.touched.clear();
+        self.removed.clear();
+    }
+}
+
+impl Director {
+    /// Start keeping the [`Journal`] (off by default: a director without a fast path pays
+    /// nothing).
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// Swap the journal's content into `out` (which should be empty: clear it after use and
+    /// hand it back, so no allocation happens once warmed up). Nothing if not enabled.
+    pub fn swap_journal(&mut self, out: &mut Journal) {
+        if let Some(j) = &mut self.journal {
+            std::mem::swap(j, out);
+        }
+    }
+
+    /// The fast path moved the connection whose client-side key is `key` to `state` at `at`
+    /// (having seen a reply first if `output_seen`). Updates its timeout and the real
+    /// server's ActiveConn/InActConn as a packet through the core would. Returns whether the
+    /// connection exists.
+    pub fn observe_state(
+        &mut self,
+        key: &FlowKey,
+        state: TcpState,
+        output_seen: bool,
+        at: Time,
+    ) -> bool {
+        let Some(id) = self.conns.lookup_in(key) else {
+            return false;
+        };
+        if output_seen && let Some(c) = self.conns.get_mut(id) {
+            c.flags.clear(ConnFlags::NO_OUTPUT);
+        }
+        self.set_state(at, id, state);
+        true
+    }
+
+    /// Add traffic the fast path forwarded for real server `dest` of service `svc` (slots as
+    /// in [`Conn`]) to the real server's and the service's counters. Returns whether both
+    /// still exist.
+    pub fn add_offloaded(&mut self, svc: u32, dest: u32, traffic: &Stats) -> bool {
+        let Some(s) = self.services.get_mut(svc) else {
+            return false;
+        };
+        s.stats.add(traffic);
+        match s.dest_mut(dest) {
+            Some(d) => {
+                d.stats.add(traffic);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{self, PacketSpec, addr, tcp_flags};
+    use crate::types::{ForwardMethod, Protocol, SchedulerKind};
+    use crate::{RxMeta, Verdict};
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    fn meta() -> RxMeta {
+        RxMeta {
+            ifindex: addr::FRONT,
+            csum_partial: false,
+            gso: None,
+            fwmark: 0,
+            truncated: false,
+        }
+    }
+
+    fn syn(cport: u16) -> (Vec<u8>, usize) {
+        PacketSpec::tcp((addr::CLIENT, cport), (addr::VIP, 80), tcp_flags::SYN).frame()
+    }
+
+    fn send(d: &mut Director, now: Time, (mut f, len): (Vec<u8>, usize)) -> Verdict {
+        d.process(now, &meta(), &mut f, sim::HEADROOM, len)
+    }
+
+    fn director(method: ForwardMethod) -> Director {
+        sim::director(method, SchedulerKind::Rr, Time::ZERO)
+    }
+
+    fn key(cport: u16) -> FlowKey {
+        FlowKey::new(
+            Protocol::Tcp,
+            IpAddr::V4(addr::CLIENT),
+            cport,
+            IpAddr::V4(addr::VIP),
+            80,
+        )
+    }
+
+    #[test]
+    fn journal_lists_created_touched_and_removed_connections() {
+        let mut d = director(ForwardMethod::Masq);
+        d.enable_journal();
+        assert!(matches!(
+            send(&mut d, Time::ZERO, syn(4000)),
+            Verdict::Transmit(_)
+        ));
+        let mut j = Journal::default();
+        d.swap_journal(&mut j);
+        assert_eq!(j.touched.len(), 1);
+        let id = j.touched[0];
+        assert_eq!(d.conns().get(id).map(|c| c.cport), Some(4000));
+        assert!(j.removed.is_empty());
+        j.clear();
+        d.flush_connections();
+        d.swap_journal(&mut j);
+        assert!(j.touched.is_empty());
+        assert_eq!(j.removed.len(), 1);
+        assert_eq!(j.removed[0].cport, 4000);
+    }
+
+    #[test]
+    fn no_journal_unless_enabled() {
+        let mut d = director(ForwardMethod::Masq);
+        assert!(matches!(
+            send(&mut d, Time::ZERO, syn(4001)),
+            Verdict::Transmit(_)
+        ));
+        let mut j = Journal::default();
+        d.swap_journal(&mut j);
+        assert!(j.is_empty());
+    }
+
+    #[test]
+    fn observed_state_moves_counts_and_timeout() {
+        let mut d = director(ForwardMethod::Masq);
+        assert!(matches!(
+            send(&mut d, Time::ZERO, syn(4002)),
+            Verdict::Transmit(_)
+        ));
+        let id = d.conns().lookup_in(&key(4002)).unwrap();
+        let (svc, dest) = {
+            let c = d.conns().get(id).unwrap();
+            (c.svc, c.dest)
+        };
+        let counts = |d: &Director| {
+            let x = d.services().get(svc).unwrap().dest(dest).unwrap();
+            (x.active, x.inactive)
+        };
+        assert_eq!(counts(&d), (0, 1));
+        let at = Time::from_secs(3);
+        assert!(d.observe_state(&key(4002), TcpState::Established, true, at));
+        let c = d.conns().get(id).unwrap();
+        assert_eq!(c.state, TcpState::Established);
+        assert!(!c.flags.has(ConnFlags::NO_OUTPUT));
+        assert_eq!(c.expires, at + d.timeouts().tcp(TcpState::Established));
+        assert_eq!(counts(&d), (1, 0));
+        assert!(d.observe_state(&key(4002), TcpState::TimeWait, true, at));
+        assert_eq!(counts(&d), (0, 1));
+        assert!(!d.observe_state(&key(4999), TcpState::TimeWait, true, at));
+    }
+
+    #[test]
+    fn fast_path_activity_keeps_a_connection_past_its_timeout() {
+        let mut d = director(ForwardMethod::DirectRoute);
+        assert!(matches!(
+            send(&mut d, Time::ZERO, syn(4003)),
+            Verdict::Transmit(_)
+        ));
+        let timeout = d.timeouts().tcp(TcpState::SynRecv);
+        let seen = Time::ZERO + timeout - Duration::from_secs(1);
+        // Due at `timeout`, but the fast path forwarded a packet 1 s before: lives on.
+        let at = Time::ZERO + timeout + Duration::from_millis(500);
+        assert_eq!(d.expire_with(at, |_| Some(seen)), 0);
+        assert_eq!(d.conns().len(), 1);
+        // Nothing seen since: gone once its timeout from `seen` passes.
+        let later = seen + timeout + Duration::from_secs(1);
+        assert_eq!(d.expire_with(later, |_| Some(seen)), 1);
+        assert!(d.conns().is_empty());
+    }
+
+    #[test]
+    fn offloaded_traffic_adds_to_dest_and_service() {
+        let mut d = director(ForwardMethod::Masq);
+        assert!(matches!(
+            send(&mut d, Time::ZERO, syn(4004)),
+            Verdict::Transmit(_)
+        ));
+        let c = d
+            .conns()
+            .get(d.conns().lookup_in(&key(4004)).unwrap())
+            .unwrap();
+        let (svc, dest) = (c.svc, c.dest);
+        let before = d.services().get(svc).unwrap().stats;
+        let t = Stats {
+            conns: 0,
+            inpkts: 10,
+            outpkts: 7,
+            inbytes: 1000,
+            outbytes: 7000,
+        };
+        assert!(d.add_offloaded(svc, dest, &t));
+        let after = d.services().get(svc).unwrap().stats;
+        assert_eq!(after.inpkts, before.inpkts + 10);
+        assert_eq!(after.outbytes, before.outbytes + 7000);
+        let ds = d.services().get(svc).unwrap().dest(dest).unwrap().stats;
+        assert_eq!(ds.outpkts, 7);
+        assert!(!d.add_offloaded(svc + 100, dest, &t));
+    }
+}

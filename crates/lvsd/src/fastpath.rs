@@ -1,0 +1,333 @@
+//! The kernel fast path as lvsd drives it (`--datapath tc`): the BPF programs of `lvs-bpf`
+//! attached at tc ingress of every served interface and as the filter of every AF_PACKET
+//! socket, kept in step with the core.
+//!
+//! The core stays the owner of every connection. A new flow's first packet still goes
+//! through `Director::process` (user space schedules it); [`FastPath::sync`] then installs
+//! the connection's entries from the core's journal, and the kernel forwards the rest of the
+//! flow without a copy. Back from the kernel come TCP state changes (ring buffer, applied to
+//! the core so ActiveConn/InActConn and timeouts stay exact), per-real-server packets and
+//! bytes (folded into the core's counters each tick, so listings, rates and metrics include
+//! them) and each entry's last-seen time (consulted when the core's timer says a connection
+//! is due). What the core removes leaves the maps in the same pass.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use lvs_bpf::maps::{Counter, F_NO_OUTPUT, Flow, StateEvent, StatsEntry};
+use lvs_bpf::{Datapath, Options, Prog, TcAttachment, compile};
+use lvs_core::conn::{Conn, ConnId, FlowKey, TcpState};
+use lvs_core::director::Journal;
+use lvs_core::net::NetTable;
+use lvs_core::stats::Stats;
+use lvs_core::types::Protocol;
+use lvs_core::{Director, Time};
+use lvs_io::AfPacket;
+use tracing::{info, warn};
+
+/// Real-server counter slots in the kernel's per-CPU stats map.
+const STATS_SLOTS: u32 = 1 << 16;
+
+/// The kernel's per-real-server counters for one (service, real server) of the core.
+struct Slot {
+    index: u32,
+    /// What the kernel had counted when last folded into the core.
+    folded: StatsEntry,
+}
+
+/// What the kernel fast path did since start, for `lvsadm`'s counters and the metrics.
+pub type KernelCounters = Vec<(String, u64)>;
+
+/// The loaded programs, where they are attached, and the bookkeeping between the maps and
+/// the core.
+pub struct FastPath {
+    dp: Datapath,
+    journal: Journal,
+    touched: HashSet<ConnId>,
+    events: Vec<StateEvent>,
+    slots: HashMap<(u32, u32), Slot>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    /// `CLOCK_MONOTONIC` (the kernel program's clock) at the core's `Time::ZERO`.
+    origin_ns: u64,
+    /// Entries the kernel map refused (full, or an error): those connections stay on the
+    /// user-space path.
+    install_failures: u64,
+    /// Map operations that failed otherwise (logged once each kind).
+    errors_logged: std::cell::Cell<bool>,
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` now.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+impl FastPath {
+    /// Load and verify the programs (the kernel's verifier runs here), sized for a core
+    /// holding `conn_limit` connections; `now` is the core's time at this moment.
+    pub fn load(conn_limit: usize, now: Time) -> Result<FastPath> {
+        let entries = u32::try_from(conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
+        let dp = Datapath::load(&Options {
+            conn_entries: entries,
+            stats_slots: STATS_SLOTS,
+            test_mode: false,
+        })
+        .context("cannot load the kernel fast path")?;
+        Ok(FastPath {
+            dp,
+            journal: Journal::default(),
+            touched: HashSet::new(),
+            events: Vec::new(),
+            slots: HashMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            origin_ns: monotonic_ns().saturating_sub(now.as_nanos()),
+            install_failures: 0,
+            errors_logged: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Filter an AF_PACKET socket so it receives only what the kernel will not forward.
+    pub fn filter(&self, sock: &AfPacket) -> Result<()> {
+        self.dp
+            .with_program_fd(Prog::SockFilter, |fd| sock.attach_bpf_filter(fd))?
+            .with_context(|| {
+                format!(
+                    "cannot attach {} to the AF_PACKET socket of interface {}",
+                    Prog::SockFilter.name(),
+                    sock.ifindex()
+                )
+            })
+    }
+
+    /// Attach the forwarding program at tc ingress of `ifindex`. The attachment stays with
+    /// the caller (the thread that made it): pass it to [`detach`] at the end.
+    pub fn attach(&self, ifindex: u32, name: &str) -> Result<TcAttachment> {
+        let a = self
+            .dp
+            .attach_tc(ifindex)
+            .with_context(|| format!("cannot attach the fast path to {name}"))?;
+        info!(
+            interface = name,
+            datapath = "tc",
+            created_qdisc = a.created_qdisc,
+            "kernel fast path attached"
+        );
+        Ok(a)
+    }
+
+    /// Give the program the core's routes (after every change of the network view).
+    pub fn set_routes(&mut self, net: &NetTable) {
+        if let Err(e) = self.dp.set_routes(&compile::routes(net)) {
+            warn!(error = %e, "cannot update the fast path's routes; flows needing them stay in user space");
+        }
+    }
+
+    fn core_time(&self, kernel_ns: u64) -> Time {
+        Time::from_nanos(kernel_ns.saturating_sub(self.origin_ns))
+    }
+
+    /// Exchange what changed since the last call: the kernel's TCP state changes into the
+    /// core, then the core's new, moved and removed connections into the maps.
+    pub fn sync(&mut self, director: &mut Director, now: Time) {
+        self.events.clear();
+        if let Err(e) = self.dp.drain_events(&mut self.events) {
+            self.log_error("cannot read the fast path's state changes", &e);
+        }
+        for e in &self.events {
+            let Some(state) = TcpState::from_index(usize::from(e.new_state)) else {
+                continue;
+            };
+            let at = self.core_time(e.ns).min(now);
+            let output_seen = e.flags & F_NO_OUTPUT == 0;
+            if let Some(key) = flow_key(&e.flow) {
+                director.observe_state(&key, state, output_seen, at);
+            }
+        }
+        director.swap_journal(&mut self.journal);
+        if self.journal.is_empty() {
+            return;
+        }
+        for c in &self.journal.removed {
+            for f in compile::flows(c) {
+                if let Err(e) = self.dp.remove(&f) {
+                    self.log_error("cannot remove a fast path entry", &e);
+                }
+            }
+        }
+        let seen_ns = self.origin_ns.saturating_add(now.as_nanos());
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        let ids = std::mem::take(&mut self.journal.touched);
+        for &id in &ids {
+            if !touched.insert(id) {
+                continue;
+            }
+            let Some(c) = director.conns().get(id) else {
+                continue;
+            };
+            let Some(slot) = self.slot(c.svc, c.dest) else {
+                self.install_failures += 1;
+                continue;
+            };
+            let Some(entries) = compile::conn_entries(c, slot, seen_ns) else {
+                continue;
+            };
+            for (flow, entry) in entries {
+                if self.dp.insert(&flow, &entry).is_err() {
+                    // Full map (or out of memory): the connection stays on the user path.
+                    self.install_failures += 1;
+                }
+            }
+        }
+        self.touched = touched;
+        self.journal.touched = ids;
+        self.journal.clear();
+    }
+
+    /// When the kernel last forwarded a packet of `c` (for the core's expiry).
+    pub fn last_seen(&self, c: &Conn) -> Option<Time> {
+        let IpAddr::V4(src) = c.caddr else {
+            return None;
+        };
+        let IpAddr::V4(dst) = c.vaddr else {
+            return None;
+        };
+        let flow = Flow::new(c.proto, src, c.cport, dst, c.vport);
+        let entry = self.dp.entry(&flow).ok().flatten()?;
+        Some(self.core_time(entry.seen_ns))
+    }
+
+    /// Add what the kernel forwarded since the last fold to the core's per-service and
+    /// per-real-server counters; slots of real servers the core no longer has are freed.
+    pub fn fold_stats(&mut self, director: &mut Director) {
+        let mut gone = Vec::new();
+        for (&(svc, dest), slot) in self.slots.iter_mut() {
+            let Ok(now) = self.dp.stats(slot.index) else {
+                continue;
+            };
+            let delta = Stats {
+                conns: 0,
+                inpkts: now.pkts_in.wrapping_sub(slot.folded.pkts_in),
+                outpkts: now.pkts_out.wrapping_sub(slot.folded.pkts_out),
+                inbytes: now.bytes_in.wrapping_sub(slot.folded.bytes_in),
+                outbytes: now.bytes_out.wrapping_sub(slot.folded.bytes_out),
+            };
+            slot.folded = now;
+            let exists = director
+                .services()
+                .get(svc)
+                .and_then(|s| s.dest(dest))
+                .is_some();
+            if !exists {
+                gone.push((svc, dest));
+                continue;
+            }
+            if delta != Stats::default() {
+                director.add_offloaded(svc, dest, &delta);
+            }
+        }
+        for k in gone {
+            if let Some(s) = self.slots.remove(&k) {
+                self.free_slots.push(s.index);
+            }
+        }
+    }
+
+    /// The stats slot of a real server, allocated on first use.
+    fn slot(&mut self, svc: u32, dest: u32) -> Option<u32> {
+        if let Some(s) = self.slots.get(&(svc, dest)) {
+            return Some(s.index);
+        }
+        let index = match self.free_slots.pop() {
+            Some(i) => i,
+            None if self.next_slot < STATS_SLOTS => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => return None,
+        };
+        // A reused slot keeps what it counted before: start from there.
+        let folded = self.dp.stats(index).unwrap_or_default();
+        self.slots.insert((svc, dest), Slot { index, folded });
+        Some(index)
+    }
+
+    /// The program's counters (summed over CPUs) and the loader's own.
+    pub fn counters(&self) -> KernelCounters {
+        let mut v: KernelCounters = Counter::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), self.dp.counter(*c).unwrap_or(0)))
+            .collect();
+        v.push(("install_failed".into(), self.install_failures));
+        v
+    }
+
+    fn log_error(&self, what: &str, e: &lvs_bpf::Error) {
+        if !self.errors_logged.replace(true) {
+            warn!(error = %e, "{what} (further map errors are not logged)");
+        }
+    }
+}
+
+/// Remove attachments (and the clsact qdiscs lvsd created): the kernel stops forwarding.
+/// Then the record of created qdiscs (`qdiscs`, see [`qdiscs_file`]) goes too.
+pub fn detach(attached: Vec<TcAttachment>, qdiscs: &Path) {
+    for a in attached {
+        let ifindex = a.ifindex;
+        if let Err(e) = a.detach() {
+            warn!(ifindex, error = %e, "cannot detach the kernel fast path");
+        }
+    }
+    let _ = std::fs::remove_file(qdiscs);
+}
+
+/// Where lvsd notes the interfaces on which it created a clsact qdisc, so that a successor
+/// started after a crash (`kill -9`) removes them on its own clean stop: beside the control
+/// socket, which names the instance.
+pub fn qdiscs_file(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".qdiscs");
+    PathBuf::from(name)
+}
+
+/// The interface indexes a predecessor noted (none if there is no record).
+pub fn read_qdiscs(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Note the interfaces whose qdisc is lvsd's to remove.
+pub fn write_qdiscs(path: &Path, attached: &[TcAttachment]) {
+    let text: String = attached
+        .iter()
+        .filter(|a| a.created_qdisc)
+        .map(|a| format!("{}\n", a.ifindex))
+        .collect();
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        warn!(path = %path.display(), error = %e, "cannot note the qdiscs lvsd created; after a crash a restarted lvsd will leave them");
+    }
+}
+
+fn flow_key(f: &Flow) -> Option<FlowKey> {
+    Some(FlowKey::new(
+        Protocol::from_number(f.proto)?,
+        IpAddr::V4(f.src),
+        f.sport,
+        IpAddr::V4(f.dst),
+        f.dport,
+    ))
+}
