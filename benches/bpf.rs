@@ -138,6 +138,7 @@ fn main() {
         conn_entries: 1 << 16,
         stats_slots: 16,
         test_mode: false,
+        adopt_from: &[],
     }) {
         Ok(dp) => dp,
         Err(e) => {
@@ -200,6 +201,7 @@ fn memory() {
             conn_entries: conns * per_conn,
             stats_slots: 16,
             test_mode: false,
+            adopt_from: &[],
         })
         .expect("load");
         let empty = dp.conn_map_bytes().unwrap_or(0);

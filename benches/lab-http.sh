@@ -4,6 +4,10 @@
 #
 #   sudo benches/lab-http.sh [seconds] [workers]
 #
+# lvsd runs once per datapath in DATAPATHS (default: "afpacket tc"), one after the other on
+# the same lab; METHODS (default "nat dr tun") picks the methods. Ratios are printed against
+# the kernel's nftables DNAT and against straight-to-one-server, all from this one run.
+#
 # Uses wrk (installed with apt-get if missing). Keep-alive: one connection carries many
 # requests; close: one TCP connection per request (new connections per second).
 set -euo pipefail
@@ -42,6 +46,8 @@ for method in ${METHODS:-nat dr tun}; do
   "$bin/lvs-lab" up --method "$method" --prefix "$p" --serve --detach >/dev/null
   trap '"$bin/lvs-lab" down --prefix "$p" >/dev/null 2>&1 || true' EXIT
   pids=()
+  # The client reuses TIME_WAIT ports, or a run of new connections exhausts them.
+  ip netns exec "$p-client" sysctl -qw net.ipv4.tcp_tw_reuse=1
   case $method in
     dr) for i in 1 2 3; do ip netns exec "$p-rs$i" "$bin/lvs-realserver" setup --vip $vip --method dr >/dev/null; done ;;
     tun) for i in 1 2 3; do ip netns exec "$p-rs$i" "$bin/lvs-realserver" setup --vip $vip --method tun >/dev/null 2>&1 & pids+=($!); done; sleep 1 ;;
@@ -57,23 +63,27 @@ for method in ${METHODS:-nat dr tun}; do
     knat_new=$(run_wrk "$p-client" http://$vip/ -H "Connection: close")
     ip netns exec "$p-director" nft delete table ip lvsbench
   fi
-  sock=/tmp/$p.sock
-  ip netns exec "$p-director" "$bin/lvsd" --socket "$sock" --workers "$workers" --log warn ${LVSD_EXTRA:-} &
-  lvsd=$!
-  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
-  flag=$([ $method = nat ] && echo -m || ([ $method = dr ] && echo -g || echo -i))
-  ip netns exec "$p-director" "$bin/lvsadm" --socket "$sock" -A -t $vip:80 -s rr
-  for i in 1 2 3; do ip netns exec "$p-director" "$bin/lvsadm" --socket "$sock" -a -t $vip:80 -r 10.201.3.1$i:80 $flag; done
-  ip netns exec "$p-client" curl -s -m 3 http://$vip/ >/dev/null || true
-  via_ka=$(run_wrk "$p-client" http://$vip/)
-  via_new=$(run_wrk "$p-client" http://$vip/ -H "Connection: close")
-  results+=("$(printf '%-4s %12s %12s %14s %14s %12s %12s' "$method" "$via_ka" "$via_new" "$direct_ka" "$direct_new" "$knat_ka" "$knat_new")")
-  kill -TERM $lvsd; wait $lvsd || true
+  for dp in ${DATAPATHS:-afpacket tc}; do
+    sock=/tmp/$p.sock
+    ip netns exec "$p-director" "$bin/lvsd" --socket "$sock" --workers "$workers" --datapath "$dp" --log warn ${LVSD_EXTRA:-} &
+    lvsd=$!
+    for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+    flag=$([ $method = nat ] && echo -m || ([ $method = dr ] && echo -g || echo -i))
+    ip netns exec "$p-director" "$bin/lvsadm" --socket "$sock" -A -t $vip:80 -s rr
+    for i in 1 2 3; do ip netns exec "$p-director" "$bin/lvsadm" --socket "$sock" -a -t $vip:80 -r 10.201.3.1$i:80 $flag; done
+    ip netns exec "$p-client" curl -s -m 3 http://$vip/ >/dev/null || true
+    via_ka=$(run_wrk "$p-client" http://$vip/)
+    via_new=$(run_wrk "$p-client" http://$vip/ -H "Connection: close")
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 > 0) printf "%.2f", a/b; else printf "-" }'; }
+    results+=("$(printf '%-4s %-8s %12s %12s %14s %14s %12s %12s %8s %8s %8s %8s' "$method" "$dp" "$via_ka" "$via_new" "$direct_ka" "$direct_new" "$knat_ka" "$knat_new" \
+      "$(ratio "$via_ka" "$knat_ka")" "$(ratio "$via_new" "$knat_new")" "$(ratio "$via_ka" "$direct_ka")" "$(ratio "$via_new" "$direct_new")")")
+    kill -TERM $lvsd; wait $lvsd || true
+  done
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   "$bin/lvs-lab" down --prefix "$p" >/dev/null
   trap - EXIT
 done
 echo "req/s over ${secs}s each, wrk -t2 -c32, lvsd --workers $workers; direct = to rs1 alone, without lvsd;"
-echo "kernel = nftables DNAT (round robin) on the same NAT director, without lvsd"
-printf '%-4s %12s %12s %14s %14s %12s %12s\n' method "lvsd k-alive" "lvsd close" "direct k-alive" "direct close" "kernel k-a" "kernel close"
+echo "kernel = nftables DNAT (round robin) on the same NAT director, without lvsd; k-a = keep-alive, close = a new connection per request"
+printf '%-4s %-8s %12s %12s %14s %14s %12s %12s %8s %8s %8s %8s\n' method datapath "lvsd k-a" "lvsd close" "direct k-a" "direct close" "kernel k-a" "kernel close" "/kern ka" "/kern cl" "/dir ka" "/dir cl"
 printf '%s\n' "${results[@]}"

@@ -379,7 +379,11 @@ impl Director {
             .arg(&self.bins.lvsd)
             .arg("--socket")
             .arg(&self.socket)
-            .arg(format!("--datapath={}", datapath()))
+            .args(
+                // A test that needs one datapath names it itself.
+                (!self.lvsd_args.iter().any(|a| a.starts_with("--datapath")))
+                    .then(|| format!("--datapath={}", datapath())),
+            )
             .args(&self.lvsd_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -1040,4 +1044,105 @@ UDP  10.201.2.100:5353                   0        0        0        0        0\n
             Some(Ipv4Addr::new(10, 201, 1, 2))
         );
     }
+}
+
+/// How a restart happens in [`restart_keeps_downloads`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// SIGTERM with `--keep-forwarding-on-exit`, then a new lvsd (systemctl restart).
+    Term,
+    /// SIGKILL (a crash), then a new lvsd.
+    Kill,
+}
+
+/// 20 downloads of 50 MB run while lvsd on the kernel fast path is stopped and started
+/// again, as in `restarts`, reconfigured each time (as a configuration file would): every
+/// download completes with its SHA-256 intact, and the new lvsd adopted connections of the
+/// old one.
+pub fn restart_keeps_downloads(method: Method, test: &str, restarts: &[Restart]) {
+    const SIZE: u64 = 50_000_000;
+    const N: usize = 20;
+    let mut d = Director::without_lvsd(method, test);
+    d.set_lvsd_args(&["--datapath=tc", "--keep-forwarding-on-exit"]);
+    d.start_lvsd();
+    d.add_services("rr", &[0, 1, 2]);
+    let script = format!(
+        "set -o pipefail; curl -sS --limit-rate 3M -m 90 'http://{VIP}/blob?size={SIZE}' | sha256sum"
+    );
+    let downloads: Vec<Child> = (0..N)
+        .map(|_| {
+            Command::new("ip")
+                .args(["netns", "exec", &d.lab().client_ns(), "bash", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("curl")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut adopted = 0;
+    for (n, how) in restarts.iter().enumerate() {
+        match how {
+            Restart::Term => {
+                let st = d.stop_lvsd();
+                assert!(st.success(), "lvsd must exit 0 on SIGTERM: {st}");
+            }
+            Restart::Kill => d.kill_lvsd(),
+        }
+        // The last lvsd cleans up after itself at the end of the test.
+        if n + 1 == restarts.len() {
+            d.set_lvsd_args(&["--datapath=tc"]);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        d.start_lvsd();
+        d.add_services("rr", &[0, 1, 2]);
+        std::thread::sleep(Duration::from_secs(1));
+        adopted = d.kernel_counter("adopted");
+        eprintln!(
+            "{method}: after {how:?} + start: kernel counters {:?}",
+            d.counters().kernel
+        );
+        assert!(
+            adopted > 0,
+            "{method}: the new lvsd adopted no connection of the old one after {how:?}: {:?}\n{}",
+            d.counters().kernel,
+            d.lvsd_log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let expect = lvs_lab::blob::blob_sha256(SIZE);
+    let mut broken = Vec::new();
+    for (i, c) in downloads.into_iter().enumerate() {
+        let out = c.wait_with_output().expect("wait");
+        let sum = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !out.status.success() || sum != expect {
+            broken.push(format!(
+                "download {i}: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "{method}: {} of {N} downloads broken across {restarts:?}:\n{}\nlvsd log:\n{}",
+        broken.len(),
+        broken.join("\n"),
+        d.lvsd_log()
+    );
+    // The adopted connections are the core's again: listed, and real-server counts back.
+    let list = d.lvsadm_ok(&["-L", "-n", "-c"]);
+    let tcp = list.lines().filter(|l| l.starts_with("TCP")).count();
+    eprintln!(
+        "{method}: {N} downloads intact across {restarts:?}; last lvsd adopted {adopted}, lists {tcp} TCP connections"
+    );
+    assert!(
+        tcp >= N,
+        "{method}: the adopted downloads must be listed by lvsadm -L -c:\n{list}"
+    );
 }

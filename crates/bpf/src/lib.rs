@@ -114,7 +114,7 @@ impl Prog {
 
 /// Sizes and switches fixed at load.
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub struct Options<'a> {
     /// Entries of `lvs_conns` (a NAT connection takes two).
     pub conn_entries: u32,
     /// Slots of `lvs_stats` (one per real server).
@@ -122,16 +122,53 @@ pub struct Options {
     /// Record each forwarded packet's interface and next hop in `lvs_test` (for
     /// `BPF_PROG_TEST_RUN`, which cannot show a redirect).
     pub test_mode: bool,
+    /// Interfaces where a predecessor's `lvs_tc_ingress` may still be attached (lvsd was
+    /// killed, or stopped with `--keep-forwarding-on-exit`): the first one found lends its
+    /// connection map to the new programs, so the flows it forwards keep their entries.
+    pub adopt_from: &'a [u32],
 }
 
-impl Default for Options {
-    fn default() -> Options {
+impl Default for Options<'_> {
+    fn default() -> Self {
         Options {
             conn_entries: 1 << 21,
             stats_slots: 1 << 16,
             test_mode: false,
+            adopt_from: &[],
         }
     }
+}
+
+/// The connection map of a predecessor's program attached at tc ingress of one of
+/// `ifindexes` (by lvsd's handle and priority), with the interface it was found on.
+fn predecessor_conns(ifindexes: &[u32]) -> Option<(u32, MapHandle)> {
+    use libbpf_rs::query::{ProgInfoIter, ProgInfoQueryOptions};
+    // A hook wants a program fd, which a query never uses: any open descriptor will do.
+    let placeholder = std::fs::File::open("/dev/null").ok()?;
+    let previous = libbpf_rs::set_print(None);
+    let found = ifindexes.iter().find_map(|&ifindex| {
+        let idx = i32::try_from(ifindex).ok()?;
+        let mut hook = libbpf_rs::TcHook::new(placeholder.as_fd());
+        hook.ifindex(idx)
+            .handle(TC_HANDLE)
+            .priority(TC_PRIORITY)
+            .attach_point(TC_INGRESS);
+        let prog_id = hook.query().ok()?;
+        let info =
+            ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
+                .find(|p| p.id == prog_id)?;
+        // The kernel keeps 15 bytes of a program's name.
+        let want = Prog::TcIngress.name();
+        if info.name.to_str() != Some(&want[..want.len().min(15)]) {
+            return None;
+        }
+        info.map_ids.iter().find_map(|&id| {
+            let m = MapHandle::from_map_id(id).ok()?;
+            (m.name() == "lvs_conns").then_some((ifindex, m))
+        })
+    });
+    libbpf_rs::set_print(previous);
+    found
 }
 
 /// One run of a program through `BPF_PROG_TEST_RUN`.
@@ -190,6 +227,8 @@ pub struct Datapath {
     counters: MapHandle,
     test: MapHandle,
     config: MapHandle,
+    /// Where the connection map of a predecessor was found (it is this one's now).
+    adopted_from: Option<u32>,
     /// The consumer of `lvs_events`; its callback decodes records into `inbox`.
     events: RingBuffer<'static>,
     inbox: Arc<Mutex<Vec<StateEvent>>>,
@@ -209,7 +248,7 @@ impl fmt::Debug for Datapath {
 impl Datapath {
     /// Open, size and load the programs (the kernel verifies them here) and fill the TCP
     /// transition table.
-    pub fn load(opts: &Options) -> Result<Datapath, Error> {
+    pub fn load(opts: &Options<'_>) -> Result<Datapath, Error> {
         let mut open = ObjectBuilder::default()
             .name("lvs")
             .map_err(|e| Error::Open(e.to_string()))?
@@ -231,6 +270,16 @@ impl Datapath {
                 _ => Ok(()),
             };
             r.map_err(|e| Error::Open(format!("map {name}: {e}")))?;
+        }
+        let adopted = predecessor_conns(opts.adopt_from);
+        if let Some((_, conns)) = &adopted {
+            for mut m in open.maps_mut() {
+                if m.name() == "lvs_conns" {
+                    m.reuse_fd(conns.as_fd()).map_err(|e| {
+                        Error::Open(format!("cannot reuse the predecessor's lvs_conns: {e}"))
+                    })?;
+                }
+            }
         }
         let previous = libbpf_rs::set_print(Some((PrintLevel::Info, catch_log)));
         if let Ok(mut log) = LIBBPF_LOG.lock() {
@@ -283,6 +332,7 @@ impl Datapath {
             b.build().map_err(map_err("lvs_events"))?
         };
         Ok(Datapath {
+            adopted_from: adopted.map(|(i, _)| i),
             events,
             inbox,
             conns: handle("lvs_conns", Flow::LEN, ConnEntry::LEN)?,
@@ -291,7 +341,11 @@ impl Datapath {
             counters: handle("lvs_counters", 4, 8)?,
             test: handle("lvs_test", 4, 8)?,
             config: handle("lvs_config", 4, 8)?,
-            route_gen: 0,
+            // Entries adopted from a predecessor carry its generations: start elsewhere, so
+            // none of their cached routes looks current to this program.
+            route_gen: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.subsec_nanos() | 1),
             route_keys: Vec::new(),
             obj,
         })
@@ -365,6 +419,23 @@ impl Datapath {
         info.lines()
             .find_map(|l| l.strip_prefix("memlock:"))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The interface whose predecessor program lent its connection map, if one did.
+    pub fn adopted_from(&self) -> Option<u32> {
+        self.adopted_from
+    }
+
+    /// Every entry of the connection map (a walk of the whole map: for start-up).
+    pub fn entries(&self) -> Vec<(Flow, ConnEntry)> {
+        self.conns
+            .keys()
+            .filter_map(|k| {
+                let flow = Flow::from_bytes(&k)?;
+                let v = self.conns.lookup(&k, MapFlags::ANY).ok()??;
+                Some((flow, ConnEntry::from_bytes(&v)?))
+            })
+            .collect()
     }
 
     /// Install (or replace) a connection entry.

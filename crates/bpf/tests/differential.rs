@@ -30,6 +30,7 @@ fn datapath() -> Option<Datapath> {
         conn_entries: 1 << 12,
         stats_slots: 16,
         test_mode: true,
+        adopt_from: &[],
     };
     Some(Datapath::load(&opts).unwrap_or_else(|e| panic!("{e}")))
 }

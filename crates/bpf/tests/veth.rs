@@ -217,6 +217,7 @@ fn nat_udp_through_the_kernel_on_veth() {
             conn_entries: 1024,
             stats_slots: 4,
             test_mode: false,
+            adopt_from: &[],
         })
         .unwrap_or_else(|e| panic!("{e}"));
         dp.set_routes(&routes).unwrap();

@@ -191,6 +191,7 @@ impl Worker {
                     let now = shared.now();
                     match &mut c.fast {
                         Some(fp) => {
+                            fp.adopt(&mut director, now);
                             fp.fold_stats(&mut director);
                             director.expire_with(now, |conn| fp.last_seen(conn));
                         }
@@ -253,8 +254,12 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 let changes = is_change(&req);
                 warn_if_vip_not_local(&c.local, &req);
                 let answer = api(director, shared, c.fast.as_ref(), req);
-                let spec =
-                    (changes && matches!(answer, Reply::Ok)).then(|| Spec::of(director, &c.local));
+                let applied = changes && matches!(answer, Reply::Ok);
+                // A service configured now may own connections a predecessor left.
+                if let (true, Some(fp)) = (applied, &mut c.fast) {
+                    fp.adopt(director, shared.now());
+                }
+                let spec = applied.then(|| Spec::of(director, &c.local));
                 let _ = reply.send((answer, spec));
             }
             Ok(Command::Net(table, local)) => {

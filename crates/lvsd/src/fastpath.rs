@@ -16,12 +16,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lvs_bpf::maps::{Counter, F_NO_OUTPUT, Flow, StateEvent, StatsEntry};
+use lvs_bpf::maps::{Action, ConnEntry, Counter, F_NO_OUTPUT, Flow, StateEvent, StatsEntry};
 use lvs_bpf::{Datapath, Options, Prog, TcAttachment, compile};
 use lvs_core::conn::{Conn, ConnId, FlowKey, TcpState};
-use lvs_core::director::Journal;
+use lvs_core::director::{AdoptError, Adoptee, Journal};
 use lvs_core::net::NetTable;
 use lvs_core::stats::Stats;
+use lvs_core::types::ForwardMethod;
 use lvs_core::types::Protocol;
 use lvs_core::{Director, Time};
 use lvs_io::AfPacket;
@@ -29,6 +30,11 @@ use tracing::{info, warn};
 
 /// Real-server counter slots in the kernel's per-CPU stats map.
 const STATS_SLOTS: u32 = 1 << 16;
+/// The slot of entries no real server of this core owns yet (adopted from a predecessor and
+/// not matched to a service): never handed out, never folded.
+const UNATTRIBUTED: u32 = STATS_SLOTS - 1;
+/// How often entries left by a predecessor and not adopted are checked for idleness.
+const ORPHAN_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The kernel's per-real-server counters for one (service, real server) of the core.
 struct Slot {
@@ -57,6 +63,12 @@ pub struct FastPath {
     install_failures: u64,
     /// Map operations that failed otherwise (logged once each kind).
     errors_logged: std::cell::Cell<bool>,
+    /// Client-side entries a predecessor left in the adopted map that no connection of
+    /// this core matches yet (their service may not be configured yet).
+    orphans: Vec<(Flow, ConnEntry)>,
+    /// Connections taken over from a predecessor.
+    adopted: u64,
+    next_orphan_check: Time,
 }
 
 /// Nanoseconds of `CLOCK_MONOTONIC` now.
@@ -69,16 +81,40 @@ fn monotonic_ns() -> u64 {
 
 impl FastPath {
     /// Load and verify the programs (the kernel's verifier runs here), sized for a core
-    /// holding `conn_limit` connections; `now` is the core's time at this moment.
-    pub fn load(conn_limit: usize, now: Time) -> Result<FastPath> {
+    /// holding `conn_limit` connections; `now` is the core's time at this moment. If a
+    /// predecessor's program is still attached to one of `served` (it was killed, or kept
+    /// forwarding on exit), its connection map becomes this one's: the flows in it keep
+    /// going through the switch-over and are adopted once their services exist here.
+    pub fn load(conn_limit: usize, now: Time, served: &[u32]) -> Result<FastPath> {
         let entries = u32::try_from(conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
         let dp = Datapath::load(&Options {
             conn_entries: entries,
             stats_slots: STATS_SLOTS,
             test_mode: false,
+            adopt_from: served,
         })
         .context("cannot load the kernel fast path")?;
+        let mut orphans = Vec::new();
+        if let Some(ifindex) = dp.adopted_from() {
+            for (flow, mut entry) in dp.entries() {
+                if entry.action == Action::NatOut {
+                    continue; // rewritten or removed with its client-side entry
+                }
+                // Until it is matched, its traffic is nobody's here.
+                entry.stats = UNATTRIBUTED;
+                let _ = dp.insert(&flow, &entry);
+                orphans.push((flow, entry));
+            }
+            info!(
+                ifindex,
+                connections = orphans.len(),
+                "kernel fast path: took over the connection map of the previous lvsd; its flows keep being forwarded and are adopted as their services are configured"
+            );
+        }
         Ok(FastPath {
+            orphans,
+            adopted: 0,
+            next_orphan_check: now + ORPHAN_CHECK,
             dp,
             journal: Journal::default(),
             touched: HashSet::new(),
@@ -190,6 +226,91 @@ impl FastPath {
         self.journal.clear();
     }
 
+    /// Adopt what a predecessor left and this core can now place (call after configuration
+    /// changes and on every tick); entries still unplaced are removed once idle for the
+    /// timeout of their state.
+    pub fn adopt(&mut self, director: &mut Director, now: Time) {
+        if self.orphans.is_empty() {
+            return;
+        }
+        let before = self.adopted;
+        let mut orphans = std::mem::take(&mut self.orphans);
+        orphans.retain(|(flow, entry)| {
+            let Some(a) = self.adoptee(flow, entry) else {
+                return false;
+            };
+            match director.adopt(&a, now) {
+                Ok(_) => {
+                    self.adopted += 1;
+                    false
+                }
+                Err(AdoptError::Known) => false,
+                Err(_) => true,
+            }
+        });
+        if now >= self.next_orphan_check {
+            self.next_orphan_check = now + ORPHAN_CHECK;
+            orphans.retain(|(flow, entry)| self.orphan_alive(director, flow, entry, now));
+        }
+        self.orphans = orphans;
+        if self.adopted != before {
+            info!(
+                adopted = self.adopted - before,
+                waiting = self.orphans.len(),
+                "kernel fast path: adopted connections of the previous lvsd"
+            );
+        }
+    }
+
+    /// Whether an unadopted entry is still in use; removes it (and its NAT reply entry) if not.
+    fn orphan_alive(&self, director: &Director, flow: &Flow, entry: &ConnEntry, now: Time) -> bool {
+        let Ok(Some(current)) = self.dp.entry(flow) else {
+            return false;
+        };
+        let state = TcpState::from_index(usize::from(current.state)).unwrap_or(TcpState::Close);
+        let timeout = match Protocol::from_number(flow.proto) {
+            Some(Protocol::Tcp) => director.timeouts().tcp(state),
+            _ => director.timeouts().udp,
+        };
+        if self.core_time(current.seen_ns) + timeout > now {
+            return true;
+        }
+        // Gone idle. Unless the core made its own connection on this key meanwhile.
+        if flow_key(flow).is_some_and(|k| director.conns().lookup_in(&k).is_some()) {
+            return false;
+        }
+        let _ = self.dp.remove(flow);
+        if entry.action == Action::NatIn {
+            let _ = self.dp.remove(&Flow {
+                src: entry.addr,
+                sport: entry.port,
+                dst: flow.src,
+                dport: flow.sport,
+                proto: flow.proto,
+            });
+        }
+        false
+    }
+
+    fn adoptee(&self, flow: &Flow, entry: &ConnEntry) -> Option<Adoptee> {
+        let (method, port) = match entry.action {
+            Action::NatIn => (ForwardMethod::Masq, Some(entry.port)),
+            Action::DirectRoute => (ForwardMethod::DirectRoute, None),
+            Action::Tunnel => (ForwardMethod::Tunnel, None),
+            Action::NatOut => return None,
+        };
+        Some(Adoptee {
+            proto: Protocol::from_number(flow.proto)?,
+            client: (IpAddr::V4(flow.src), flow.sport),
+            vip: (IpAddr::V4(flow.dst), flow.dport),
+            dest: (IpAddr::V4(entry.addr), port),
+            method,
+            state: TcpState::from_index(usize::from(entry.state))?,
+            no_output: entry.flags & F_NO_OUTPUT != 0,
+            seen: self.core_time(entry.seen_ns),
+        })
+    }
+
     /// When the kernel last forwarded a packet of `c` (for the core's expiry).
     pub fn last_seen(&self, c: &Conn) -> Option<Time> {
         let IpAddr::V4(src) = c.caddr else {
@@ -265,6 +386,8 @@ impl FastPath {
             .map(|c| (c.name().to_string(), self.dp.counter(*c).unwrap_or(0)))
             .collect();
         v.push(("install_failed".into(), self.install_failures));
+        v.push(("adopted".into(), self.adopted));
+        v.push(("adoption_waiting".into(), self.orphans.len() as u64));
         v
     }
 

@@ -78,6 +78,12 @@ struct Args {
     /// `afpacket` (logged). `xdp` is not available yet.
     #[arg(long, value_enum, default_value_t = DatapathArg::Auto)]
     datapath: DatapathArg,
+    /// On SIGTERM/SIGINT, leave the kernel fast path attached and the steering table in
+    /// place, so established flows keep being forwarded by the kernel until the next lvsd
+    /// (which adopts them) starts: for restarts and upgrades. Without it a stop removes
+    /// everything lvsd attached.
+    #[arg(long)]
+    keep_forwarding_on_exit: bool,
     /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
     #[arg(long, env = "LVSD_LOG", default_value = "info")]
     log: String,
@@ -109,9 +115,13 @@ fn fast_path(
     ifaces: &[(u32, String)],
     sockets: &[Vec<AfPacket>],
     qdiscs: &std::path::Path,
+    net: &lvs_core::net::NetTable,
 ) -> Result<Option<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)>> {
     let attach = || -> Result<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)> {
-        let fp = fastpath::FastPath::load(conn_limit, now)?;
+        let served: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
+        let mut fp = fastpath::FastPath::load(conn_limit, now, &served)?;
+        // Routes before the program replaces a predecessor's: adopted flows need them.
+        fp.set_routes(net);
         let mut attached = Vec::new();
         // A predecessor killed before it could clean up left the qdiscs it created: they are
         // ours to remove at the end (the list lives beside the control socket).
@@ -275,19 +285,19 @@ fn run(args: Args) -> Result<()> {
     }
     let now = Time::from_nanos(start.elapsed().as_nanos() as u64);
     let qdiscs = fastpath::qdiscs_file(&args.socket);
-    let (mut fast, attached) = match fast_path(
+    let (fast, attached) = match fast_path(
         args.datapath,
         args.conn_limit,
         now,
         &ifaces,
         &per_worker,
         &qdiscs,
+        &director.net,
     )? {
         Some((fp, a)) => (Some(fp), a),
         None => (None, Vec::new()),
     };
-    if let Some(fp) = &mut fast {
-        fp.set_routes(&director.net);
+    if fast.is_some() {
         director.enable_journal();
     }
     let datapath = if fast.is_some() { "tc" } else { "afpacket" };
@@ -398,6 +408,18 @@ fn run(args: Args) -> Result<()> {
     if let Ok(mut w) = control.wake.lock() {
         use std::io::Write;
         let _ = w.write_all(&[1]);
+    }
+    let keep = args.keep_forwarding_on_exit && !attached.is_empty();
+    if keep {
+        for w in workers {
+            let _ = w.join();
+        }
+        let _ = sync.join();
+        let _ = std::fs::remove_file(&args.socket);
+        info!(
+            "stopped; the kernel fast path stays attached and keeps forwarding established flows (--keep-forwarding-on-exit): the next lvsd adopts them"
+        );
+        return Ok(());
     }
     stop_workers(workers, attached, &qdiscs);
     let _ = sync.join();

@@ -5,10 +5,48 @@
 //! The core stays the owner of every connection: the fast path forwards packets of the
 //! connections the core made, and reports; the core schedules, times out and lists.
 
+use std::net::IpAddr;
+
 use super::Director;
 use crate::conn::{Conn, ConnFlags, ConnId, FlowKey, TcpState};
 use crate::stats::Stats;
 use crate::time::Time;
+use crate::types::{ForwardMethod, Protocol};
+
+/// A connection a fast path forwards that this core did not make (a predecessor did, before
+/// a restart), as its map entry describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adoptee {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Client address and port.
+    pub client: (IpAddr, u16),
+    /// Virtual address and port.
+    pub vip: (IpAddr, u16),
+    /// Real server address, and its port for NAT (DR and Tun keep the VIP's port).
+    pub dest: (IpAddr, Option<u16>),
+    /// Forwarding method.
+    pub method: ForwardMethod,
+    /// TCP state (anything for other protocols).
+    pub state: TcpState,
+    /// No reply seen yet.
+    pub no_output: bool,
+    /// When the fast path last forwarded one of its packets.
+    pub seen: Time,
+}
+
+/// Why a connection could not be adopted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdoptError {
+    /// No service for its virtual address and port (not configured yet, or gone).
+    NoService,
+    /// The service has no such real server with that method.
+    NoRealServer,
+    /// The core already has a connection with this client-side key.
+    Known,
+    /// The connection table is full.
+    TableFull,
+}
 
 /// Connection changes since the fast path last took them, in the order they happened.
 #[derive(Clone, Debug, Default)]
@@ -67,6 +105,64 @@ impl Director {
         }
         self.set_state(at, id, state);
         true
+    }
+
+    /// Take over a connection a fast path forwards without this core having made it (after
+    /// a restart): it joins the table bound to its real server (ActiveConn/InActConn as its
+    /// state says; not counted as a new connection), expiring a timeout after it was last
+    /// seen, and is journalled like a new one so the fast path's entry is rewritten in this
+    /// core's terms.
+    pub fn adopt(&mut self, a: &Adoptee, now: Time) -> Result<ConnId, AdoptError> {
+        let key = FlowKey::new(a.proto, a.client.0, a.client.1, a.vip.0, a.vip.1);
+        if self.conns.lookup_in(&key).is_some() {
+            return Err(AdoptError::Known);
+        }
+        let svc = self
+            .services
+            .lookup(a.proto, a.vip.0, a.vip.1)
+            .ok_or(AdoptError::NoService)?;
+        let service = self.services.get(svc).ok_or(AdoptError::NoService)?;
+        let dest = service
+            .dests()
+            .iter()
+            .find(|d| {
+                d.addr() == a.dest.0
+                    && d.config.method == a.method
+                    && a.dest.1.is_none_or(|p| p == d.port())
+            })
+            .and_then(|d| service.find_dest(d.addr(), d.port()))
+            .ok_or(AdoptError::NoRealServer)?;
+        let dport = a.dest.1.unwrap_or(a.vip.1);
+        let mut conn = Conn::new(
+            a.proto,
+            a.client,
+            a.vip,
+            (a.dest.0, dport),
+            svc,
+            dest,
+            a.method,
+        );
+        if !a.no_output {
+            conn.flags.clear(ConnFlags::NO_OUTPUT);
+        }
+        conn.timeout = match a.proto {
+            Protocol::Tcp => self.timeouts.tcp(TcpState::None),
+            Protocol::Udp => self.timeouts.udp,
+            Protocol::Sctp => self.timeouts.sctp,
+        };
+        let id = self
+            .conns
+            .insert(conn, now)
+            .map_err(|_| AdoptError::TableFull)?;
+        self.services.acquire(svc);
+        self.bind(svc, dest, false);
+        // Its state (and the real server's active count) as the fast path last saw it.
+        let seen = if a.seen > now { now } else { a.seen };
+        self.set_state(seen, id, a.state);
+        if let Some(j) = &mut self.journal {
+            j.touched.push(id);
+        }
+        Ok(id)
     }
 
     /// Add traffic the fast path forwarded for real server `dest` of service `svc` (slots as
@@ -208,6 +304,62 @@ mod tests {
         let later = seen + timeout + Duration::from_secs(1);
         assert_eq!(d.expire_with(later, |_| Some(seen)), 1);
         assert!(d.conns().is_empty());
+    }
+
+    #[test]
+    fn adopted_connection_is_bound_counted_and_journalled() {
+        let mut d = director(ForwardMethod::Masq);
+        d.enable_journal();
+        let a = Adoptee {
+            proto: Protocol::Tcp,
+            client: (IpAddr::V4(addr::CLIENT), 4005),
+            vip: (IpAddr::V4(addr::VIP), 80),
+            dest: (IpAddr::V4(addr::RIPS[1]), Some(8080)),
+            method: ForwardMethod::Masq,
+            state: TcpState::Established,
+            no_output: false,
+            seen: Time::from_secs(9),
+        };
+        let now = Time::from_secs(10);
+        let id = d.adopt(&a, now).unwrap();
+        let c = d.conns().get(id).unwrap().clone();
+        assert_eq!((c.daddr, c.dport), (IpAddr::V4(addr::RIPS[1]), 8080));
+        assert_eq!(c.state, TcpState::Established);
+        assert_eq!(c.expires, a.seen + d.timeouts().tcp(TcpState::Established));
+        let dest = d.services().get(c.svc).unwrap().dest(c.dest).unwrap();
+        assert_eq!((dest.active, dest.inactive, dest.stats.conns), (1, 0, 0));
+        // The reply direction is indexed too.
+        let out = FlowKey::new(
+            Protocol::Tcp,
+            IpAddr::V4(addr::RIPS[1]),
+            8080,
+            IpAddr::V4(addr::CLIENT),
+            4005,
+        );
+        assert_eq!(d.conns().lookup_out(&out), Some(id));
+        let mut j = Journal::default();
+        d.swap_journal(&mut j);
+        assert_eq!(j.touched, vec![id]);
+        assert_eq!(d.adopt(&a, now), Err(AdoptError::Known));
+        let wrong_port = Adoptee {
+            client: (IpAddr::V4(addr::CLIENT), 4006),
+            dest: (IpAddr::V4(addr::RIPS[1]), Some(9999)),
+            ..a
+        };
+        assert_eq!(d.adopt(&wrong_port, now), Err(AdoptError::NoRealServer));
+        let wrong_method = Adoptee {
+            client: (IpAddr::V4(addr::CLIENT), 4007),
+            dest: (IpAddr::V4(addr::RIPS[1]), None),
+            method: ForwardMethod::DirectRoute,
+            ..a
+        };
+        assert_eq!(d.adopt(&wrong_method, now), Err(AdoptError::NoRealServer));
+        let no_service = Adoptee {
+            client: (IpAddr::V4(addr::CLIENT), 4008),
+            vip: (IpAddr::V4(addr::VIP), 8443),
+            ..a
+        };
+        assert_eq!(d.adopt(&no_service, now), Err(AdoptError::NoService));
     }
 
     #[test]
