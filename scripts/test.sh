@@ -16,4 +16,4 @@ cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
 # ...and the end-to-end tests again on the kernel fast path (eBPF at tc ingress); the restart
 # tests, which always use it, ran above.
-LVS_E2E_DATAPATH=tc cargo test -p lvs-e2e -p lvsd --no-fail-fast -- --skip restart_and_kill9
+LVS_E2E_DATAPATH=tc cargo test --workspace --no-fail-fast -- --skip restart_and_kill9
