@@ -164,7 +164,11 @@ fn predecessor_conns(ifindexes: &[u32]) -> Option<(u32, MapHandle)> {
         }
         info.map_ids.iter().find_map(|&id| {
             let m = MapHandle::from_map_id(id).ok()?;
-            (m.name() == "lvs_conns").then_some((ifindex, m))
+            // A predecessor of another layout (an upgrade that changed the entry) is not
+            // adopted: its flows break, but the new programs load.
+            let same_layout =
+                (m.key_size() as usize, m.value_size() as usize) == (Flow::LEN, ConnEntry::LEN);
+            (m.name() == "lvs_conns" && same_layout).then_some((ifindex, m))
         })
     });
     libbpf_rs::set_print(previous);

@@ -367,7 +367,7 @@ impl FastPath {
         }
         let index = match self.free_slots.pop() {
             Some(i) => i,
-            None if self.next_slot < STATS_SLOTS => {
+            None if self.next_slot < UNATTRIBUTED => {
                 self.next_slot += 1;
                 self.next_slot - 1
             }
