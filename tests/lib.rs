@@ -118,6 +118,11 @@ pub fn skip(test: &str) -> bool {
     } else {
         return false;
     };
+    // Under CI a missing privilege or tool is a failure, never a pass.
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why} (CI=true: not skipping)"
+    );
     let _ = writeln!(std::io::stderr(), "SKIP: {test}: {why}");
     true
 }

@@ -642,11 +642,7 @@ impl Director {
         );
         conn.fwmark = fwmark;
         conn.controller = controller;
-        conn.timeout = match f.proto {
-            Protocol::Tcp => self.timeouts.tcp(TcpState::None),
-            Protocol::Udp => self.timeouts.udp,
-            Protocol::Sctp => self.timeouts.sctp,
-        };
+        conn.timeout = self.timeouts.initial(f.proto);
         if cfg.one_packet && f.proto == Protocol::Udp {
             // One-packet scheduling: count the connection, forward, keep no entry.
             self.count_new_conn(svc_slot, dest_slot);

@@ -208,6 +208,15 @@ impl Timeouts {
         self.tcp[state as usize]
     }
 
+    /// Timeout of a fresh entry of `proto` (TCP in its `None` state).
+    pub fn initial(&self, proto: crate::types::Protocol) -> Duration {
+        match proto {
+            crate::types::Protocol::Tcp => self.tcp(TcpState::None),
+            crate::types::Protocol::Udp => self.udp,
+            crate::types::Protocol::Sctp => self.sctp,
+        }
+    }
+
     /// `ipvsadm --set tcp tcpfin udp`: a zero leaves that value unchanged, as in ipvsadm.
     pub fn set(&mut self, tcp: Duration, tcpfin: Duration, udp: Duration) {
         if !tcp.is_zero() {

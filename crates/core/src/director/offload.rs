@@ -145,11 +145,7 @@ impl Director {
         if !a.no_output {
             conn.flags.clear(ConnFlags::NO_OUTPUT);
         }
-        conn.timeout = match a.proto {
-            Protocol::Tcp => self.timeouts.tcp(TcpState::None),
-            Protocol::Udp => self.timeouts.udp,
-            Protocol::Sctp => self.timeouts.sctp,
-        };
+        conn.timeout = self.timeouts.initial(a.proto);
         let id = self
             .conns
             .insert(conn, now)
