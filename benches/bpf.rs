@@ -2,8 +2,10 @@
 //! itself with `BPF_PROG_TEST_RUN`, beside the core (`Director::process`) on the same frames.
 //!
 //! Paths: NAT in and NAT out, DR and Tun on an established TCP flow (100-byte payload, as in
-//! `benches/packet.rs`), and a frame of an unknown flow (what the program costs before it
-//! hands a frame to user space).
+//! `benches/packet.rs`); a new flow the program schedules itself (a SYN from a new client
+//! port each run, rr and mh, DR and NAT: table lookup, entry creation, the report to user
+//! space and the forwarding); and a frame of an unknown flow (what the program costs before
+//! it hands a frame to user space).
 //!
 //! Two kernel figures per path:
 //! - `repeat`: one `BPF_PROG_TEST_RUN` with repeat 1,000,000, the kernel's average per run
@@ -13,13 +15,16 @@
 //!   the IP packet alone; Tun cannot be repeated (each run would add another outer header),
 //!   so it has no `repeat` figure.
 //! - `single`: 200,000 runs of repeat 1, the median of the kernel-reported time of each run
-//!   (includes the kernel's own timer reads, so it is an upper bound).
+//!   (includes the kernel's own timer reads, so it is an upper bound). New flows have only
+//!   this figure (each run needs a frame of its own); the event ring is drained every 4096
+//!   runs, as lvsd drains it.
 //!
 //! Run as root: `cargo bench -p lvs-benches --bench bpf`.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
+use lvs_bpf::services::Tables;
 use lvs_bpf::{Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, compile};
 use lvs_core::director::{RxMeta, Verdict};
 use lvs_core::sim::{self, PacketSpec, addr, tcp_flags::*};
@@ -114,6 +119,42 @@ fn kernel_single_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
     )
 }
 
+/// A SYN of a new flow each run through a `sched` service of `method`, kernel-timed.
+fn new_flow_ns(method: ForwardMethod, sched: SchedulerKind) -> f64 {
+    let runs = 200_000u32;
+    let dp = Datapath::load(&Options {
+        conn_entries: 2 * runs + 16,
+        stats_slots: 16,
+        sched_slots: 1 << 18,
+        test_mode: false,
+        adopt_from: &[],
+    })
+    .expect("load");
+    let d = sim::director(method, sched, Time::ZERO);
+    let mut dp = dp;
+    dp.set_routes(&compile::routes(&d.net)).expect("routes");
+    let mut tables = Tables::new(dp.sched_slots());
+    let r = tables.sync(&dp, &d, |svc, slot| Some(svc * 8 + slot));
+    assert!(r.errors.is_empty() && !r.in_kernel.is_empty(), "{r:?}");
+    let mut events = Vec::new();
+    let mut times = Vec::with_capacity(runs as usize);
+    for i in 0..runs {
+        let client = std::net::Ipv4Addr::from(0x0a02_0000 + (i >> 14));
+        let port = 1024 + (i & 0x3fff) as u16;
+        let f = frame(&PacketSpec::tcp((client, port), (addr::VIP, 80), SYN));
+        let r = dp.test_run(Prog::TcIngress, &f, 1).expect("test run");
+        assert_eq!(r.retval, TC_ACT_REDIRECT, "new flow {i} not forwarded");
+        times.push(r.duration.as_nanos() as f64);
+        if i % 4096 == 4095 {
+            events.clear();
+            dp.drain_events(&mut events).expect("events");
+        }
+    }
+    let lost = dp.counter(lvs_bpf::maps::Counter::EventLost).unwrap_or(0);
+    assert_eq!(lost, 0, "events lost");
+    median(times)
+}
+
 fn core_ns(d: &mut Director, m: RxMeta, spec: &PacketSpec) -> f64 {
     let (template, len) = spec.frame();
     let mut buf = template.clone();
@@ -137,6 +178,7 @@ fn main() {
     let mut dp = match Datapath::load(&Options {
         conn_entries: 1 << 16,
         stats_slots: 16,
+        sched_slots: 16,
         test_mode: false,
         adopt_from: &[],
     }) {
@@ -177,6 +219,23 @@ fn main() {
         let c = core_ns(&mut d, m, &spec);
         println!("{name:<22} {r:>11} {k:>11.1} {c:>9.1} {:>12.2}", c / k);
     }
+    for (name, method, sched) in [
+        (
+            "new_flow_rr_dr",
+            ForwardMethod::DirectRoute,
+            SchedulerKind::Rr,
+        ),
+        (
+            "new_flow_mh_dr",
+            ForwardMethod::DirectRoute,
+            SchedulerKind::Mh,
+        ),
+        ("new_flow_rr_nat", ForwardMethod::Masq, SchedulerKind::Rr),
+        ("new_flow_mh_nat", ForwardMethod::Masq, SchedulerKind::Mh),
+    ] {
+        let k = new_flow_ns(method, sched);
+        println!("{name:<22} {:>11} {k:>11.1} {:>9} {:>12}", "-", "-", "-");
+    }
     let unknown = frame(&PacketSpec::tcp((addr::CLIENT, 1), (addr::VIP, 80), ACK));
     let r = kernel_repeat_ns(&dp, &unknown, TC_ACT_OK);
     let k = kernel_single_ns(&dp, &unknown, TC_ACT_OK);
@@ -200,6 +259,7 @@ fn memory() {
         let dp = Datapath::load(&Options {
             conn_entries: conns * per_conn,
             stats_slots: 16,
+            sched_slots: 16,
             test_mode: false,
             adopt_from: &[],
         })

@@ -22,7 +22,10 @@ fn main() {
     };
     let obj = out.join("lvs.bpf.o");
     let status = Command::new(&clang)
-        .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
+        // -mcpu=v3: atomic fetch-and-add (a sequence scheduler's position) and 32-bit jumps.
+        .args([
+            "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3",
+        ])
         .arg(format!("-I/usr/include/{arch}"))
         .arg("-c")
         .arg(&src)

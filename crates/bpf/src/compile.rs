@@ -9,8 +9,13 @@ use lvs_core::conn::{Conn, ConnFlags};
 use lvs_core::net::NetTable;
 use lvs_core::types::ForwardMethod;
 
+use lvs_core::director::{OffloadedDest, OffloadedService};
+use lvs_core::sched::{ASK_CORE, Compiled};
+use lvs_core::types::Protocol;
+
 use crate::maps::{
-    Action, ConnEntry, F_NO_OUTPUT, Flow, RouteCache, RouteEntry, RouteKey, TCP_TABLE_LEN,
+    Action, ConnEntry, DestEntry, F_NO_OUTPUT, Flow, NO_DEST, RouteCache, RouteEntry, RouteKey,
+    SVC_HASH_PORT, Sched, SvcKey, TCP_TABLE_LEN,
 };
 
 /// The map entries of a connection: one for DR and Tun (client → VIP), two for NAT (and the
@@ -51,6 +56,91 @@ pub fn conn_entries(c: &Conn, stats: u32, seen_ns: u64) -> Option<Vec<(Flow, Con
         ForwardMethod::DirectRoute => vec![(in_flow, entry(Action::DirectRoute, daddr, 0))],
         ForwardMethod::Tunnel => vec![(in_flow, entry(Action::Tunnel, daddr, 0))],
     })
+}
+
+/// The key of a service in `lvs_svcs`.
+pub fn svc_key(proto: Protocol, vip: Ipv4Addr, port: u16) -> SvcKey {
+    SvcKey {
+        addr: vip,
+        port,
+        proto: proto.number(),
+    }
+}
+
+/// Where the program sends a new flow given real server `d`.
+pub fn dest_entry(d: &OffloadedDest) -> DestEntry {
+    let action = match d.method {
+        ForwardMethod::Masq => Action::NatIn,
+        ForwardMethod::DirectRoute => Action::DirectRoute,
+        ForwardMethod::Tunnel => Action::Tunnel,
+    };
+    DestEntry {
+        action,
+        port: if action == Action::NatIn { d.port } else { 0 },
+        addr: d.addr,
+    }
+}
+
+/// The route the program finds for `addr` in `routes` (longest prefix, as `lvs_routes`).
+fn lookup(routes: &[(RouteKey, RouteEntry)], addr: Ipv4Addr) -> Option<&RouteEntry> {
+    routes
+        .iter()
+        .filter(|(k, _)| {
+            let len = u32::from(k.len.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(addr) & mask == u32::from(k.addr)
+        })
+        .max_by_key(|(k, _)| k.len)
+        .map(|(_, r)| r)
+}
+
+/// The largest IPv4 packet of a new flow of `s` that the program may schedule itself
+/// (`lvs_svc.max_len`), given the program's routes: the smallest of what each real server
+/// takes — its interface's MTU, less 20 bytes of tunnel header for Tun — and 0 (the core
+/// schedules every new flow) when one cannot be sent to as the program sends (no route; a
+/// DR server not on link; no tunnel source). So a new flow the core would answer with
+/// "fragmentation needed", or drop for want of a route, reaches the core.
+pub fn new_flow_limit(routes: &[(RouteKey, RouteEntry)], s: &OffloadedService) -> u16 {
+    s.dests
+        .iter()
+        .map(|d| {
+            let Some(r) = lookup(routes, d.addr) else {
+                return 0;
+            };
+            let mtu = r.mtu.min(0xffff);
+            match d.method {
+                ForwardMethod::Masq => mtu,
+                ForwardMethod::DirectRoute if r.gateway.is_none() => mtu,
+                ForwardMethod::DirectRoute => 0,
+                ForwardMethod::Tunnel if r.src.is_some() => mtu.saturating_sub(20),
+                ForwardMethod::Tunnel => 0,
+            }
+        })
+        .min()
+        .unwrap_or(0) as u16
+}
+
+/// A service's compiled scheduler in the program's terms: its kind, its flags, and the
+/// table with each entry as the `lvs_dests` index of the real server (`ids[i]` for the
+/// service's `i`-th), or [`NO_DEST`] where the core decides.
+pub fn sched_table(s: &OffloadedService, ids: &[u32]) -> (Sched, u8, Vec<u32>) {
+    let map = |v: &[u32]| -> Vec<u32> {
+        v.iter()
+            .map(|&e| match e {
+                ASK_CORE => NO_DEST,
+                i => ids.get(i as usize).copied().unwrap_or(NO_DEST),
+            })
+            .collect()
+    };
+    let port_flag = |p: bool| if p { SVC_HASH_PORT } else { 0 };
+    match &s.table {
+        Compiled::Sequence(v) => (Sched::Sequence, 0, map(v)),
+        Compiled::SourceHash { port, buckets } => {
+            (Sched::SourceHash, port_flag(*port), map(buckets))
+        }
+        Compiled::DestHash { buckets } => (Sched::DestHash, 0, map(buckets)),
+        Compiled::Maglev { port, slots } => (Sched::Maglev, port_flag(*port), map(slots)),
+    }
 }
 
 /// The keys under which a connection's entries are installed ([`conn_entries`]'s flows):
@@ -132,7 +222,21 @@ pub fn tcp_table() -> [u8; TCP_TABLE_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lvs_core::types::Protocol;
+
+    /// The program's mh hash key (a define in lvs.h) is the core's.
+    #[test]
+    fn mh_key_is_the_cores() {
+        let h = include_str!("bpf/lvs.h");
+        let (k0, k1) = lvs_core::sched::MH_HASH1;
+        assert!(
+            h.contains(&format!("#define LVS_MH_K0 {k0}ULL")),
+            "LVS_MH_K0"
+        );
+        assert!(
+            h.contains(&format!("#define LVS_MH_K1 {k1}ULL")),
+            "LVS_MH_K1"
+        );
+    }
 
     fn conn(method: ForwardMethod) -> Conn {
         Conn::new(

@@ -25,6 +25,7 @@
 
 pub mod compile;
 pub mod maps;
+pub mod services;
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -36,7 +37,9 @@ use libbpf_rs::{
     RingBufferBuilder, TC_INGRESS, TcHookBuilder,
 };
 
-use maps::{ConnEntry, Counter, Flow, RouteEntry, RouteKey, StateEvent, StatsEntry};
+use maps::{
+    ConnEntry, Counter, DestEntry, Event, Flow, RouteEntry, RouteKey, StatsEntry, SvcEntry, SvcKey,
+};
 
 /// The compiled object.
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lvs.bpf.o"));
@@ -117,8 +120,10 @@ impl Prog {
 pub struct Options<'a> {
     /// Entries of `lvs_conns` (a NAT connection takes two).
     pub conn_entries: u32,
-    /// Slots of `lvs_stats` (one per real server).
+    /// Slots of `lvs_stats` (one per real server), also the size of `lvs_dests`.
     pub stats_slots: u32,
+    /// Entries of `lvs_slots`, where the services' compiled scheduler tables live.
+    pub sched_slots: u32,
     /// Record each forwarded packet's interface and next hop in `lvs_test` (for
     /// `BPF_PROG_TEST_RUN`, which cannot show a redirect).
     pub test_mode: bool,
@@ -133,6 +138,7 @@ impl Default for Options<'_> {
         Options {
             conn_entries: 1 << 21,
             stats_slots: 1 << 16,
+            sched_slots: 1 << 21,
             test_mode: false,
             adopt_from: &[],
         }
@@ -231,11 +237,15 @@ pub struct Datapath {
     counters: MapHandle,
     test: MapHandle,
     config: MapHandle,
+    svcs: MapHandle,
+    dests: MapHandle,
+    slots: MapHandle,
+    events_map: MapHandle,
     /// Where the connection map of a predecessor was found (it is this one's now).
     adopted_from: Option<u32>,
     /// The consumer of `lvs_events`; its callback decodes records into `inbox`.
     events: RingBuffer<'static>,
-    inbox: Arc<Mutex<Vec<StateEvent>>>,
+    inbox: Arc<Mutex<Vec<Event>>>,
     route_gen: u32,
     /// Route keys currently in `lvs_routes`, so a new set replaces the old one exactly.
     route_keys: Vec<[u8; RouteKey::LEN]>,
@@ -262,7 +272,8 @@ impl Datapath {
             let name = m.name().to_string_lossy().into_owned();
             let r = match name.as_str() {
                 "lvs_conns" => m.set_max_entries(opts.conn_entries.max(2)),
-                "lvs_stats" => m.set_max_entries(opts.stats_slots.max(1)),
+                "lvs_stats" | "lvs_dests" => m.set_max_entries(opts.stats_slots.max(1)),
+                "lvs_slots" => m.set_max_entries(opts.sched_slots.max(1)),
                 n if n.ends_with(".rodata") => match m.initial_value_mut() {
                     // `lvs_test_mode` is the only read-only global.
                     Some(v) if v.len() >= 4 => {
@@ -327,7 +338,7 @@ impl Datapath {
             let sink = Arc::clone(&inbox);
             let mut b = RingBufferBuilder::new();
             b.add(&ring, move |rec: &[u8]| {
-                if let (Some(e), Ok(mut v)) = (StateEvent::from_bytes(rec), sink.lock()) {
+                if let (Some(e), Ok(mut v)) = (Event::from_bytes(rec), sink.lock()) {
                     v.push(e);
                 }
                 0
@@ -345,6 +356,10 @@ impl Datapath {
             counters: handle("lvs_counters", 4, 8)?,
             test: handle("lvs_test", 4, 8)?,
             config: handle("lvs_config", 4, 8)?,
+            svcs: handle("lvs_svcs", SvcKey::LEN, SvcEntry::LEN)?,
+            dests: handle("lvs_dests", 4, DestEntry::LEN)?,
+            slots: handle("lvs_slots", 4, 4)?,
+            events_map: handle("lvs_events", 0, 0)?,
             // Entries adopted from a predecessor carry its generations: start elsewhere, so
             // none of their cached routes looks current to this program.
             route_gen: std::time::SystemTime::now()
@@ -491,8 +506,69 @@ impl Datapath {
             .map_err(map_err("lvs_config"))
     }
 
-    /// Move the TCP state changes the program reported since the last call into `out`.
-    pub fn drain_events(&self, out: &mut Vec<StateEvent>) -> Result<(), Error> {
+    /// Say how new flows of a service are scheduled (replacing what was there, a sequence's
+    /// position included).
+    pub fn set_service(&self, key: &SvcKey, entry: &SvcEntry) -> Result<(), Error> {
+        self.svcs
+            .update(&key.to_bytes(), &entry.to_bytes(), MapFlags::ANY)
+            .map_err(map_err("lvs_svcs"))
+    }
+
+    /// Forget a service (its new flows go to user space, where no service takes them).
+    pub fn remove_service(&self, key: &SvcKey) -> Result<(), Error> {
+        match self.svcs.delete(&key.to_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(map_err("lvs_svcs")(e)),
+        }
+    }
+
+    /// Where new flows given real server `id` (its stats slot) go.
+    pub fn set_dest(&self, id: u32, entry: &DestEntry) -> Result<(), Error> {
+        self.dests
+            .update(&id.to_ne_bytes(), &entry.to_bytes(), MapFlags::ANY)
+            .map_err(map_err("lvs_dests"))
+    }
+
+    /// Write `table` into `lvs_slots` from `base` on, in one batch.
+    pub fn write_slots(&self, base: u32, table: &[u32]) -> Result<(), Error> {
+        if table.is_empty() {
+            return Ok(());
+        }
+        let end = u64::from(base) + table.len() as u64;
+        if end > u64::from(self.slots.max_entries()) {
+            return Err(Error::Map {
+                map: "lvs_slots",
+                error: format!("entries {base}..{end} past the end"),
+            });
+        }
+        let keys: Vec<u8> = (base..base + table.len() as u32)
+            .flat_map(u32::to_ne_bytes)
+            .collect();
+        let values: Vec<u8> = table.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        self.slots
+            .update_batch(
+                &keys,
+                &values,
+                table.len() as u32,
+                MapFlags::ANY,
+                MapFlags::ANY,
+            )
+            .map_err(map_err("lvs_slots"))
+    }
+
+    /// Entries of `lvs_slots`.
+    pub fn sched_slots(&self) -> u32 {
+        self.slots.max_entries()
+    }
+
+    /// The event ring's descriptor: readable when events wait (for epoll).
+    pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.events_map.as_fd()
+    }
+
+    /// Move the events the program reported since the last call into `out`.
+    pub fn drain_events(&self, out: &mut Vec<Event>) -> Result<(), Error> {
         self.events.consume().map_err(map_err("lvs_events"))?;
         if let Ok(mut v) = self.inbox.lock() {
             out.append(&mut v);

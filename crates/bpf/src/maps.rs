@@ -278,11 +278,31 @@ impl StatsEntry {
     }
 }
 
-/// A TCP state change the program reported (`struct lvs_event`).
+/// What an event reports (`enum lvs_event_kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StateEvent {
+pub enum EventKind {
+    /// A TCP state change of a known connection.
+    State,
+    /// A new flow the program scheduled: `dest` says where it went.
+    New {
+        /// The table that chose (`SvcEntry::generation`).
+        generation: u32,
+        /// How it is forwarded.
+        action: Action,
+        /// The real server.
+        addr: Ipv4Addr,
+        /// Its port (NAT; 0 otherwise).
+        port: u16,
+    },
+}
+
+/// An event the program reported (`struct lvs_event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
     /// The connection's client-side key.
     pub flow: Flow,
+    /// What happened.
+    pub kind: EventKind,
     /// State before.
     pub old_state: u8,
     /// State after.
@@ -293,22 +313,148 @@ pub struct StateEvent {
     pub ns: u64,
 }
 
-impl StateEvent {
+impl Event {
     /// Encoded size.
-    pub const LEN: usize = 32;
+    pub const LEN: usize = 40;
 
     /// Decode one ring buffer record.
-    pub fn from_bytes(b: &[u8]) -> Option<StateEvent> {
-        if b.len() < StateEvent::LEN {
+    pub fn from_bytes(b: &[u8]) -> Option<Event> {
+        if b.len() < Event::LEN {
             return None;
         }
-        Some(StateEvent {
+        let kind = match b[19] {
+            0 => EventKind::State,
+            1 => EventKind::New {
+                generation: u32::from_ne_bytes(b[20..24].try_into().ok()?),
+                addr: Ipv4Addr::new(b[32], b[33], b[34], b[35]),
+                port: u16::from_be_bytes([b[36], b[37]]),
+                action: Action::from_u8(b[38])?,
+            },
+            _ => return None,
+        };
+        Some(Event {
             flow: Flow::from_bytes(&b[0..16])?,
+            kind,
             old_state: b[16],
             new_state: b[17],
             flags: b[18],
             ns: u64::from_ne_bytes(b[24..32].try_into().ok()?),
         })
+    }
+}
+
+/// Key of `lvs_svcs` (`struct lvs_svc_key`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SvcKey {
+    /// Virtual address.
+    pub addr: Ipv4Addr,
+    /// Virtual port (0: any).
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl SvcKey {
+    /// Encoded size.
+    pub const LEN: usize = 8;
+
+    /// The bytes of `struct lvs_svc_key`.
+    pub fn to_bytes(&self) -> [u8; SvcKey::LEN] {
+        let mut b = [0u8; SvcKey::LEN];
+        b[0..4].copy_from_slice(&self.addr.octets());
+        b[4..6].copy_from_slice(&self.port.to_be_bytes());
+        b[6] = self.proto;
+        b
+    }
+}
+
+/// `enum lvs_sched`: how the program picks a new flow's real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Sched {
+    /// The core decides (the program hands new flows to user space).
+    Core = 0,
+    /// Entry `position++ % len` (rr, wrr, fo).
+    Sequence = 1,
+    /// Source hashing.
+    SourceHash = 2,
+    /// Destination hashing.
+    DestHash = 3,
+    /// Maglev.
+    Maglev = 4,
+}
+
+/// `LVS_SVC_HASH_PORT`.
+pub const SVC_HASH_PORT: u8 = 1;
+/// `LVS_NO_DEST`: a table entry that asks the core.
+pub const NO_DEST: u32 = u32::MAX;
+
+/// Value of `lvs_svcs` (`struct lvs_svc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvcEntry {
+    /// Scheduler kind.
+    pub sched: Sched,
+    /// `SVC_*` flags.
+    pub flags: u8,
+    /// Largest IPv4 packet of a new flow the program schedules ([`compile::new_flow_limit`](crate::compile::new_flow_limit)).
+    pub max_len: u16,
+    /// Names this table in new-flow events.
+    pub generation: u32,
+    /// First entry in `lvs_slots`.
+    pub base: u32,
+    /// Number of entries.
+    pub len: u32,
+}
+
+impl SvcEntry {
+    /// Encoded size.
+    pub const LEN: usize = 24;
+
+    /// An entry that leaves new flows to the core.
+    pub const CORE: SvcEntry = SvcEntry {
+        sched: Sched::Core,
+        flags: 0,
+        max_len: 0,
+        generation: 0,
+        base: 0,
+        len: 0,
+    };
+
+    /// The bytes of `struct lvs_svc`, position 0.
+    pub fn to_bytes(&self) -> [u8; SvcEntry::LEN] {
+        let mut b = [0u8; SvcEntry::LEN];
+        b[0] = self.sched as u8;
+        b[1] = self.flags;
+        b[2..4].copy_from_slice(&self.max_len.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.generation.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.base.to_ne_bytes());
+        b[12..16].copy_from_slice(&self.len.to_ne_bytes());
+        b
+    }
+}
+
+/// Value of `lvs_dests` (`struct lvs_dest`): where a new flow goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestEntry {
+    /// `NatIn`, `DirectRoute` or `Tunnel`.
+    pub action: Action,
+    /// NAT: the real server's port; 0 keeps the client's destination port.
+    pub port: u16,
+    /// The real server.
+    pub addr: Ipv4Addr,
+}
+
+impl DestEntry {
+    /// Encoded size.
+    pub const LEN: usize = 8;
+
+    /// The bytes of `struct lvs_dest`.
+    pub fn to_bytes(&self) -> [u8; DestEntry::LEN] {
+        let mut b = [0u8; DestEntry::LEN];
+        b[0] = self.action as u8;
+        b[2..4].copy_from_slice(&self.port.to_be_bytes());
+        b[4..8].copy_from_slice(&self.addr.octets());
+        b
     }
 }
 
@@ -334,13 +480,17 @@ pub enum Counter {
     Error = 7,
     /// TCP state changes reported.
     StateChange = 8,
-    /// State changes lost because the event ring was full.
+    /// Events lost because the ring was full.
     EventLost = 9,
+    /// New flows the program scheduled.
+    New = 10,
+    /// New flows it scheduled but could not send or record: dropped.
+    NewDropped = 11,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 12] = [
         Counter::Rx,
         Counter::NatIn,
         Counter::NatOut,
@@ -351,6 +501,8 @@ impl Counter {
         Counter::Error,
         Counter::StateChange,
         Counter::EventLost,
+        Counter::New,
+        Counter::NewDropped,
     ];
 
     /// Metric-style name.
@@ -366,6 +518,8 @@ impl Counter {
             Counter::Error => "error",
             Counter::StateChange => "state_change",
             Counter::EventLost => "event_lost",
+            Counter::New => "new_flows",
+            Counter::NewDropped => "new_flows_dropped",
         }
     }
 }

@@ -1,20 +1,23 @@
 //! The kernel program against the core, byte for byte: the same frames go through
 //! `lvs_core::Director::process` and through `lvs_tc_ingress` in the running kernel
 //! (`BPF_PROG_TEST_RUN`), with the program's maps filled from the core's connections and
-//! routes. Wherever the program forwards, the core must forward the same IP bytes out of the
-//! same interface to the same next hop, and leave the TCP state where the program left it;
-//! wherever the program declines, the socket filter must hand the frame to user space.
+//! routes, and its service tables from the core's compiled schedulers. Wherever the program
+//! forwards, the core must forward the same IP bytes out of the same interface to the same
+//! next hop, and leave the TCP state where the program left it — for a new flow the program
+//! scheduled itself too, so its choice of real server is the core's; wherever the program
+//! declines, the socket filter must hand the frame to user space.
 //!
 //! Needs root (loading BPF programs). Without it the tests fail under CI (`CI=true`) and
 //! are reported as skipped elsewhere.
 
 use std::net::IpAddr;
 
-use lvs_bpf::maps::{Counter, Flow};
+use lvs_bpf::maps::{Counter, EventKind, Flow};
+use lvs_bpf::services::Tables;
 use lvs_bpf::{Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, compile};
 use lvs_core::director::{RxMeta, Tx, Verdict};
 use lvs_core::sim::{self, PacketSpec, addr, tcp_flags::*};
-use lvs_core::types::{ForwardMethod, Protocol, SchedulerKind};
+use lvs_core::types::{ForwardMethod, Protocol, SchedFlags, SchedulerKind};
 use lvs_core::{Director, Time};
 use proptest::prelude::*;
 
@@ -28,7 +31,8 @@ fn datapath() -> Option<Datapath> {
     }
     let opts = Options {
         conn_entries: 1 << 12,
-        stats_slots: 16,
+        stats_slots: 64,
+        sched_slots: 1 << 18,
         test_mode: true,
         adopt_from: &[],
     };
@@ -66,15 +70,40 @@ fn frame_of(spec: &PacketSpec) -> Vec<u8> {
     buf[sim::HEADROOM..sim::HEADROOM + len].to_vec()
 }
 
+/// The `lvs_dests` index (and stats slot) of real server `i` of service `svc` here.
+fn dest_id(svc: u32, i: usize) -> u32 {
+    svc * 8 + i as u32
+}
+
 /// Copy every connection of the core into the program's maps (what lvsd does after the
 /// slow path), and the routes.
 fn sync(dp: &mut Datapath, d: &Director) {
     for (_, c) in d.conns().iter() {
-        for (flow, entry) in compile::conn_entries(c, 0, 0).unwrap_or_default() {
+        let slot = d
+            .services()
+            .get(c.svc)
+            .and_then(|s| s.dest_slots().iter().position(|&x| x == c.dest))
+            .map_or(0, |i| dest_id(c.svc, i));
+        for (flow, entry) in compile::conn_entries(c, slot, 0).unwrap_or_default() {
             dp.insert(&flow, &entry).expect("insert entry");
         }
     }
     dp.set_routes(&compile::routes(&d.net)).expect("routes");
+}
+
+/// Give the program the core's compiled schedulers (what lvsd does after every change).
+fn sync_services(dp: &Datapath, tables: &mut Tables, d: &Director) {
+    let report = tables.sync(dp, d, |svc, slot| {
+        let i = d
+            .services()
+            .get(svc)?
+            .dest_slots()
+            .iter()
+            .position(|&x| x == slot)?;
+        Some(dest_id(svc, i))
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    tables.release_retired();
 }
 
 fn in_flow(d: &Director) -> Option<(Flow, u8)> {
@@ -87,10 +116,11 @@ fn in_flow(d: &Director) -> Option<(Flow, u8)> {
 /// Run `frame` through both; when the program forwards, check it did what the core did.
 /// Returns whether the program forwarded.
 fn compare(dp: &mut Datapath, d: &mut Director, now: Time, meta: RxMeta, frame: &[u8]) -> bool {
+    // The capture tap (with its filter) sees a frame before tc ingress does.
+    let filter = dp.test_run(Prog::SockFilter, frame, 1).expect("filter run");
     let bpf = dp
         .test_run(Prog::TcIngress, frame, 1)
         .unwrap_or_else(|e| panic!("{e}: {frame:02x?}"));
-    let filter = dp.test_run(Prog::SockFilter, frame, 1).expect("filter run");
     let (v, out) = core_run(d, now, meta, frame);
     match bpf.retval {
         TC_ACT_REDIRECT => {
@@ -141,18 +171,19 @@ fn client(flags: u8, payload: &[u8]) -> PacketSpec {
 
 /// A TCP exchange through `method`: the SYN makes the connection in the core (the program
 /// declines it), then every segment must go through the kernel exactly as through the core.
-fn tcp_exchange(method: ForwardMethod) {
+fn tcp_exchange(method: ForwardMethod, sched: SchedulerKind) {
     let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+    let mut d = sim::director(method, sched, Time::ZERO);
     let t = Time::from_secs(1);
     sync(&mut dp, &d);
-    assert!(!compare(
-        &mut dp,
-        &mut d,
-        t,
-        front(),
-        &frame_of(&client(SYN, b""))
-    ));
+    let mut tables = Tables::new(dp.sched_slots());
+    sync_services(&dp, &mut tables, &d);
+    // rr: the program schedules the SYN itself; wlc: the core does.
+    let in_kernel = sched == SchedulerKind::Rr;
+    assert_eq!(
+        compare(&mut dp, &mut d, t, front(), &frame_of(&client(SYN, b""))),
+        in_kernel
+    );
     let c = d
         .conns()
         .iter()
@@ -215,26 +246,194 @@ fn tcp_exchange(method: ForwardMethod) {
         ForwardMethod::Tunnel => Counter::Tunnel,
     };
     assert!(dp.counter(counted).unwrap() >= 3);
-    let s = dp.stats(0).unwrap();
+    let s = dp.stats(dest_id(c.svc, 0)).unwrap();
     assert!(s.pkts_in >= 3 && s.bytes_in > 0, "{s:?}");
     if nat {
         assert!(s.pkts_out >= 3, "{s:?}");
     }
+    assert_eq!(dp.counter(Counter::New).unwrap(), u64::from(in_kernel));
 }
 
 #[test]
 fn nat_tcp_exchange_matches_the_core() {
-    tcp_exchange(ForwardMethod::Masq);
+    tcp_exchange(ForwardMethod::Masq, SchedulerKind::Rr);
+    tcp_exchange(ForwardMethod::Masq, SchedulerKind::Wlc);
 }
 
 #[test]
 fn dr_tcp_exchange_matches_the_core() {
-    tcp_exchange(ForwardMethod::DirectRoute);
+    tcp_exchange(ForwardMethod::DirectRoute, SchedulerKind::Rr);
+    tcp_exchange(ForwardMethod::DirectRoute, SchedulerKind::Wlc);
 }
 
 #[test]
 fn tun_tcp_exchange_matches_the_core() {
-    tcp_exchange(ForwardMethod::Tunnel);
+    tcp_exchange(ForwardMethod::Tunnel, SchedulerKind::Rr);
+    tcp_exchange(ForwardMethod::Tunnel, SchedulerKind::Wlc);
+}
+
+/// New flows from many clients through a service of every scheduler the core compiles:
+/// each SYN (and UDP datagram) is scheduled by the program and must reach the real server
+/// the core picks for the same packet, from the same state; every one is reported.
+fn new_flows(method: ForwardMethod, sched: SchedulerKind, flags: SchedFlags, weights: &[u32]) {
+    let Some(mut dp) = datapath() else { return };
+    let mut d = sim::director(method, sched, Time::ZERO);
+    for key in d.services().keys() {
+        let mut cfg = *d
+            .services()
+            .get(d.services().find(&key).unwrap())
+            .unwrap()
+            .config();
+        cfg.flags = flags;
+        d.edit_service(cfg).unwrap();
+        let svc = d.services().find(&key).unwrap();
+        let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
+        for (dest, &w) in dests.iter().zip(weights) {
+            d.edit_dest(&key, dest.config.with_weight(w)).unwrap();
+        }
+    }
+    let t = Time::from_secs(1);
+    sync(&mut dp, &d);
+    let mut tables = Tables::new(dp.sched_slots());
+    sync_services(&dp, &mut tables, &d);
+    let mut per_server = std::collections::BTreeMap::new();
+    // 60 TCP connections (the wrr case: 3:2:1 as 30/20/10) and 12 UDP flows.
+    let mut flows = Vec::new();
+    for i in 0..60u32 {
+        let src = std::net::Ipv4Addr::from(0x0a02_0000 + i.wrapping_mul(2_654_435_761) % 65536);
+        let sport = 20000 + (i * 7919 % 40000) as u16;
+        flows.push((Protocol::Tcp, src, sport));
+        if i % 5 == 4 {
+            flows.push((Protocol::Udp, src, sport ^ 0x5555));
+        }
+    }
+    for (i, &(proto, src, sport)) in flows.iter().enumerate() {
+        let vport = if proto == Protocol::Udp { 53 } else { 80 };
+        let spec = if proto == Protocol::Udp {
+            PacketSpec::udp((src, sport), (addr::VIP, vport), b"q")
+        } else {
+            PacketSpec::tcp((src, sport), (addr::VIP, vport), SYN)
+        };
+        assert!(
+            compare(&mut dp, &mut d, t, front(), &frame_of(&spec)),
+            "{sched} {method:?}: new flow {i} not scheduled in the kernel"
+        );
+        let key = lvs_core::conn::FlowKey::new(
+            proto,
+            IpAddr::V4(src),
+            sport,
+            IpAddr::V4(addr::VIP),
+            vport,
+        );
+        let id = d.conns().lookup_in(&key).expect("the core made it too");
+        let c = d.conns().get(id).unwrap();
+        let flow = Flow::new(proto, src, sport, addr::VIP, vport);
+        let e = dp
+            .entry(&flow)
+            .unwrap()
+            .expect("the program made its entry");
+        assert_eq!(IpAddr::V4(e.addr), c.daddr, "{sched}: flow {i}");
+        if proto == Protocol::Tcp {
+            *per_server.entry(c.daddr).or_insert(0u32) += 1;
+        }
+    }
+    let mut events = Vec::new();
+    dp.drain_events(&mut events).unwrap();
+    let news = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::New { .. }))
+        .count();
+    assert_eq!(news, flows.len(), "one report per new flow");
+    assert_eq!(dp.counter(Counter::New).unwrap(), flows.len() as u64);
+    eprintln!("{sched} {method:?} weights {weights:?}: {per_server:?}");
+    let counts: Vec<u32> = per_server.values().copied().collect();
+    match sched {
+        SchedulerKind::Wrr => assert_eq!(counts, vec![30, 20, 10], "wrr through the kernel"),
+        SchedulerKind::Rr => assert_eq!(counts, vec![20, 20, 20], "rr through the kernel"),
+        SchedulerKind::Fo => assert_eq!(counts, vec![60], "fo: the heaviest server only"),
+        _ => {}
+    }
+}
+
+#[test]
+fn kernel_scheduling_matches_the_core() {
+    let none = SchedFlags::default();
+    for method in [
+        ForwardMethod::Masq,
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+    ] {
+        new_flows(method, SchedulerKind::Rr, none, &[1, 1, 1]);
+    }
+    new_flows(ForwardMethod::Masq, SchedulerKind::Wrr, none, &[3, 2, 1]);
+    new_flows(ForwardMethod::Masq, SchedulerKind::Fo, none, &[1, 5, 2]);
+    new_flows(
+        ForwardMethod::DirectRoute,
+        SchedulerKind::Sh,
+        none,
+        &[1, 2, 3],
+    );
+    new_flows(
+        ForwardMethod::Masq,
+        SchedulerKind::Sh,
+        SchedFlags::PORT,
+        &[1, 1, 1],
+    );
+    new_flows(ForwardMethod::Masq, SchedulerKind::Dh, none, &[1, 1, 1]);
+    new_flows(ForwardMethod::Tunnel, SchedulerKind::Mh, none, &[2, 1, 1]);
+    new_flows(
+        ForwardMethod::Masq,
+        SchedulerKind::Mh,
+        SchedFlags::PORT,
+        &[1, 1, 3],
+    );
+}
+
+/// A new flow too big for the tunnel is the core's (it answers "fragmentation needed"), in
+/// both programs alike; one that fits is the kernel's.
+#[test]
+fn too_big_new_flow_goes_to_the_core() {
+    let Some(mut dp) = datapath() else { return };
+    let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
+    let t = Time::from_secs(1);
+    sync(&mut dp, &d);
+    let mut tables = Tables::new(dp.sched_slots());
+    sync_services(&dp, &mut tables, &d);
+    let big = PacketSpec::udp((addr::CLIENT, 7000), (addr::VIP, 53), &vec![1u8; 1481 - 28]);
+    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&big)));
+    // The core chose for that one: its rr position moved, so the table is made again (as
+    // lvsd does when the core schedules a connection of such a service).
+    sync_services(&dp, &mut tables, &d);
+    let fits = PacketSpec::udp((addr::CLIENT, 7001), (addr::VIP, 53), &vec![1u8; 1480 - 28]);
+    assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&fits)));
+    assert_eq!(dp.counter(Counter::NewDropped).unwrap(), 0);
+}
+
+/// A quiescent server's bucket (sh without fallback) asks the core, which finds nobody;
+/// with fallback the kernel's table already holds the probe's answer.
+#[test]
+fn quiescent_servers_in_compiled_tables() {
+    let Some(mut dp) = datapath() else { return };
+    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Wrr, Time::ZERO);
+    let key = d.services().keys()[0];
+    let svc = d.services().find(&key).unwrap();
+    let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
+    d.edit_dest(&key, dests[0].config.with_weight(0)).unwrap();
+    let t = Time::from_secs(1);
+    sync(&mut dp, &d);
+    let mut tables = Tables::new(dp.sched_slots());
+    sync_services(&dp, &mut tables, &d);
+    for i in 0..8u16 {
+        let syn = PacketSpec::tcp((addr::CLIENT, 30000 + i), (addr::VIP, 80), SYN);
+        assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
+    }
+    // Every server quiescent: the table is empty, the core drops ("no real server").
+    for dest in &dests {
+        d.edit_dest(&key, dest.config.with_weight(0)).unwrap();
+    }
+    sync_services(&dp, &mut tables, &d);
+    let syn = PacketSpec::tcp((addr::CLIENT, 31000), (addr::VIP, 80), SYN);
+    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
 }
 
 #[test]
@@ -306,6 +505,8 @@ proptest! {
         let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
         let t = Time::from_secs(1);
         sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        sync_services(&dp, &mut tables, &d);
         let first = if udp {
             PacketSpec::udp((addr::CLIENT, CPORT), (addr::VIP, 53), b"x")
         } else {

@@ -216,6 +216,7 @@ fn nat_udp_through_the_kernel_on_veth() {
         let mut dp = Datapath::load(&Options {
             conn_entries: 1024,
             stats_slots: 4,
+            sched_slots: 16,
             test_mode: false,
             adopt_from: &[],
         })

@@ -24,7 +24,7 @@ use crate::time::Time;
 use crate::types::{Family, ForwardMethod, Protocol, ServiceKey};
 
 mod offload;
-pub use offload::{AdoptError, Adoptee, Journal};
+pub use offload::{AdoptError, Adoptee, Journal, OffloadedDest, OffloadedService};
 
 /// Tunables, with IPVS's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -113,7 +113,7 @@ impl Dest {
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::sched::{SchedCtx, Scheduler, new_scheduler};
+use crate::sched::{Compiled, SchedCtx, Scheduler, new_scheduler};
 use crate::types::{Family, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey};
 
 /// What the operator says about a virtual service (`-A -t|-u|-f ... -s sched -b flags -p -M -o`).
@@ -354,6 +354,23 @@ impl Service {
     pub fn schedule(&mut self, ctx: &SchedCtx) -> Option<u32> {
         let i = self.scheduler.schedule(ctx, &self.dests)?;
         self.dest_slots.get(i).copied()
+    }
+
+    /// The scheduler's choices from its present state as a table (see
+    /// [`Scheduler::compile`]); entries index [`dests`](Self::dests).
+    pub fn compile(&self) -> Option<Compiled> {
+        self.scheduler.compile(&self.dests)
+    }
+
+    /// The slot of each live real server, in the order of [`dests`](Self::dests).
+    pub fn dest_slots(&self) -> &[u32] {
+        &self.dest_slots
+    }
+
+    /// Move the scheduler on as if it had made one choice for `ctx` (a fast path made it,
+    /// following a compiled table): keeps a sequence scheduler in step with the table.
+    pub(crate) fn step_scheduler(&mut self, ctx: &SchedCtx) {
+        let _ = self.scheduler.schedule(ctx, &self.dests);
     }
 
     fn normalise(&self, mut cfg: DestConfig) -> Result<DestConfig, ConfigError> {

@@ -113,6 +113,15 @@ impl Worker {
                 epoll::EventData::new_u64(1),
                 epoll::EventFlags::IN,
             )?;
+            // The kernel's reports (new flows it scheduled, state changes) wake it too.
+            if let Some(fp) = &c.fast {
+                epoll::add(
+                    &ep,
+                    fp.events_fd(),
+                    epoll::EventData::new_u64(2),
+                    epoll::EventFlags::IN,
+                )?;
+            }
         }
         Ok(Worker {
             id,
@@ -191,6 +200,7 @@ impl Worker {
                     let now = shared.now();
                     match &mut c.fast {
                         Some(fp) => {
+                            fp.release_retired_tables();
                             fp.adopt(&mut director, now);
                             fp.fold_stats(&mut director);
                             director.expire_with(now, |conn| fp.last_seen(conn));
@@ -255,8 +265,10 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 warn_if_vip_not_local(&c.local, &req);
                 let answer = api(director, shared, c.fast.as_ref(), req);
                 let applied = changes && matches!(answer, Reply::Ok);
-                // A service configured now may own connections a predecessor left.
+                // A service configured now may own connections a predecessor left, and the
+                // kernel follows the schedulers as they are now.
                 if let (true, Some(fp)) = (applied, &mut c.fast) {
+                    fp.services_changed(director);
                     fp.adopt(director, shared.now());
                 }
                 let spec = applied.then(|| Spec::of(director, &c.local));
@@ -267,6 +279,8 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 c.local = local;
                 if let Some(fp) = &mut c.fast {
                     fp.set_routes(&director.net);
+                    // Routes bound which new flows the kernel may schedule itself.
+                    fp.services_changed(director);
                 }
             }
             Err(TryRecvError::Empty) => return,

@@ -2,21 +2,26 @@
 //! attached at tc ingress of every served interface and as the filter of every AF_PACKET
 //! socket, kept in step with the core.
 //!
-//! The core stays the owner of every connection. A new flow's first packet still goes
-//! through `Director::process` (user space schedules it); [`FastPath::sync`] then installs
-//! the connection's entries from the core's journal, and the kernel forwards the rest of the
-//! flow without a copy. Back from the kernel come TCP state changes (ring buffer, applied to
-//! the core so ActiveConn/InActConn and timeouts stay exact), per-real-server packets and
-//! bytes (folded into the core's counters each tick, so listings, rates and metrics include
-//! them) and each entry's last-seen time (consulted when the core's timer says a connection
-//! is due). What the core removes leaves the maps in the same pass.
+//! The core stays the owner of every connection. New flows of a service whose scheduler
+//! compiles into a table (rr, wrr, fo, sh, dh, mh; no persistence, no thresholds) are
+//! scheduled by the kernel program following the core's own table
+//! ([`FastPath::services_changed`] installs them after every change), and reported; the core
+//! takes each into its table ([`Director::adopt_new`]) and, for rr/wrr, moves its scheduler
+//! in step. Other new flows go through `Director::process` (user space schedules them);
+//! [`FastPath::sync`] then installs the connection's entries from the core's journal, and the
+//! kernel forwards the rest of the flow without a copy. Back from the kernel come TCP state
+//! changes (ring buffer, applied to the core so ActiveConn/InActConn and timeouts stay exact),
+//! per-real-server packets and bytes (folded into the core's counters each tick, so listings,
+//! rates and metrics include them) and each entry's last-seen time (consulted when the core's
+//! timer says a connection is due). What the core removes leaves the maps in the same pass.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lvs_bpf::maps::{Action, ConnEntry, Counter, F_NO_OUTPUT, Flow, StateEvent, StatsEntry};
+use lvs_bpf::maps::{Action, ConnEntry, Counter, Event, EventKind, F_NO_OUTPUT, Flow, StatsEntry};
+use lvs_bpf::services::Tables;
 use lvs_bpf::{Datapath, Options, Prog, TcAttachment, compile};
 use lvs_core::conn::{Conn, ConnId, FlowKey, TcpState};
 use lvs_core::director::{AdoptError, Adoptee, Journal};
@@ -30,9 +35,15 @@ use tracing::{info, warn};
 
 /// Real-server counter slots in the kernel's per-CPU stats map.
 const STATS_SLOTS: u32 = 1 << 16;
+/// Entries for the services' compiled scheduler tables (8 MiB): an mh service takes 65537
+/// (twice while its table is replaced), a rr/wrr one its cycle.
+const SCHED_SLOTS: u32 = 1 << 21;
 /// The slot of entries no real server of this core owns yet (adopted from a predecessor and
 /// not matched to a service): never handed out, never folded.
 const UNATTRIBUTED: u32 = STATS_SLOTS - 1;
+/// The least time between two searches of the connection map for flows whose report was
+/// lost (each reads the whole map).
+const LOST_SCAN: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often entries left by a predecessor and not adopted are checked for idleness.
 const ORPHAN_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -52,7 +63,25 @@ pub struct FastPath {
     dp: Datapath,
     journal: Journal,
     touched: HashSet<ConnId>,
-    events: Vec<StateEvent>,
+    events: Vec<Event>,
+    /// The services' scheduler tables in the kernel.
+    tables: Tables,
+    /// Generations of the tables installed now: a new flow chosen from one of them moves
+    /// the core's scheduler on (it was compiled from the scheduler's present state).
+    current_tables: HashSet<u32>,
+    /// Services (core slots) the kernel schedules from a sequence (rr, wrr, fo): a new
+    /// connection the core schedules itself moves the core's position, so their tables are
+    /// made again.
+    sequences: HashSet<u32>,
+    /// New flows the kernel scheduled that the core could not take (its service or server
+    /// went meanwhile, or its table is full): their entries are removed.
+    new_not_adopted: u64,
+    /// Events lost so far (ring full): when this grows, the map is searched for flows the
+    /// core does not know (at most every `LOST_SCAN`).
+    events_lost_seen: u64,
+    next_lost_scan: Time,
+    /// Services in the kernel / in the core, as last logged.
+    split_logged: (usize, usize),
     slots: HashMap<(u32, u32), Slot>,
     free_slots: Vec<u32>,
     next_slot: u32,
@@ -90,6 +119,7 @@ impl FastPath {
         let dp = Datapath::load(&Options {
             conn_entries: entries,
             stats_slots: STATS_SLOTS,
+            sched_slots: SCHED_SLOTS,
             test_mode: false,
             adopt_from: served,
         })
@@ -112,6 +142,13 @@ impl FastPath {
             );
         }
         Ok(FastPath {
+            tables: Tables::new(dp.sched_slots()),
+            current_tables: HashSet::new(),
+            sequences: HashSet::new(),
+            new_not_adopted: 0,
+            events_lost_seen: 0,
+            next_lost_scan: now,
+            split_logged: (0, 0),
             orphans,
             adopted: 0,
             next_orphan_check: now + ORPHAN_CHECK,
@@ -171,20 +208,34 @@ impl FastPath {
     /// Exchange what changed since the last call: the kernel's TCP state changes into the
     /// core, then the core's new, moved and removed connections into the maps.
     pub fn sync(&mut self, director: &mut Director, now: Time) {
+        let mut rescheduled = false;
         self.events.clear();
         if let Err(e) = self.dp.drain_events(&mut self.events) {
             self.log_error("cannot read the fast path's state changes", &e);
         }
-        for e in &self.events {
+        let events = std::mem::take(&mut self.events);
+        for e in &events {
             let Some(state) = TcpState::from_index(usize::from(e.new_state)) else {
                 continue;
             };
             let at = self.core_time(e.ns).min(now);
-            let output_seen = e.flags & F_NO_OUTPUT == 0;
-            if let Some(key) = flow_key(&e.flow) {
-                director.observe_state(&key, state, output_seen, at);
+            match e.kind {
+                EventKind::State => {
+                    let output_seen = e.flags & F_NO_OUTPUT == 0;
+                    if let Some(key) = flow_key(&e.flow) {
+                        director.observe_state(&key, state, output_seen, at);
+                    }
+                }
+                EventKind::New {
+                    generation,
+                    action,
+                    addr,
+                    port,
+                } => self.take_new(director, e, state, generation, action, addr, port, now),
             }
         }
+        self.events = events;
+        self.find_unreported(director, now);
         director.swap_journal(&mut self.journal);
         if self.journal.is_empty() {
             return;
@@ -214,6 +265,15 @@ impl FastPath {
             let Some(entries) = compile::conn_entries(c, slot, seen_ns) else {
                 continue;
             };
+            // A connection of a kernel-sequence service new to the kernel: the core chose
+            // (the packet was too big for the kernel, ...) and its position moved.
+            if self.sequences.contains(&c.svc)
+                && entries
+                    .first()
+                    .is_some_and(|(f, _)| matches!(self.dp.entry(f), Ok(None)))
+            {
+                rescheduled = true;
+            }
             for (flow, entry) in entries {
                 if self.dp.insert(&flow, &entry).is_err() {
                     // Full map (or out of memory): the connection stays on the user path.
@@ -224,6 +284,145 @@ impl FastPath {
         self.touched = touched;
         self.journal.touched = ids;
         self.journal.clear();
+        if rescheduled {
+            self.services_changed(director);
+        }
+    }
+
+    /// A new flow the kernel scheduled joins the core.
+    #[allow(clippy::too_many_arguments)]
+    fn take_new(
+        &mut self,
+        director: &mut Director,
+        e: &Event,
+        state: TcpState,
+        generation: u32,
+        action: Action,
+        addr: std::net::Ipv4Addr,
+        port: u16,
+        now: Time,
+    ) {
+        let entry = ConnEntry {
+            action,
+            state: state as u8,
+            flags: e.flags,
+            addr,
+            port,
+            stats: 0,
+            route: Default::default(),
+            seen_ns: e.ns,
+        };
+        let Some(a) = self.adoptee(&e.flow, &entry) else {
+            return;
+        };
+        let step = self.current_tables.contains(&generation);
+        match director.adopt_new(&a, now, step) {
+            Ok(_) | Err(AdoptError::Known) => {}
+            Err(_) => {
+                self.new_not_adopted += 1;
+                self.remove_entries(&e.flow, &entry);
+            }
+        }
+    }
+
+    /// When the kernel lost events (its ring was full), look through its map for flows it
+    /// scheduled that the core never heard of, and take them in (their scheduler is not
+    /// moved: the choices are already past).
+    fn find_unreported(&mut self, director: &mut Director, now: Time) {
+        let lost = self.dp.counter(Counter::EventLost).unwrap_or(0);
+        if lost == self.events_lost_seen || now < self.next_lost_scan {
+            return;
+        }
+        self.events_lost_seen = lost;
+        self.next_lost_scan = now + LOST_SCAN;
+        let mut found = 0u64;
+        for (flow, entry) in self.dp.entries() {
+            if entry.action == Action::NatOut {
+                continue;
+            }
+            let known = flow_key(&flow).is_some_and(|k| director.conns().lookup_in(&k).is_some());
+            if known {
+                continue;
+            }
+            let Some(a) = self.adoptee(&flow, &entry) else {
+                continue;
+            };
+            match director.adopt_new(&a, now, false) {
+                Ok(_) => found += 1,
+                Err(AdoptError::Known) => {}
+                Err(_) => {
+                    self.new_not_adopted += 1;
+                    self.remove_entries(&flow, &entry);
+                }
+            }
+        }
+        warn!(
+            lost,
+            found,
+            "kernel fast path: its event ring overflowed; connections it made meanwhile were found in its map"
+        );
+    }
+
+    /// Remove a client-side entry and, for NAT, its reply entry.
+    fn remove_entries(&self, flow: &Flow, entry: &ConnEntry) {
+        let _ = self.dp.remove(flow);
+        if entry.action == Action::NatIn {
+            let _ = self.dp.remove(&Flow {
+                src: entry.addr,
+                sport: entry.port,
+                dst: flow.src,
+                dport: flow.sport,
+                proto: flow.proto,
+            });
+        }
+    }
+
+    /// Install the core's schedulers as they are now (after every applied change): the
+    /// kernel schedules new flows of the services whose scheduler compiles.
+    pub fn services_changed(&mut self, director: &Director) {
+        // Every real server of every service gets its stats slot (its lvs_dests index).
+        for (svc, s) in director.services().iter() {
+            for &dest in s.dest_slots() {
+                let _ = self.slot(svc, dest);
+            }
+        }
+        let slots = &self.slots;
+        let report = self.tables.sync(&self.dp, director, |svc, dest| {
+            slots.get(&(svc, dest)).map(|s| s.index)
+        });
+        for e in &report.errors {
+            self.log_error(
+                "cannot install a service's scheduler in the kernel; the core schedules it",
+                e,
+            );
+        }
+        self.current_tables = report.in_kernel.iter().map(|k| k.generation).collect();
+        self.sequences = report
+            .in_kernel
+            .iter()
+            .filter(|k| k.sequence)
+            .map(|k| k.svc)
+            .collect();
+        let split = (report.in_kernel.len(), report.in_core);
+        if split != self.split_logged {
+            self.split_logged = split;
+            info!(
+                in_kernel = split.0,
+                in_core = split.1,
+                "kernel fast path: services whose new flows the kernel schedules (rr, wrr, fo, sh, dh, mh without persistence or thresholds) and the core's"
+            );
+        }
+    }
+
+    /// Every tick: table ranges replaced since the last tick (at least one tick ago by the
+    /// next) become reusable; no program run reads them any more.
+    pub fn release_retired_tables(&mut self) {
+        self.tables.release_retired();
+    }
+
+    /// The kernel's event ring, readable when reports wait.
+    pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dp.events_fd()
     }
 
     /// Adopt what a predecessor left and this core can now place (call after configuration
@@ -279,16 +478,7 @@ impl FastPath {
         if flow_key(flow).is_some_and(|k| director.conns().lookup_in(&k).is_some()) {
             return false;
         }
-        let _ = self.dp.remove(flow);
-        if entry.action == Action::NatIn {
-            let _ = self.dp.remove(&Flow {
-                src: entry.addr,
-                sport: entry.port,
-                dst: flow.src,
-                dport: flow.sport,
-                proto: flow.proto,
-            });
-        }
+        self.remove_entries(flow, entry);
         false
     }
 
@@ -386,6 +576,7 @@ impl FastPath {
             .map(|c| (c.name().to_string(), self.dp.counter(*c).unwrap_or(0)))
             .collect();
         v.push(("install_failed".into(), self.install_failures));
+        v.push(("new_flows_not_adopted".into(), self.new_not_adopted));
         v.push(("adopted".into(), self.adopted));
         v.push(("adoption_waiting".into(), self.orphans.len() as u64));
         v

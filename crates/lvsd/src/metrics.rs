@@ -333,12 +333,19 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         None,
         [(none(), c.rx_frames)],
     )?;
+    // With the kernel fast path most frames never reach the core: count what it forwarded.
+    let in_kernel: u64 = c
+        .kernel
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "nat_in" | "nat_out" | "direct_route" | "tunnel"))
+        .map(|(_, v)| *v)
+        .sum();
     counters(
         enc,
         "lvs_frames_forwarded",
-        "Frames forwarded to a real server or a client",
+        "Frames forwarded to a real server or a client, by the core and (datapath tc) the kernel fast path",
         None,
-        [(none(), c.forwarded)],
+        [(none(), c.forwarded + in_kernel)],
     )?;
     counters(
         enc,
@@ -868,7 +875,8 @@ mod tests {
         };
         // Director.
         assert_eq!(get("lvs_frames_received_total"), 100.0);
-        assert_eq!(get("lvs_frames_forwarded_total"), 90.0);
+        // 90 by the core, 11 NAT-in by the kernel.
+        assert_eq!(get("lvs_frames_forwarded_total"), 101.0);
         assert_eq!(get("lvs_frames_passed_total"), 7.0);
         assert_eq!(get("lvs_icmp_sent_total"), 1.0);
         assert_eq!(get(r#"lvs_drops_total{reason="malformed"}"#), 2.0);

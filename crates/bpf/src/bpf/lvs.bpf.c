@@ -4,19 +4,23 @@
  *
  * Two programs share one classification:
  *
- *   lvs_tc_ingress  (tc clsact ingress)  forwards packets of connections the user-space core
- *                   has installed in lvs_conns: NAT both ways, DR, IP-in-IP. Anything it does
- *                   not fully understand goes on unchanged (TC_ACT_OK).
+ *   lvs_tc_ingress  (tc clsact ingress)  forwards packets of connections in lvs_conns: NAT
+ *                   both ways, DR, IP-in-IP. A new flow of a service whose scheduler the core
+ *                   compiled into lvs_svcs/lvs_slots (rr, wrr, fo, sh, dh, mh) is scheduled
+ *                   here, its entries made, and reported to user space (LVS_EV_NEW). Anything
+ *                   it does not fully understand goes on unchanged (TC_ACT_OK).
  *   lvs_sock_filter (socket filter on lvsd's AF_PACKET sockets) lets a copy reach user space
  *                   only for the frames lvs_tc_ingress will not forward. The capture tap runs
  *                   before tc ingress, so both see the same map state for a frame.
  *
- * So user space (lvs_core::Director) stays the one place where connections are scheduled,
- * ICMP errors are built and odd packets are judged; the kernel only repeats, per packet, the
- * rewrite the core decided for the connection — the same rewrite as crates/core/src/rewrite.rs,
- * byte for byte (tested by crates/bpf/tests/differential.rs through BPF_PROG_TEST_RUN).
+ * So user space (lvs_core::Director) stays the place where stateful schedulers run, ICMP
+ * errors are built and odd packets are judged; the kernel repeats, per packet, the rewrite
+ * the core decides for a connection — the same rewrite as crates/core/src/rewrite.rs, byte for
+ * byte — and follows the core's own tables for new flows (both tested by
+ * crates/bpf/tests/differential.rs through BPF_PROG_TEST_RUN).
  *
- * Layout: maps; parsing; the plan (what would be done); rewriting; the entry points.
+ * Layout: maps; parsing; scheduling; the plan (what would be done); rewriting; the entry
+ * points.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -42,6 +46,29 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the connections, not the limit */
 } lvs_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lvs_svc_key);
+	__type(value, struct lvs_svc);
+	__uint(max_entries, 4096);
+} lvs_svcs SEC(".maps");
+
+/* The real servers new flows go to, by stats slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lvs_dest);
+	__uint(max_entries, 65536);
+} lvs_dests SEC(".maps");
+
+/* The services' compiled tables, each a range [base, base + len): lvs_dests indexes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1 << 21);
+} lvs_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -252,6 +279,88 @@ static __always_inline int parse(struct __sk_buff *skb, struct hdrs *h, struct p
 	return V_FORWARD;
 }
 
+/* ---- scheduling: the core's compiled tables ------------------------------------------- */
+
+static __always_inline __u64 rotl(__u64 x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND                                                                           \
+	do {                                                                               \
+		v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);                  \
+		v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                                     \
+		v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                                     \
+		v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);                  \
+	} while (0)
+
+/* SipHash-1-3 of the 4 little-endian bytes of m, as lvs_core's mh hashes (siphasher). */
+static __always_inline __u64 siphash13_u32(__u32 m)
+{
+	__u64 v0 = LVS_MH_K0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = LVS_MH_K1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = LVS_MH_K0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = LVS_MH_K1 ^ 0x7465646279746573ULL;
+	__u64 b = (4ULL << 56) | m;
+
+	v3 ^= b;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* A new flow's real server (its lvs_dests index), or -1 where the core decides. With
+ * take, a sequence position is consumed (tc); without, it is only looked at (the socket
+ * filter, which needs the yes/no answer, not the server). */
+static __always_inline int schedule(struct pkt *p, int take, __u32 *gen)
+{
+	struct lvs_svc_key k = { .addr = p->flow.dst, .port = p->flow.dport, .proto = p->flow.proto };
+	struct lvs_svc *s = bpf_map_lookup_elem(&lvs_svcs, &k);
+
+	if (!s) {
+		k.port = 0;
+		s = bpf_map_lookup_elem(&lvs_svcs, &k);
+		if (!s)
+			return -1;
+	}
+	__u32 len = s->len, idx;
+	if (len == 0)
+		return -1;
+	/* Decided before a position is taken, the same way in both programs. */
+	if (p->gso || p->ip_len > s->max_len)
+		return -1;
+	__u32 src = bpf_ntohl(p->flow.src);
+	__u32 port = (s->flags & LVS_SVC_HASH_PORT) ? bpf_ntohs(p->flow.sport) : 0;
+	switch (s->sched) {
+	case LVS_SCHED_SEQ:
+		idx = (take ? __sync_fetch_and_add(&s->pos, 1) : s->pos) % len;
+		break;
+	case LVS_SCHED_SH:
+		idx = ((port + src) * 0x61C88647U) >> 24;
+		break;
+	case LVS_SCHED_DH:
+		idx = (bpf_ntohl(p->flow.dst) * 2654435761U) & 255;
+		break;
+	case LVS_SCHED_MH:
+		idx = (__u32)siphash13_u32(port + src) % len;
+		break;
+	default:
+		return -1;
+	}
+	if (idx >= len)
+		return -1;
+	__u32 at = s->base + idx;
+	__u32 *d = bpf_map_lookup_elem(&lvs_slots, &at);
+	if (!d || *d == LVS_NO_DEST || *d > 0x7fffffff)
+		return -1;
+	*gen = s->gen;
+	return *d;
+}
+
 /* ---- the plan: what lvs_tc_ingress would do with a frame, decided without side effects -- */
 
 struct plan {
@@ -266,6 +375,10 @@ struct plan {
 	__u32 route_gen;
 	__u8 refill;            /* the entry's route cache is stale: write the new route back */
 	__u8 summed;            /* skb->ip_summed */
+	__u8 is_new;            /* a new flow scheduled here: entries to make (conn is NULL) */
+	struct lvs_dest dest;   /* is_new: where it goes */
+	__u32 dest_id;          /* is_new: the lvs_dests index, also its lvs_stats slot */
+	__u32 gen;              /* is_new: the table that chose */
 };
 
 static __always_inline int route(struct plan *pl, __be32 target)
@@ -277,7 +390,7 @@ static __always_inline int route(struct plan *pl, __be32 target)
 	if (!cfg)
 		return -1;
 	pl->route_gen = cfg->route_gen;
-	if (c->route_gen == cfg->route_gen && c->ifindex) {
+	if (c && c->route_gen == cfg->route_gen && c->ifindex) {
 		pl->ifindex = c->ifindex;
 		pl->nexthop = c->nexthop;
 		pl->src = c->src;
@@ -296,22 +409,59 @@ static __always_inline int route(struct plan *pl, __be32 target)
 	return 0;
 }
 
-static __always_inline int classify(struct __sk_buff *skb, struct hdrs *h, struct plan *pl)
+/* A packet of no known flow: a new flow if the core would schedule it (TCP: SYN without RST,
+ * as IPVS), its service's table names a server and it is no bigger than the service's
+ * max_len. Past this point the program owns the decision: the socket filter says "forward"
+ * without knowing which server a sequence gives (user space checked they all can be sent
+ * to), so tc drops (and counts) a new flow it then cannot send (a route changed meanwhile)
+ * rather than leave it to a user space that never saw it. */
+static __always_inline int classify_new(struct plan *pl, int tc)
+{
+	struct pkt *p = &pl->p;
+
+	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_RST)) != TCP_SYN)
+		return V_USER;
+	int d = schedule(p, tc, &pl->gen);
+	if (d < 0)
+		return V_USER;
+	__u32 id = d;
+	struct lvs_dest *dest = bpf_map_lookup_elem(&lvs_dests, &id);
+	if (!dest || !dest->action)
+		return V_USER;
+	if (!tc)
+		return V_FORWARD;
+	pl->is_new = 1;
+	pl->dest = *dest;
+	pl->dest_id = id;
+	pl->in_key = p->flow;
+	return V_FORWARD;
+}
+
+static __always_inline int classify(struct __sk_buff *skb, struct hdrs *h, struct plan *pl, int tc)
 {
 	int v = parse(skb, h, &pl->p);
 
 	if (v != V_FORWARD)
 		return v;
 	struct lvs_conn *c = bpf_map_lookup_elem(&lvs_conns, &pl->p.flow);
-	if (!c)
-		return V_USER;
+	__u8 action;
+	__be32 target;
+	if (!c) {
+		v = classify_new(pl, tc);
+		if (v != V_FORWARD || !tc)
+			return v;
+		action = pl->dest.action;
+		target = pl->dest.addr;
+		goto checks;
+	}
 	/* A new SYN may reuse or replace a finished entry (conn_reuse_mode): the core's call. */
 	if ((pl->p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
 		return V_USER;
 	pl->conn = c;
 	pl->in = c;
 	pl->in_key = pl->p.flow;
-	__be32 target = c->addr;
+	action = c->action;
+	target = c->addr;
 	if (c->action == LVS_NAT_OUT) {
 		/* State lives on the client -> VIP entry. */
 		pl->in_key.src = pl->p.flow.dst;
@@ -323,11 +473,12 @@ static __always_inline int classify(struct __sk_buff *skb, struct hdrs *h, struc
 			return V_USER;
 		target = pl->p.flow.dst;
 	}
+checks:
 	if (route(pl, target) < 0)
 		return V_USER; /* no route: the core drops it and counts */
 	pl->summed = ip_summed(skb);
 	__u32 len = pl->p.ip_len;
-	switch (c->action) {
+	switch (action) {
 	case LVS_NAT_IN:
 	case LVS_NAT_OUT:
 		break;
@@ -355,9 +506,27 @@ static __always_inline int classify(struct __sk_buff *skb, struct hdrs *h, struc
 
 /* ---- rewriting ------------------------------------------------------------------------- */
 
+/* A zeroed event of `kind` about the plan's connection, or NULL (counted) if the ring is
+ * full. The caller fills in the rest and submits it. */
+static __always_inline struct lvs_event *event(struct plan *pl, __u8 kind, __u64 now)
+{
+	struct lvs_event *e = bpf_ringbuf_reserve(&lvs_events, sizeof(*e), 0);
+
+	if (!e) {
+		count(LVS_C_EVENT_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->flow = pl->in_key;
+	e->kind = kind;
+	e->flags = pl->in->flags;
+	e->ns = now;
+	return e;
+}
+
 /* TCP state machine step, with IPVS's tables as the core exports them; the last-seen time
  * is written at most once a millisecond (the entry's cache line stays clean under load). */
-static __always_inline void track(struct plan *pl, __u64 now)
+static __always_inline void track(struct plan *pl, __u64 now, int report)
 {
 	struct lvs_conn *in = pl->in;
 
@@ -386,19 +555,79 @@ static __always_inline void track(struct plan *pl, __u64 now)
 	if (new == old)
 		return;
 	in->state = new;
-	struct lvs_event *e = bpf_ringbuf_reserve(&lvs_events, sizeof(*e), 0);
-	if (!e) {
-		count(LVS_C_EVENT_LOST);
+	if (!report)
 		return;
-	}
-	e->flow = pl->in_key;
+	struct lvs_event *e = event(pl, LVS_EV_STATE, now);
+	if (!e)
+		return;
 	e->old_state = old;
 	e->new_state = new;
-	e->flags = in->flags;
-	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	e->ns = now;
 	bpf_ringbuf_submit(e, 0);
 	count(LVS_C_STATE);
+}
+
+/* Make a new flow's entries (NAT: both directions), as compile::conn_entries would for the
+ * connection the core makes: state NONE (track moves it), no reply seen yet, the route just
+ * looked up cached. Then pl->conn / pl->in point at the map's copy. */
+static __always_inline int create(struct plan *pl, __u64 now)
+{
+	struct pkt *p = &pl->p;
+	struct lvs_dest *d = &pl->dest;
+	int nat = d->action == LVS_NAT_IN;
+	struct lvs_conn e = {
+		.action = d->action,
+		.flags = nat ? 0 : LVS_F_NO_OUTPUT,
+		.addr = d->addr,
+		.port = nat ? (d->port ? d->port : p->flow.dport) : 0,
+		.mtu = pl->mtu,
+		.stats = pl->dest_id,
+		.ifindex = pl->ifindex,
+		.nexthop = pl->nexthop,
+		.src = pl->src,
+		.route_gen = pl->route_gen,
+		.seen_ns = now,
+	};
+
+	if (bpf_map_update_elem(&lvs_conns, &p->flow, &e, BPF_NOEXIST) < 0)
+		return -1;
+	if (nat) {
+		struct lvs_flow out = {
+			.src = e.addr,
+			.dst = p->flow.src,
+			.sport = e.port,
+			.dport = p->flow.sport,
+			.proto = p->flow.proto,
+		};
+		/* The reply entry, in the same stack slot. */
+		__builtin_memset(&e, 0, sizeof(e));
+		e.action = LVS_NAT_OUT;
+		e.addr = p->flow.dst;
+		e.port = p->flow.dport;
+		e.stats = pl->dest_id;
+		if (bpf_map_update_elem(&lvs_conns, &out, &e, BPF_NOEXIST) < 0) {
+			bpf_map_delete_elem(&lvs_conns, &p->flow);
+			return -1;
+		}
+	}
+	pl->conn = bpf_map_lookup_elem(&lvs_conns, &p->flow);
+	pl->in = pl->conn;
+	return pl->conn ? 0 : -1;
+}
+
+/* Tell user space about a flow scheduled here. */
+static __always_inline void report_new(struct plan *pl, __u64 now)
+{
+	struct lvs_event *e = event(pl, LVS_EV_NEW, now);
+
+	if (!e)
+		return;
+	e->new_state = pl->in->state;
+	e->gen = pl->gen;
+	e->daddr = pl->in->addr;
+	e->dport = pl->in->port;
+	e->action = pl->in->action;
+	bpf_ringbuf_submit(e, 0);
+	count(LVS_C_NEW);
 }
 
 static __always_inline void account(struct plan *pl)
@@ -575,16 +804,26 @@ int lvs_tc_ingress(struct __sk_buff *skb)
 		count(LVS_C_TO_USER);
 		return TC_ACT_OK;
 	}
-	int v = classify(skb, &h, &pl);
+	int v = classify(skb, &h, &pl, 1);
 	if (v == V_KERNEL) {
 		count(LVS_C_NOT_OURS);
 		return TC_ACT_OK;
 	}
-	if (v != V_FORWARD) {
+	__u64 now = bpf_ktime_get_coarse_ns();
+	if (pl.is_new) {
+		/* The socket filter did not copy it: nobody else will send it. */
+		if (v != V_FORWARD || create(&pl, now) < 0) {
+			count(LVS_C_NEW_DROPPED);
+			return TC_ACT_SHOT;
+		}
+		pl.refill = 0;
+	} else if (v != V_FORWARD) {
 		count(LVS_C_TO_USER);
 		return TC_ACT_OK;
 	}
 	struct lvs_conn *c = pl.conn;
+	if (!c)
+		return TC_ACT_SHOT;
 	__u8 action = c->action;
 	if (pl.refill) {
 		c->ifindex = pl.ifindex;
@@ -593,7 +832,9 @@ int lvs_tc_ingress(struct __sk_buff *skb)
 		c->mtu = pl.mtu;
 		c->route_gen = pl.route_gen;
 	}
-	track(&pl, bpf_ktime_get_coarse_ns());
+	track(&pl, now, !pl.is_new);
+	if (pl.is_new)
+		report_new(&pl, now);
 	account(&pl);
 	if (pl.p.trailer && bpf_skb_change_tail(skb, ETH_LEN + pl.p.ip_len, 0) < 0) {
 		count(LVS_C_ERROR);
@@ -629,7 +870,7 @@ int lvs_sock_filter(struct __sk_buff *skb)
 	if (hdrs_filter(skb, &h) < 0)
 		return 0x7fffffff;
 	/* The whole frame to user space unless the tc program forwards it. */
-	return classify(skb, &h, &pl) == V_FORWARD ? 0 : 0x7fffffff;
+	return classify(skb, &h, &pl, 0) == V_FORWARD ? 0 : 0x7fffffff;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

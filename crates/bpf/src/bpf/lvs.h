@@ -48,6 +48,51 @@ struct lvs_conn {
 	__u64 seen_ns;  /* bpf_ktime_get_coarse_ns() of the last packet (in entry only) */
 };
 
+/* A virtual service, for new flows (key of lvs_svcs). Every IPv4 TCP/UDP service of the core
+ * has one, so a port-0 service is only used where the core would use it. */
+struct lvs_svc_key {
+	__be32 addr;
+	__be16 port; /* 0: a service for any port */
+	__u8 proto;
+	__u8 pad;
+};
+
+/* How the program picks a real server for a new flow: the core's scheduler compiled into a
+ * table of lvs_slots entries (lvs_core::sched::Compiled; Compiled::pick is the reference). */
+enum lvs_sched {
+	LVS_SCHED_CORE = 0, /* stateful scheduler, persistence, thresholds...: the core decides */
+	LVS_SCHED_SEQ = 1,  /* rr, wrr, fo: entry pos++ % len */
+	LVS_SCHED_SH = 2,   /* entry hash_32(port + client, 8) */
+	LVS_SCHED_DH = 3,   /* entry (destination * 2654435761) & 255 */
+	LVS_SCHED_MH = 4,   /* entry siphash13(le32(port + client)) % len */
+};
+#define LVS_SVC_HASH_PORT 1 /* sh-port / mh-port: the client port is hashed too */
+#define LVS_NO_DEST 0xffffffff /* a table entry that asks the core */
+/* mh's hash key (lvs_core::sched::MH_HASH1). */
+#define LVS_MH_K0 2654435761ULL
+#define LVS_MH_K1 2654435761ULL
+
+struct lvs_svc {
+	__u8 sched;  /* enum lvs_sched */
+	__u8 flags;  /* LVS_SVC_* */
+	__u16 max_len; /* largest IPv4 packet of a new flow scheduled here: every real server
+			* has a route, DR ones on link, Tun ones a source, and this fits their
+			* MTU (after the tunnel header). Bigger ones go to the core, which answers
+			* "fragmentation needed". 0: none. */
+	__u32 gen;   /* names this table in new-flow events */
+	__u32 base;  /* its first entry in lvs_slots */
+	__u32 len;   /* its number of entries */
+	__u64 pos;   /* LVS_SCHED_SEQ: new flows scheduled from this table (atomic) */
+};
+
+/* A real server as a new flow reaches it; indexed by its lvs_stats slot. */
+struct lvs_dest {
+	__u8 action; /* LVS_NAT_IN, LVS_DR or LVS_TUN; 0: none */
+	__u8 pad;
+	__be16 port; /* NAT: the real server's port; 0 keeps the client's destination port */
+	__be32 addr;
+};
+
 /* Global settings, one element. */
 struct lvs_config {
 	__u32 route_gen; /* bumped by the loader whenever lvs_routes changes */
@@ -86,7 +131,10 @@ enum lvs_counter {
 	LVS_C_NOT_OURS = 6,  /* not IPv4 TCP/UDP unicast: the kernel's */
 	LVS_C_ERROR = 7,     /* a helper failed after the packet was changed: dropped */
 	LVS_C_STATE = 8,     /* TCP state changes reported to user space */
-	LVS_C_EVENT_LOST = 9,/* state changes the event ring had no room for */
+	LVS_C_EVENT_LOST = 9,/* events the ring had no room for */
+	LVS_C_NEW = 10,      /* new flows scheduled by the program */
+	LVS_C_NEW_DROPPED = 11, /* new flows it scheduled but could not send (no route, not on
+				 * link, too big) or record (table full): dropped */
 	LVS_C_MAX = 16,
 };
 
@@ -99,14 +147,25 @@ struct lvs_tcp_table {
 	__u8 pad[3];
 };
 
-/* A TCP state change, for user space to move ActiveConn/InActConn and the timer. */
+enum lvs_event_kind {
+	LVS_EV_STATE = 0, /* a TCP state change */
+	LVS_EV_NEW = 1,   /* a new flow the program scheduled */
+};
+
+/* For user space: a TCP state change (to move ActiveConn/InActConn and the timer), or a new
+ * flow (for the core to take it into its table). */
 struct lvs_event {
 	struct lvs_flow flow; /* the in entry's key */
 	__u8 old_state;
 	__u8 new_state;
 	__u8 flags; /* the in entry's flags after the packet (LVS_F_NO_OUTPUT gone: a reply seen) */
-	__u8 pad[5];
+	__u8 kind;  /* enum lvs_event_kind */
+	__u32 gen;  /* NEW: lvs_svc.gen of the table that chose */
 	__u64 ns;
+	__be32 daddr; /* NEW: the real server */
+	__be16 dport; /* NEW, NAT: its port */
+	__u8 action;  /* NEW: LVS_NAT_IN, LVS_DR or LVS_TUN */
+	__u8 pad;
 };
 
 /* Where the last packet went (test mode only: BPF_PROG_TEST_RUN cannot show a redirect). */

@@ -5,13 +5,43 @@
 //! The core stays the owner of every connection: the fast path forwards packets of the
 //! connections the core made, and reports; the core schedules, times out and lists.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::Director;
 use crate::conn::{Conn, ConnFlags, ConnId, FlowKey, TcpState};
+use crate::sched::{Compiled, SchedCtx};
 use crate::stats::Stats;
 use crate::time::Time;
-use crate::types::{ForwardMethod, Protocol};
+use crate::types::{ForwardMethod, Protocol, ServiceKey};
+
+/// A service whose new connections a fast path may schedule itself, following `table`
+/// (see [`Director::offloadable`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffloadedService {
+    /// Protocol (TCP or UDP).
+    pub proto: Protocol,
+    /// Virtual address.
+    pub vip: Ipv4Addr,
+    /// Virtual port (0: any port, as the core matches a port-0 service).
+    pub port: u16,
+    /// The scheduler's choices; entries index `dests`.
+    pub table: Compiled,
+    /// The live real servers, in the scheduler's order.
+    pub dests: Vec<OffloadedDest>,
+}
+
+/// A real server of an [`OffloadedService`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffloadedDest {
+    /// Its slot in the service (as in [`Conn::dest`]).
+    pub slot: u32,
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Port; 0 means the port the client asked for.
+    pub port: u16,
+    /// Forwarding method.
+    pub method: ForwardMethod,
+}
 
 /// A connection a fast path forwards that this core did not make (a predecessor did, before
 /// a restart), as its map entry describes it.
@@ -107,12 +137,94 @@ impl Director {
         true
     }
 
+    /// The table a fast path follows to schedule new connections of service `svc` itself,
+    /// when the core's choice for them is a pure function of one: an IPv4 TCP/UDP service
+    /// without persistence or one-packet scheduling, no real server with thresholds (the
+    /// overload flag follows connection counts), and a scheduler that compiles (rr, wrr, fo,
+    /// sh, dh, mh). Ask again after every change to the service or its real servers.
+    pub fn offloadable(&self, svc: u32) -> Option<OffloadedService> {
+        let s = self.services.get(svc)?;
+        let cfg = s.config();
+        let ServiceKey::Addr {
+            proto,
+            addr: IpAddr::V4(vip),
+            port,
+        } = cfg.key
+        else {
+            return None;
+        };
+        if s.is_deleted()
+            || cfg.persistence.is_some()
+            || cfg.one_packet
+            || !matches!(proto, Protocol::Tcp | Protocol::Udp)
+        {
+            return None;
+        }
+        let dests = s
+            .dests()
+            .iter()
+            .zip(s.dest_slots())
+            .map(|(d, &slot)| match d.addr() {
+                IpAddr::V4(addr)
+                    if d.config.upper_threshold == 0 && d.config.lower_threshold == 0 =>
+                {
+                    Some(OffloadedDest {
+                        slot,
+                        addr,
+                        port: d.port(),
+                        method: d.config.method,
+                    })
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(OffloadedService {
+            proto,
+            vip,
+            port,
+            table: s.compile()?,
+            dests,
+        })
+    }
+
+    /// Take over a connection a fast path scheduled and forwarded itself, following the
+    /// table of [`offloadable`](Self::offloadable): it joins the table as a new connection
+    /// made by the core would (counted, bound to its real server). With `step`, the
+    /// service's scheduler moves on as if it had made the choice, so a sequence scheduler
+    /// (rr, wrr) stays where the fast path's position in the table is; pass it only for
+    /// choices made from the table compiled from the scheduler's present state. Not
+    /// journalled: the fast path has the entries already.
+    pub fn adopt_new(&mut self, a: &Adoptee, now: Time, step: bool) -> Result<ConnId, AdoptError> {
+        let id = self.take_over(a, now, false)?;
+        self.counters.conns_created += 1;
+        let Some(c) = self.conns.get(id) else {
+            return Ok(id);
+        };
+        let (svc, dest) = (c.svc, c.dest);
+        self.count_new_conn(svc, dest);
+        if step && let Some(s) = self.services.get_mut(svc) {
+            s.step_scheduler(&SchedCtx {
+                now,
+                proto: a.proto,
+                src: a.client.0,
+                sport: a.client.1,
+                dst: a.vip.0,
+                dport: a.vip.1,
+            });
+        }
+        Ok(id)
+    }
+
     /// Take over a connection a fast path forwards without this core having made it (after
     /// a restart): it joins the table bound to its real server (ActiveConn/InActConn as its
     /// state says; not counted as a new connection), expiring a timeout after it was last
     /// seen, and is journalled like a new one so the fast path's entry is rewritten in this
     /// core's terms.
     pub fn adopt(&mut self, a: &Adoptee, now: Time) -> Result<ConnId, AdoptError> {
+        self.take_over(a, now, true)
+    }
+
+    fn take_over(&mut self, a: &Adoptee, now: Time, journal: bool) -> Result<ConnId, AdoptError> {
         let key = FlowKey::new(a.proto, a.client.0, a.client.1, a.vip.0, a.vip.1);
         if self.conns.lookup_in(&key).is_some() {
             return Err(AdoptError::Known);
@@ -155,7 +267,7 @@ impl Director {
         // Its state (and the real server's active count) as the fast path last saw it.
         let seen = if a.seen > now { now } else { a.seen };
         self.set_state(seen, id, a.state);
-        if let Some(j) = &mut self.journal {
+        if journal && let Some(j) = &mut self.journal {
             j.touched.push(id);
         }
         Ok(id)
@@ -182,6 +294,7 @@ impl Director {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sched::Compiled;
     use crate::sim::{self, PacketSpec, addr, tcp_flags};
     use crate::types::{ForwardMethod, Protocol, SchedulerKind};
     use crate::{RxMeta, Verdict};
@@ -356,6 +469,102 @@ mod tests {
             ..a
         };
         assert_eq!(d.adopt(&no_service, now), Err(AdoptError::NoService));
+    }
+
+    #[test]
+    fn rr_service_compiles_and_adopted_choices_step_the_scheduler() {
+        let mut d = director(ForwardMethod::Masq);
+        let svc = d
+            .services()
+            .lookup(Protocol::Tcp, IpAddr::V4(addr::VIP), 80)
+            .unwrap();
+        let off = d.offloadable(svc).expect("rr compiles");
+        assert_eq!(
+            (off.proto, off.vip, off.port),
+            (Protocol::Tcp, addr::VIP, 80)
+        );
+        assert_eq!(off.table, Compiled::Sequence(vec![0, 1, 2]));
+        assert_eq!(off.dests.len(), 3);
+        assert_eq!(
+            (off.dests[1].addr, off.dests[1].port),
+            (addr::RIPS[1], 8080)
+        );
+        // The fast path took the first entry (RIPS[0]) and reports it.
+        let a = Adoptee {
+            proto: Protocol::Tcp,
+            client: (IpAddr::V4(addr::CLIENT), 4100),
+            vip: (IpAddr::V4(addr::VIP), 80),
+            dest: (IpAddr::V4(addr::RIPS[0]), Some(8080)),
+            method: ForwardMethod::Masq,
+            state: TcpState::SynRecv,
+            no_output: true,
+            seen: Time::ZERO,
+        };
+        d.enable_journal();
+        let id = d.adopt_new(&a, Time::ZERO, true).unwrap();
+        let c = d.conns().get(id).unwrap().clone();
+        let dest = d.services().get(svc).unwrap().dest(c.dest).unwrap();
+        assert_eq!((dest.inactive, dest.stats.conns), (1, 1), "counted as new");
+        assert_eq!(d.services().get(svc).unwrap().stats.conns, 1);
+        let mut j = Journal::default();
+        d.swap_journal(&mut j);
+        assert!(
+            j.touched.is_empty(),
+            "the fast path has its entries already"
+        );
+        // The scheduler moved on: the core's next choice is the table's second entry.
+        assert_eq!(
+            d.offloadable(svc).unwrap().table,
+            Compiled::Sequence(vec![1, 2, 0])
+        );
+        assert!(matches!(
+            send(&mut d, Time::ZERO, syn(4101)),
+            Verdict::Transmit(_)
+        ));
+        let c2 = d
+            .conns()
+            .get(d.conns().lookup_in(&key(4101)).unwrap())
+            .unwrap();
+        assert_eq!(c2.daddr, IpAddr::V4(addr::RIPS[1]));
+        // Not stepped: the core's rotation stays.
+        let a3 = Adoptee {
+            client: (IpAddr::V4(addr::CLIENT), 4102),
+            ..a
+        };
+        d.adopt_new(&a3, Time::ZERO, false).unwrap();
+        assert_eq!(
+            d.offloadable(svc).unwrap().table,
+            Compiled::Sequence(vec![2, 0, 1])
+        );
+    }
+
+    #[test]
+    fn stateful_and_persistent_services_are_not_offloaded() {
+        let d = sim::director(ForwardMethod::Masq, SchedulerKind::Wlc, Time::ZERO);
+        let svc = d
+            .services()
+            .lookup(Protocol::Tcp, IpAddr::V4(addr::VIP), 80)
+            .unwrap();
+        assert_eq!(d.offloadable(svc), None, "wlc depends on connection counts");
+        let mut d = director(ForwardMethod::DirectRoute);
+        let key = *d.services().get(svc).unwrap().config();
+        let mut cfg = key;
+        cfg.persistence = Some(crate::types::Persistence {
+            timeout: Duration::from_secs(300),
+            netmask: crate::types::Netmask::V4(32),
+        });
+        d.edit_service(cfg).unwrap();
+        assert_eq!(d.offloadable(svc), None, "persistence needs templates");
+        d.edit_service(key).unwrap();
+        assert!(d.offloadable(svc).is_some());
+        let mut dc = d.services().get(svc).unwrap().dests()[0].config;
+        dc.upper_threshold = 10;
+        d.edit_dest(&key.key, dc).unwrap();
+        assert_eq!(
+            d.offloadable(svc),
+            None,
+            "thresholds follow connection counts"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Destination hashing (`ip_vs_dh.c`).
 
-use super::{SchedCtx, Scheduler, addr_fold, is_available};
+use super::{ASK_CORE, Compiled, SchedCtx, Scheduler, addr_fold, is_available};
 use crate::service::Dest;
 use crate::types::SchedulerKind;
 
@@ -34,9 +34,9 @@ impl DestinationHashing {
     }
 }
 
-/// `ip_vs_dh_hashkey`.
+/// `ip_vs_dh_hashkey`: the bucket of a destination address (the kernel program's too).
 #[inline]
-fn dh_hash(fold: u32) -> usize {
+pub(crate) fn bucket(fold: u32) -> usize {
     (fold.wrapping_mul(2_654_435_761) as usize) & (DH_TAB_SIZE - 1)
 }
 
@@ -53,8 +53,22 @@ impl Scheduler for DestinationHashing {
     }
 
     fn schedule(&mut self, ctx: &SchedCtx, dests: &[Dest]) -> Option<usize> {
-        let i = self.buckets[dh_hash(addr_fold(ctx.dst))] as usize;
+        let i = self.buckets[bucket(addr_fold(ctx.dst))] as usize;
         is_available(dests, i).then_some(i)
+    }
+
+    /// Each bucket's server, or "ask the core" where it is unavailable (no fallback).
+    fn compile(&self, dests: &[Dest]) -> Option<Compiled> {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|&b| match b {
+                EMPTY => ASK_CORE,
+                b if is_available(dests, b as usize) => b,
+                _ => ASK_CORE,
+            })
+            .collect();
+        Some(Compiled::DestHash { buckets })
     }
 }
 

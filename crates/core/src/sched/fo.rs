@@ -1,12 +1,12 @@
 //! Weighted failover (`ip_vs_fo.c`).
 
-use super::{SchedCtx, Scheduler};
+use super::{Compiled, SchedCtx, Scheduler, sequence};
 use crate::service::Dest;
 use crate::types::SchedulerKind;
 
 /// Weighted failover: the non-overloaded server with the highest weight (the first of
 /// several with the same weight); weight 0 never wins. Connection counts are ignored.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WeightedFailover;
 
 impl WeightedFailover {
@@ -33,6 +33,14 @@ impl Scheduler for WeightedFailover {
             }
         }
         best
+    }
+
+    /// The one server every new connection goes to.
+    fn compile(&self, dests: &[Dest]) -> Option<Compiled> {
+        if !dests.iter().any(Dest::available) {
+            return Some(Compiled::Sequence(Vec::new()));
+        }
+        sequence(self, dests, 1)
     }
 }
 

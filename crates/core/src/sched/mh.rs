@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use siphasher::sip::SipHasher13;
 
-use super::{DestKey, SchedCtx, Scheduler, addr_fold, dest_key, gcd, is_available};
+use super::{
+    ASK_CORE, Compiled, DestKey, SchedCtx, Scheduler, addr_fold, dest_key, gcd, is_available,
+};
 use crate::service::Dest;
 use crate::types::{SchedFlags, SchedulerKind};
 
@@ -18,6 +20,8 @@ const MH_TAB_BITS: u32 = 6;
 /// The kernel's fixed keys for the two hash functions (`generate_hash_secret`). Fixed keys
 /// make every director build the same table, so flows keep their server across directors.
 const HASH1: (u64, u64) = (2_654_435_761, 2_654_435_761);
+/// The keys of the hash that picks a client's slot (the kernel program hashes with them).
+pub const MH_HASH1: (u64, u64) = HASH1;
 const HASH2: (u64, u64) = (2_654_446_892, 2_654_446_892);
 /// Empty slot.
 const EMPTY: u32 = u32::MAX;
@@ -28,6 +32,12 @@ const EMPTY: u32 = u32::MAX;
 fn mh_hash(key: (u64, u64), fold: u32, port: u16, offset: u32) -> u32 {
     let v = offset.wrapping_add(u32::from(port)).wrapping_add(fold);
     SipHasher13::new_with_keys(key.0, key.1).hash(&v.to_le_bytes()) as u32
+}
+
+/// The slot of a client in a table of `m` slots (the kernel program computes the same).
+#[inline]
+pub(crate) fn slot(fold: u32, port: u16, m: usize) -> usize {
+    mh_hash(HASH1, fold, port, 0) as usize % m
 }
 
 /// Whether `n` is prime (trial division; only used when a table size is chosen).
@@ -213,7 +223,7 @@ impl Scheduler for Maglev {
         } else {
             0
         };
-        let ihash = mh_hash(HASH1, fold, port, 0) as usize % m;
+        let ihash = slot(fold, port, m);
         let first = self.lookup[ihash];
         if first == EMPTY {
             return None;
@@ -246,6 +256,23 @@ impl Scheduler for Maglev {
             }
         }
         None
+    }
+
+    /// Each slot's server where it is available; elsewhere the core runs the fallback.
+    fn compile(&self, dests: &[Dest]) -> Option<Compiled> {
+        let slots = self
+            .lookup
+            .iter()
+            .map(|&s| match s {
+                EMPTY => ASK_CORE,
+                s if is_available(dests, s as usize) => s,
+                _ => ASK_CORE,
+            })
+            .collect();
+        Some(Compiled::Maglev {
+            port: self.flags.contains(SchedFlags::PORT),
+            slots,
+        })
     }
 }
 

@@ -41,7 +41,7 @@ pub use fo::WeightedFailover;
 pub use lblc::{DEFAULT_LBLC_EXPIRATION, LocalityLeastConnection};
 pub use lblcr::{DEFAULT_LBLCR_EXPIRATION, LocalityLeastConnectionReplicated};
 pub use lc::LeastConnection;
-pub use mh::{DEFAULT_MH_TABLE_SIZE, Maglev};
+pub use mh::{DEFAULT_MH_TABLE_SIZE, MH_HASH1, Maglev};
 pub use nq::NeverQueue;
 pub use ovf::WeightedOverflow;
 pub use rr::RoundRobin;
@@ -84,6 +84,122 @@ pub trait Scheduler: Send + std::fmt::Debug {
 
     /// Pick a real server for a new connection.
     fn schedule(&mut self, ctx: &SchedCtx, dests: &[Dest]) -> Option<usize>;
+
+    /// This scheduler's choices from its present state as a [`Compiled`] table, for a
+    /// packet path below the core (the kernel program) to follow on its own; `None` when
+    /// the choice depends on more than a table and a position (connection counts, time,
+    /// randomness). `dests` must be what the last `update()` saw.
+    fn compile(&self, _dests: &[Dest]) -> Option<Compiled> {
+        None
+    }
+}
+
+/// A table entry that names no real server: the packet path asks the core (which then
+/// applies the scheduler's own rule: a fallback probe, or "no real server").
+pub const ASK_CORE: u32 = u32::MAX;
+
+/// The longest [`Compiled::Sequence`] made (a wrr cycle is the sum of the weights divided
+/// by their gcd); a longer cycle is not compiled and the core schedules.
+pub const MAX_SEQUENCE: usize = 1 << 16;
+
+/// A scheduler's decisions as a table: what the kernel program follows for new connections
+/// of a service whose scheduler is a pure function of it (rr, wrr, fo, sh, dh, mh without
+/// thresholds). Entries are indexes into the service's real servers, or [`ASK_CORE`].
+/// [`Compiled::pick`] is the reference for the lookup the kernel program does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compiled {
+    /// The n-th new connection after compiling goes to `seq[n % len]` (rr, wrr, fo);
+    /// empty when no server is available.
+    Sequence(Vec<u32>),
+    /// 256 buckets indexed by `hash_32(port + addr_fold(client), 8)` with `port` the client
+    /// port if `port` is set, else 0 (sh; the fallback probe is folded into the buckets).
+    SourceHash {
+        /// Hash the client port too (`sh-port`).
+        port: bool,
+        /// The server of each bucket.
+        buckets: Vec<u32>,
+    },
+    /// 256 buckets indexed by `(addr_fold(destination) * 2654435761) & 255` (dh).
+    DestHash {
+        /// The server of each bucket.
+        buckets: Vec<u32>,
+    },
+    /// Slots indexed by `SipHash-1-3(HASH1, le32(port + addr_fold(client))) as u32 % len`
+    /// (mh; an unavailable slot asks the core, which runs the fallback probe).
+    Maglev {
+        /// Hash the client port too (`mh-port`).
+        port: bool,
+        /// The server of each slot (a prime number of them).
+        slots: Vec<u32>,
+    },
+}
+
+impl Compiled {
+    /// The entry for the connection `ctx`, being the `n`-th one since the table was made.
+    /// `None` where the core must decide.
+    pub fn pick(&self, ctx: &SchedCtx, n: u64) -> Option<usize> {
+        let port = |on: bool| if on { ctx.sport } else { 0 };
+        let e = match self {
+            Compiled::Sequence(seq) if seq.is_empty() => return None,
+            Compiled::Sequence(seq) => seq[(n % seq.len() as u64) as usize],
+            Compiled::SourceHash { port: p, buckets } => {
+                buckets[sh::bucket(addr_fold(ctx.src), port(*p))]
+            }
+            Compiled::DestHash { buckets } => buckets[dh::bucket(addr_fold(ctx.dst))],
+            Compiled::Maglev { slots, .. } if slots.is_empty() => return None,
+            Compiled::Maglev { port: p, slots } => {
+                slots[mh::slot(addr_fold(ctx.src), port(*p), slots.len())]
+            }
+        };
+        (e != ASK_CORE).then_some(e as usize)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        match self {
+            Compiled::Sequence(v)
+            | Compiled::SourceHash { buckets: v, .. }
+            | Compiled::DestHash { buckets: v }
+            | Compiled::Maglev { slots: v, .. } => v.len(),
+        }
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A context for schedulers that look at none of it (rr, wrr, fo).
+fn no_ctx() -> SchedCtx {
+    SchedCtx {
+        now: Time::ZERO,
+        proto: Protocol::Tcp,
+        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        sport: 0,
+        dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        dport: 0,
+    }
+}
+
+/// The next `len` picks of a scheduler that ignores the connection, from a copy of its
+/// state; `None` unless they repeat with period `len` (checked over two periods), so the
+/// sequence can be followed round and round.
+pub(crate) fn sequence<S: Scheduler + Clone>(
+    s: &S,
+    dests: &[Dest],
+    len: usize,
+) -> Option<Compiled> {
+    if len > MAX_SEQUENCE {
+        return None;
+    }
+    let mut s = s.clone();
+    let ctx = no_ctx();
+    let picks: Vec<u32> = (0..2 * len)
+        .map(|_| s.schedule(&ctx, dests).map(|i| i as u32))
+        .collect::<Option<_>>()?;
+    let (first, second) = picks.split_at(len);
+    (first == second).then(|| Compiled::Sequence(first.to_vec()))
 }
 
 /// Build a scheduler of the given kind with the service's scheduler flags.
@@ -398,6 +514,58 @@ mod tests {
                 ShortestExpectedDelay::new().schedule(&ctx, &ds),
                 kernel_weighted(&ds, |d| u64::from(d.active) + 1)
             );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Whatever a compiled table says, the scheduler itself says too: the n-th new
+        /// connection after compiling gets the same server from `Compiled::pick` as from
+        /// `schedule`, for random weights, quiescent servers, flags and clients. Sequences
+        /// (rr, wrr, fo) never ask the core while a server is available; the hash tables ask
+        /// only where the scheduler would fall back or find nobody.
+        #[test]
+        fn compiled_tables_choose_what_the_scheduler_chooses(
+            kind in proptest::sample::select(SchedulerKind::ALL.to_vec()),
+            weights in proptest::collection::vec(0u32..6, 0..9),
+            fallback in proptest::bool::ANY,
+            port in proptest::bool::ANY,
+            picks in 0usize..8,
+            clients in proptest::collection::vec((proptest::num::u32::ANY, proptest::num::u16::ANY), 1..40),
+        ) {
+            let mut flags = SchedFlags::default();
+            if fallback { flags = flags.union(SchedFlags::FALLBACK); }
+            if port { flags = flags.union(SchedFlags::PORT); }
+            let ds = dests(&weights);
+            let mut s = new_scheduler(kind, flags, 7);
+            s.update(&ds);
+            // Some picks first, so a table is made from a state other than the initial one.
+            for n in 0..picks as u32 {
+                let _ = s.schedule(&ctx(client(n), n as u16), &ds);
+            }
+            let Some(table) = s.compile(&ds) else {
+                proptest::prop_assert!(!matches!(
+                    kind,
+                    SchedulerKind::Rr | SchedulerKind::Wrr | SchedulerKind::Fo
+                        | SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
+                ), "{kind} compiles");
+                return Ok(());
+            };
+            let any_available = ds.iter().any(Dest::available);
+            for (n, &(c, p)) in clients.iter().enumerate() {
+                let cx = SchedCtx {
+                    dst: IpAddr::V4(std::net::Ipv4Addr::from(c.rotate_left(7))),
+                    ..ctx(IpAddr::V4(std::net::Ipv4Addr::from(c)), p)
+                };
+                let want = s.schedule(&cx, &ds);
+                match table.pick(&cx, n as u64) {
+                    Some(i) => proptest::prop_assert_eq!(Some(i), want, "{} entry {}", kind, n),
+                    None => proptest::prop_assert!(
+                        !matches!(table, Compiled::Sequence(_)) || !any_available,
+                        "{kind}: a sequence asked the core"
+                    ),
+                }
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Round robin (`ip_vs_rr.c`).
 
-use super::{DestRef, SchedCtx, Scheduler};
+use super::{Compiled, DestRef, SchedCtx, Scheduler, sequence};
 use crate::service::Dest;
 use crate::types::SchedulerKind;
 
@@ -10,7 +10,7 @@ use crate::types::SchedulerKind;
 /// As in the kernel, the cursor survives additions and re-weighting, and when the server
 /// it points at is removed it moves to the server before it, so the rotation continues
 /// with the server that followed the removed one.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RoundRobin {
     /// Last server picked; `None` is the list head (nothing picked yet).
     cursor: Option<DestRef>,
@@ -55,6 +55,15 @@ impl Scheduler for RoundRobin {
             .find(|&i| dests[i].available())?;
         self.cursor = DestRef::new(dests, hit);
         Some(hit)
+    }
+
+    /// One round: every available server once, from after the cursor.
+    fn compile(&self, dests: &[Dest]) -> Option<Compiled> {
+        let n = dests.iter().filter(|d| d.available()).count();
+        if n == 0 {
+            return Some(Compiled::Sequence(Vec::new()));
+        }
+        sequence(self, dests, n)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Source hashing (`ip_vs_sh.c`), with the `sh-fallback` and `sh-port` flags.
 
-use super::{SchedCtx, Scheduler, addr_fold, is_available};
+use super::{ASK_CORE, Compiled, SchedCtx, Scheduler, addr_fold, is_available};
 use crate::service::Dest;
 use crate::types::{SchedFlags, SchedulerKind};
 
@@ -48,6 +48,41 @@ fn sh_hash(fold: u32, port: u16, offset: u32) -> usize {
     (offset.wrapping_add(h) as usize) & (SH_TAB_SIZE - 1)
 }
 
+/// The bucket of a client (`ihash`): what the kernel program computes too.
+#[inline]
+pub(crate) fn bucket(fold: u32, port: u16) -> usize {
+    sh_hash(fold, port, 0)
+}
+
+impl SourceHashing {
+    /// The server for clients hashing to bucket `ihash`: the bucket's own if available,
+    /// else (with `sh-fallback`) the first available one on the kernel's probe sequence,
+    /// which depends on `ihash` alone (`(offset + 2 * ihash) & 255`, offsets 0, 1, ...).
+    fn pick(&self, ihash: usize, dests: &[Dest]) -> Option<usize> {
+        let first = self.buckets[ihash];
+        if first == EMPTY {
+            return None;
+        }
+        if is_available(dests, first as usize) {
+            return Some(first as usize);
+        }
+        if !self.flags.contains(SchedFlags::FALLBACK) {
+            return None;
+        }
+        for offset in 0..SH_TAB_SIZE {
+            let roffset = (offset + ihash) % SH_TAB_SIZE;
+            let i = self.buckets[(roffset + ihash) & (SH_TAB_SIZE - 1)];
+            if i == EMPTY {
+                break;
+            }
+            if is_available(dests, i as usize) {
+                return Some(i as usize);
+            }
+        }
+        None
+    }
+}
+
 impl Scheduler for SourceHashing {
     fn kind(&self) -> SchedulerKind {
         SchedulerKind::Sh
@@ -71,34 +106,23 @@ impl Scheduler for SourceHashing {
     }
 
     fn schedule(&mut self, ctx: &SchedCtx, dests: &[Dest]) -> Option<usize> {
-        let fold = addr_fold(ctx.src);
         let port = if self.flags.contains(SchedFlags::PORT) {
             ctx.sport
         } else {
             0
         };
-        let ihash = sh_hash(fold, port, 0);
-        let first = self.buckets[ihash];
-        if first == EMPTY {
-            return None;
-        }
-        if is_available(dests, first as usize) {
-            return Some(first as usize);
-        }
-        if !self.flags.contains(SchedFlags::FALLBACK) {
-            return None;
-        }
-        for offset in 0..SH_TAB_SIZE {
-            let roffset = (offset + ihash) % SH_TAB_SIZE;
-            let i = self.buckets[sh_hash(fold, port, roffset as u32)];
-            if i == EMPTY {
-                break;
-            }
-            if is_available(dests, i as usize) {
-                return Some(i as usize);
-            }
-        }
-        None
+        self.pick(bucket(addr_fold(ctx.src), port), dests)
+    }
+
+    /// Each bucket's answer, fallback included.
+    fn compile(&self, dests: &[Dest]) -> Option<Compiled> {
+        let buckets = (0..SH_TAB_SIZE)
+            .map(|h| self.pick(h, dests).map_or(ASK_CORE, |i| i as u32))
+            .collect();
+        Some(Compiled::SourceHash {
+            port: self.flags.contains(SchedFlags::PORT),
+            buckets,
+        })
     }
 }
 

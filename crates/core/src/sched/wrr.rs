@@ -1,6 +1,6 @@
 //! Weighted round robin (`ip_vs_wrr.c`).
 
-use super::{SchedCtx, Scheduler, gcd};
+use super::{Compiled, SchedCtx, Scheduler, gcd, sequence};
 use crate::service::Dest;
 use crate::types::SchedulerKind;
 
@@ -15,7 +15,7 @@ use crate::types::SchedulerKind;
 /// `update()` is the kernel's `ip_vs_wrr_dest_changed`: the cursor goes back to the list
 /// head and `cw` is kept (clamped/realigned to the new `di`), so a service built by adding
 /// servers one at a time starts its first cycle wherever `cw` was left, as in IPVS.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WeightedRoundRobin {
     /// Last server picked; `None` is the list head.
     cl: Option<usize>,
@@ -105,6 +105,20 @@ impl Scheduler for WeightedRoundRobin {
                 stop = last;
             }
         }
+    }
+
+    /// One cycle from the present state: each available server `weight / gcd` times.
+    fn compile(&self, dests: &[Dest]) -> Option<Compiled> {
+        let di = u64::try_from(self.di).ok().filter(|&d| d > 0)?;
+        let len: u64 = dests
+            .iter()
+            .filter(|d| d.available())
+            .map(|d| u64::from(d.weight()) / di)
+            .sum();
+        if len == 0 {
+            return Some(Compiled::Sequence(Vec::new()));
+        }
+        sequence(self, dests, usize::try_from(len).ok()?)
     }
 }
 
