@@ -223,6 +223,65 @@ pub fn tcp_table() -> [u8; TCP_TABLE_LEN] {
 mod tests {
     use super::*;
 
+    /// How big a new flow's first packet the program may take: the smallest MTU over the
+    /// real servers, less the tunnel header for Tun; none when one cannot be sent to.
+    #[test]
+    fn new_flow_limit_follows_routes_and_methods() {
+        use lvs_core::sim;
+        use lvs_core::types::SchedulerKind;
+        let limit = |m: ForwardMethod| {
+            let d = sim::director(m, SchedulerKind::Rr, lvs_core::Time::ZERO);
+            let svc = d.services().iter().next().map(|(i, _)| i).unwrap();
+            let off = d.offloadable(svc).expect("rr compiles");
+            (new_flow_limit(&routes(&d.net), &off), off)
+        };
+        assert_eq!(limit(ForwardMethod::Masq).0, 1500);
+        assert_eq!(limit(ForwardMethod::DirectRoute).0, 1500);
+        let (tun, mut off) = limit(ForwardMethod::Tunnel);
+        assert_eq!(tun, 1480);
+        // A real server without a route: the core schedules every new flow.
+        off.dests[1].addr = Ipv4Addr::new(203, 0, 113, 9);
+        let only_lan = vec![(
+            RouteKey {
+                len: 24,
+                addr: Ipv4Addr::new(10, 0, 1, 0),
+            },
+            RouteEntry {
+                ifindex: 2,
+                gateway: None,
+                src: Some(Ipv4Addr::new(10, 0, 1, 1)),
+                mtu: 9000,
+            },
+        )];
+        assert_eq!(new_flow_limit(&only_lan, &off), 0);
+        // DR needs the server on link; Tun a source address.
+        off.dests[1].addr = off.dests[0].addr;
+        off.dests
+            .iter_mut()
+            .for_each(|d| d.method = ForwardMethod::DirectRoute);
+        let via_gw = vec![(
+            only_lan[0].0,
+            RouteEntry {
+                gateway: Some(Ipv4Addr::new(10, 0, 1, 254)),
+                ..only_lan[0].1
+            },
+        )];
+        assert_eq!(new_flow_limit(&via_gw, &off), 0);
+        assert_eq!(new_flow_limit(&only_lan, &off), 9000);
+        off.dests
+            .iter_mut()
+            .for_each(|d| d.method = ForwardMethod::Tunnel);
+        let no_src = vec![(
+            only_lan[0].0,
+            RouteEntry {
+                src: None,
+                ..only_lan[0].1
+            },
+        )];
+        assert_eq!(new_flow_limit(&no_src, &off), 0);
+        assert_eq!(new_flow_limit(&only_lan, &off), 8980);
+    }
+
     /// The program's mh hash key (a define in lvs.h) is the core's.
     #[test]
     fn mh_key_is_the_cores() {
