@@ -54,6 +54,15 @@ struct Slot {
     folded: StatsEntry,
 }
 
+/// How big the kernel's connection map is, and whether it is allocated at start.
+#[derive(Clone, Copy, Debug)]
+pub struct TableSize {
+    /// Connections held (`--conn-limit`); the map has two entries per connection.
+    pub conn_limit: usize,
+    /// `--conn-prealloc`.
+    pub prealloc: bool,
+}
+
 /// What the kernel fast path did since start, for `lvsadm`'s counters and the metrics.
 pub type KernelCounters = Vec<(String, u64)>;
 
@@ -110,14 +119,15 @@ fn monotonic_ns() -> u64 {
 
 impl FastPath {
     /// Load and verify the programs (the kernel's verifier runs here), sized for a core
-    /// holding `conn_limit` connections; `now` is the core's time at this moment. If a
+    /// holding `table.conn_limit` connections; `now` is the core's time at this moment. If a
     /// predecessor's program is still attached to one of `served` (it was killed, or kept
     /// forwarding on exit), its connection map becomes this one's: the flows in it keep
     /// going through the switch-over and are adopted once their services exist here.
-    pub fn load(conn_limit: usize, now: Time, served: &[u32]) -> Result<FastPath> {
-        let entries = u32::try_from(conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
+    pub fn load(table: TableSize, now: Time, served: &[u32]) -> Result<FastPath> {
+        let entries = u32::try_from(table.conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
         let dp = Datapath::load(&Options {
             conn_entries: entries,
+            conn_prealloc: table.prealloc,
             stats_slots: STATS_SLOTS,
             sched_slots: SCHED_SLOTS,
             test_mode: false,

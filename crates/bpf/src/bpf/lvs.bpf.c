@@ -108,8 +108,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 23); /* 8 MiB: some 170,000 events */
 } lvs_events SEC(".maps");
+
+/* The reader is woken only once this much waits: a wake-up is an inter-processor interrupt
+ * (a VM exit under a hypervisor), dearer than forwarding the packet; lvsd drains the ring on
+ * every pass of its loop and before every control request anyway, at least once a tick. */
+#define LVS_EVENTS_WAKE (1 << 20)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -507,7 +512,7 @@ checks:
 /* ---- rewriting ------------------------------------------------------------------------- */
 
 /* A zeroed event of `kind` about the plan's connection, or NULL (counted) if the ring is
- * full. The caller fills in the rest and submits it. */
+ * full. The caller fills in the rest and submits it with submit(). */
 static __always_inline struct lvs_event *event(struct plan *pl, __u8 kind, __u64 now)
 {
 	struct lvs_event *e = bpf_ringbuf_reserve(&lvs_events, sizeof(*e), 0);
@@ -522,6 +527,15 @@ static __always_inline struct lvs_event *event(struct plan *pl, __u8 kind, __u64
 	e->flags = pl->in->flags;
 	e->ns = now;
 	return e;
+}
+
+static __always_inline void submit(struct lvs_event *e)
+{
+	__u64 wake = bpf_ringbuf_query(&lvs_events, BPF_RB_AVAIL_DATA) > LVS_EVENTS_WAKE
+			     ? BPF_RB_FORCE_WAKEUP
+			     : BPF_RB_NO_WAKEUP;
+
+	bpf_ringbuf_submit(e, wake);
 }
 
 /* TCP state machine step, with IPVS's tables as the core exports them; the last-seen time
@@ -562,7 +576,7 @@ static __always_inline void track(struct plan *pl, __u64 now, int report)
 		return;
 	e->old_state = old;
 	e->new_state = new;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	count(LVS_C_STATE);
 }
 
@@ -626,7 +640,7 @@ static __always_inline void report_new(struct plan *pl, __u64 now)
 	e->daddr = pl->in->addr;
 	e->dport = pl->in->port;
 	e->action = pl->in->action;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	count(LVS_C_NEW);
 }
 
