@@ -277,9 +277,10 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
             Ok(Command::Net(table, local)) => {
                 director.net = *table;
                 c.local = local;
-                if let Some(fp) = &mut c.fast {
-                    fp.set_routes(&director.net);
-                    // Routes bound which new flows the kernel may schedule itself.
+                // Routes bound which new flows the kernel may schedule itself.
+                if let Some(fp) = &mut c.fast
+                    && fp.set_routes(&director.net)
+                {
                     fp.services_changed(director);
                 }
             }

@@ -75,6 +75,8 @@ pub struct FastPath {
     events: Vec<Event>,
     /// The services' scheduler tables in the kernel.
     tables: Tables,
+    /// The routes last given to the program.
+    routes: Option<Vec<(lvs_bpf::maps::RouteKey, lvs_bpf::maps::RouteEntry)>>,
     /// Generations of the tables installed now: a new flow chosen from one of them moves
     /// the core's scheduler on (it was compiled from the scheduler's present state).
     current_tables: HashSet<u32>,
@@ -153,6 +155,7 @@ impl FastPath {
         }
         Ok(FastPath {
             tables: Tables::new(dp.sched_slots()),
+            routes: None,
             current_tables: HashSet::new(),
             sequences: HashSet::new(),
             new_not_adopted: 0,
@@ -205,10 +208,18 @@ impl FastPath {
     }
 
     /// Give the program the core's routes (after every change of the network view).
-    pub fn set_routes(&mut self, net: &NetTable) {
-        if let Err(e) = self.dp.set_routes(&compile::routes(net)) {
+    /// Returns whether they changed (a neighbour-only update changes nothing here, and
+    /// leaves every entry's cached route valid).
+    pub fn set_routes(&mut self, net: &NetTable) -> bool {
+        let routes = compile::routes(net);
+        if self.routes.as_ref() == Some(&routes) {
+            return false;
+        }
+        if let Err(e) = self.dp.set_routes(&routes) {
             warn!(error = %e, "cannot update the fast path's routes; flows needing them stay in user space");
         }
+        self.routes = Some(routes);
+        true
     }
 
     fn core_time(&self, kernel_ns: u64) -> Time {

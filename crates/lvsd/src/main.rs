@@ -126,7 +126,7 @@ fn fast_path(
         let served: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
         let mut fp = fastpath::FastPath::load(table, now, &served)?;
         // Routes before the program replaces a predecessor's: adopted flows need them.
-        fp.set_routes(net);
+        let _ = fp.set_routes(net);
         let mut attached = Vec::new();
         // A predecessor killed before it could clean up left the qdiscs it created: they are
         // ours to remove at the end (the list lives beside the control socket).
