@@ -4,8 +4,7 @@
 //! Paths: NAT in and NAT out, DR and Tun on an established TCP flow (100-byte payload, as in
 //! `benches/packet.rs`); a new flow the program schedules itself (a SYN from a new client
 //! port each run, rr and mh, DR and NAT: table lookup, entry creation, the report to user
-//! space and the forwarding; also with the connection map preallocated, `--conn-prealloc`);
-//! and a frame of an unknown flow (what the program costs before
+//! space and the forwarding); and a frame of an unknown flow (what the program costs before
 //! it hands a frame to user space).
 //!
 //! Two kernel figures per path:
@@ -121,11 +120,10 @@ fn kernel_single_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
 }
 
 /// A SYN of a new flow each run through a `sched` service of `method`, kernel-timed.
-fn new_flow_ns(method: ForwardMethod, sched: SchedulerKind, prealloc: bool) -> f64 {
+fn new_flow_ns(method: ForwardMethod, sched: SchedulerKind) -> f64 {
     let runs = 200_000u32;
     let dp = Datapath::load(&Options {
         conn_entries: 2 * runs + 16,
-        conn_prealloc: prealloc,
         stats_slots: 16,
         sched_slots: 1 << 18,
         test_mode: false,
@@ -179,7 +177,6 @@ fn core_ns(d: &mut Director, m: RxMeta, spec: &PacketSpec) -> f64 {
 fn main() {
     let mut dp = match Datapath::load(&Options {
         conn_entries: 1 << 16,
-        conn_prealloc: false,
         stats_slots: 16,
         sched_slots: 16,
         test_mode: false,
@@ -227,35 +224,17 @@ fn main() {
             "new_flow_rr_dr",
             ForwardMethod::DirectRoute,
             SchedulerKind::Rr,
-            false,
         ),
         (
             "new_flow_mh_dr",
             ForwardMethod::DirectRoute,
             SchedulerKind::Mh,
-            false,
         ),
-        (
-            "new_flow_rr_nat",
-            ForwardMethod::Masq,
-            SchedulerKind::Rr,
-            false,
-        ),
-        (
-            "new_flow_mh_nat",
-            ForwardMethod::Masq,
-            SchedulerKind::Mh,
-            false,
-        ),
-        (
-            "new_flow_rr_nat_prealc",
-            ForwardMethod::Masq,
-            SchedulerKind::Rr,
-            true,
-        ),
+        ("new_flow_rr_nat", ForwardMethod::Masq, SchedulerKind::Rr),
+        ("new_flow_mh_nat", ForwardMethod::Masq, SchedulerKind::Mh),
     ];
-    for (name, method, sched, prealloc) in new_flows {
-        let k = new_flow_ns(method, sched, prealloc);
+    for (name, method, sched) in new_flows {
+        let k = new_flow_ns(method, sched);
         println!("{name:<22} {:>11} {k:>11.1} {:>9} {:>12}", "-", "-", "-");
     }
     let unknown = frame(&PacketSpec::tcp((addr::CLIENT, 1), (addr::VIP, 80), ACK));
@@ -280,7 +259,6 @@ fn memory() {
     for (name, conns, per_conn) in [("dr", 1_000_000u32, 1u32), ("nat", 500_000, 2)] {
         let dp = Datapath::load(&Options {
             conn_entries: conns * per_conn,
-            conn_prealloc: false,
             stats_slots: 16,
             sched_slots: 16,
             test_mode: false,

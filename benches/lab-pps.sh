@@ -11,8 +11,7 @@
 # not seen. The real servers count what reaches them (rx packets of their interface) and
 # drop it at ingress (nftables netdev hook), so nothing answers. Delivered packets per
 # second at the real servers over `seconds`, after one second of warm-up, is the figure.
-# METHOD (default nat) and DATAPATHS (default "afpacket tc tc+prealloc", the last being lvsd
-# --conn-prealloc) choose what runs.
+# METHOD (default nat) and DATAPATHS (default "afpacket tc") choose what runs.
 #
 # On these 2-CPU machines the generator and everything the director's kernel does for a
 # packet share one CPU (a veth delivers to its peer on the sending CPU), so the figure is
@@ -89,13 +88,11 @@ fi
 
 rows=()
 flag=$([ "$method" = nat ] && echo -m || ([ "$method" = dr ] && echo -g || echo -i))
-for dp in ${DATAPATHS:-afpacket tc tc+prealloc}; do
+for dp in ${DATAPATHS:-afpacket tc}; do
   sock=/tmp/$p.sock
-  extra=
-  case $dp in tc+prealloc) extra=--conn-prealloc ;; esac
   # The default table (1,048,576 connections) holds every flow of a run of a few seconds
   # (UDP entries live 300 s).
-  ip netns exec "$p-director" "$bin/lvsd" --socket "$sock" --datapath "${dp%+prealloc}" $extra --log warn --metrics-listen 127.0.0.1:9199 &
+  ip netns exec "$p-director" "$bin/lvsd" --socket "$sock" --datapath "$dp" --log warn --metrics-listen 127.0.0.1:9199 &
   lvsd=$!
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   ip netns exec "$p-director" "$bin/lvsadm" --socket "$sock" -A -u $vip:9 -s rr

@@ -249,7 +249,12 @@ fn replies() -> Vec<Reply> {
                 ("error", 0),
                 ("state_change", 31),
                 ("event_lost", 0),
+                ("new_flows", 0),
+                ("new_flows_dropped", 0),
                 ("install_failed", 0),
+                ("new_flows_not_adopted", 0),
+                ("adopted", 0),
+                ("adoption_waiting", 0),
             ]
             .into_iter()
             .map(|(n, v)| (n.to_string(), v))

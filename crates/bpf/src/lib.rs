@@ -120,10 +120,6 @@ impl Prog {
 pub struct Options<'a> {
     /// Entries of `lvs_conns` (a NAT connection takes two).
     pub conn_entries: u32,
-    /// Allocate all of `lvs_conns` at load (about 112 bytes an entry) instead of as entries
-    /// come: a new flow is cheaper to record (no allocation on the packet path), at the cost
-    /// of the whole table's memory from the start.
-    pub conn_prealloc: bool,
     /// Slots of `lvs_stats` (one per real server), also the size of `lvs_dests`.
     pub stats_slots: u32,
     /// Entries of `lvs_slots`, where the services' compiled scheduler tables live.
@@ -141,7 +137,6 @@ impl Default for Options<'_> {
     fn default() -> Self {
         Options {
             conn_entries: 1 << 21,
-            conn_prealloc: false,
             stats_slots: 1 << 16,
             sched_slots: 1 << 21,
             test_mode: false,
@@ -276,15 +271,7 @@ impl Datapath {
         for mut m in open.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
             let r = match name.as_str() {
-                "lvs_conns" => m.set_max_entries(opts.conn_entries.max(2)).and_then(|()| {
-                    if opts.conn_prealloc {
-                        // BPF_F_NO_PREALLOC off.
-                        let flags = m.map_flags() & !1;
-                        m.set_map_flags(flags)
-                    } else {
-                        Ok(())
-                    }
-                }),
+                "lvs_conns" => m.set_max_entries(opts.conn_entries.max(2)),
                 "lvs_stats" | "lvs_dests" => m.set_max_entries(opts.stats_slots.max(1)),
                 "lvs_slots" => m.set_max_entries(opts.sched_slots.max(1)),
                 n if n.ends_with(".rodata") => match m.initial_value_mut() {

@@ -26,6 +26,17 @@ struct Installed {
     generation: u32,
 }
 
+/// What an installed table was made from: the same again means the same table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MadeFrom {
+    table: OffloadedService,
+    max_len: u16,
+    /// The core's service slot and its real servers' `lvs_dests` indexes (a service
+    /// deleted and added again has new ones).
+    svc: u32,
+    ids: Vec<u32>,
+}
+
 /// The ranges of `lvs_slots` in use, and what each service has.
 #[derive(Debug)]
 pub struct Tables {
@@ -36,9 +47,8 @@ pub struct Tables {
     /// Ranges replaced before that: free at the next call.
     cooling: Vec<(u32, u32)>,
     installed: HashMap<SvcKey, Option<Installed>>,
-    /// What each service's table was made from (and its size limit), so an unchanged one
-    /// is not rewritten.
-    made_from: HashMap<SvcKey, (OffloadedService, u16)>,
+    /// What each service's table was made from, so an unchanged one is not rewritten.
+    made_from: HashMap<SvcKey, MadeFrom>,
     next_generation: u32,
 }
 
@@ -114,11 +124,12 @@ impl Tables {
         }
     }
 
-    /// Install service `key`: with `table`, the program schedules its new flows following
-    /// it, `ids[i]` being the `lvs_dests` index of the service's `i`-th real server (written
-    /// here too); without, the core does. Returns the generation new-flow events from this
-    /// table carry (`None` when the core schedules). A table that does not fit leaves the
-    /// service to the core and says so.
+    /// Install service `key`: with `table` (and a `max_len` above 0), the program schedules
+    /// its new flows following it, `ids[i]` being the `lvs_dests` index of the service's
+    /// `i`-th real server (written here too); without, the core does. Returns the generation
+    /// new-flow events from this table carry (`None` when the core schedules). On an error
+    /// (a table that does not fit, a failed map update) the service is left to the core if
+    /// that can be done; if not, the table installed before stays.
     pub fn install(
         &mut self,
         dp: &Datapath,
@@ -126,12 +137,37 @@ impl Tables {
         table: Option<(&OffloadedService, &[u32])>,
         max_len: u16,
     ) -> Result<Option<u32>, Error> {
-        let Some((svc, ids)) = table else {
-            self.retire(&key);
-            dp.set_service(&key, &SvcEntry::CORE)?;
-            self.installed.insert(key, None);
+        let Some((svc, ids)) = table.filter(|_| max_len > 0) else {
+            self.leave_to_core(dp, &key)?;
             return Ok(None);
         };
+        match self.flip(dp, key, svc, ids, max_len) {
+            Ok(generation) => Ok(Some(generation)),
+            Err(e) => {
+                let _ = self.leave_to_core(dp, &key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Leave `key`'s new flows to the core; its table's range is retired once the program
+    /// no longer finds it.
+    fn leave_to_core(&mut self, dp: &Datapath, key: &SvcKey) -> Result<(), Error> {
+        dp.set_service(key, &SvcEntry::CORE)?;
+        self.retire(key);
+        self.installed.insert(*key, None);
+        Ok(())
+    }
+
+    /// Write a new table into a free range and point the service at it.
+    fn flip(
+        &mut self,
+        dp: &Datapath,
+        key: SvcKey,
+        svc: &OffloadedService,
+        ids: &[u32],
+        max_len: u16,
+    ) -> Result<u32, Error> {
         for (d, &id) in svc.dests.iter().zip(ids) {
             dp.set_dest(id, &compile::dest_entry(d))?;
         }
@@ -140,22 +176,11 @@ impl Tables {
             map: "lvs_slots",
             error: "table too long".into(),
         })?;
-        let Some(base) = self.alloc(len) else {
-            // Keep the old table's range for the next attempt; the core schedules meanwhile.
-            self.retire(&key);
-            dp.set_service(&key, &SvcEntry::CORE)?;
-            self.installed.insert(key, None);
-            return Err(Error::Map {
-                map: "lvs_slots",
-                error: format!("no room for a table of {len} entries"),
-            });
-        };
-        if let Err(e) = dp.write_slots(base, &entries) {
-            self.free_range(base, len);
-            return Err(e);
-        }
+        let base = self.alloc(len).ok_or_else(|| Error::Map {
+            map: "lvs_slots",
+            error: format!("no room for a table of {len} entries"),
+        })?;
         let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let entry = SvcEntry {
             sched,
             flags,
@@ -164,10 +189,15 @@ impl Tables {
             base,
             len,
         };
-        if let Err(e) = dp.set_service(&key, &entry) {
+        if let Err(e) = dp
+            .write_slots(base, &entries)
+            .and_then(|()| dp.set_service(&key, &entry))
+        {
             self.free_range(base, len);
             return Err(e);
         }
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        // Only now is the old table out of the program's reach.
         self.retire(&key);
         self.installed.insert(
             key,
@@ -177,7 +207,7 @@ impl Tables {
                 generation,
             }),
         );
-        Ok(Some(generation))
+        Ok(generation)
     }
 
     /// Bring the program's services in line with `director`'s: every IPv4 TCP/UDP service
@@ -221,43 +251,48 @@ impl Tables {
             let max_len = off
                 .as_ref()
                 .map_or(0, |(o, _)| compile::new_flow_limit(&routes, o));
-            match (&off, self.installed.get(&key)) {
-                (Some((o, _)), Some(Some(i)))
-                    if self.made_from.get(&key) == Some(&(o.clone(), max_len)) =>
-                {
-                    report.in_kernel.push(InKernel {
-                        key,
-                        generation: i.generation,
-                        svc,
-                        sequence: matches!(o.table, Compiled::Sequence(_)),
-                    });
-                    continue;
-                }
-                (None, Some(None)) => {
-                    report.in_core += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            self.made_from.remove(&key);
-            let table = off.as_ref().map(|(o, ids)| (o, ids.as_slice()));
-            match self.install(dp, key, table, max_len) {
-                Ok(Some(generation)) => {
-                    if let Some((o, _)) = off {
-                        report.in_kernel.push(InKernel {
-                            key,
-                            generation,
-                            svc,
-                            sequence: matches!(o.table, Compiled::Sequence(_)),
-                        });
-                        self.made_from.insert(key, (o, max_len));
+            let made = off
+                .as_ref()
+                .filter(|_| max_len > 0)
+                .map(|(o, ids)| MadeFrom {
+                    table: o.clone(),
+                    max_len,
+                    svc,
+                    ids: ids.clone(),
+                });
+            let unchanged = match (&made, self.installed.get(&key)) {
+                (Some(m), Some(Some(_))) => self.made_from.get(&key) == Some(m),
+                (None, Some(None)) => true,
+                _ => false,
+            };
+            if !unchanged {
+                self.made_from.remove(&key);
+                let table = made.as_ref().map(|m| (&m.table, m.ids.as_slice()));
+                match self.install(dp, key, table, max_len) {
+                    Ok(Some(_)) => {
+                        if let Some(m) = made {
+                            self.made_from.insert(key, m);
+                        }
                     }
+                    Ok(None) => {}
+                    Err(e) => report.errors.push(e),
                 }
-                Ok(None) => report.in_core += 1,
-                Err(e) => {
-                    report.in_core += 1;
-                    report.errors.push(e);
-                }
+            }
+            // What the program has now (after a failure, maybe the table from before).
+            match (self.installed.get(&key), self.made_from.get(&key)) {
+                (Some(Some(i)), Some(m)) => report.in_kernel.push(InKernel {
+                    key,
+                    generation: i.generation,
+                    svc,
+                    sequence: matches!(m.table.table, Compiled::Sequence(_)),
+                }),
+                (Some(Some(i)), None) => report.in_kernel.push(InKernel {
+                    key,
+                    generation: i.generation,
+                    svc,
+                    sequence: true,
+                }),
+                _ => report.in_core += 1,
             }
         }
         let gone: Vec<SvcKey> = self
@@ -285,22 +320,9 @@ impl Tables {
 
     /// Remove service `key` from the program.
     pub fn remove(&mut self, dp: &Datapath, key: &SvcKey) -> Result<(), Error> {
+        dp.remove_service(key)?;
         self.retire(key);
-        dp.remove_service(key)
-    }
-
-    /// Services installed (with a table or left to the core).
-    pub fn keys(&self) -> impl Iterator<Item = &SvcKey> {
-        self.installed.keys()
-    }
-
-    /// The generation of `key`'s current table.
-    pub fn generation(&self, key: &SvcKey) -> Option<u32> {
-        self.installed
-            .get(key)
-            .copied()
-            .flatten()
-            .map(|i| i.generation)
+        Ok(())
     }
 
     /// Call once a tick: ranges replaced before the previous call become reusable (so a
@@ -313,7 +335,8 @@ impl Tables {
     }
 
     /// Entries of `lvs_slots` free now.
-    pub fn free_entries(&self) -> u64 {
+    #[cfg(test)]
+    fn free_entries(&self) -> u64 {
         self.free.iter().map(|&(_, l)| u64::from(l)).sum()
     }
 }

@@ -31,7 +31,6 @@ fn datapath() -> Option<Datapath> {
     }
     let opts = Options {
         conn_entries: 1 << 12,
-        conn_prealloc: false,
         stats_slots: 64,
         sched_slots: 1 << 18,
         test_mode: true,

@@ -215,7 +215,6 @@ fn nat_udp_through_the_kernel_on_veth() {
         lvs_io::netns::enter(&dir_ns).expect("enter director netns");
         let mut dp = Datapath::load(&Options {
             conn_entries: 1024,
-            conn_prealloc: false,
             stats_slots: 4,
             sched_slots: 16,
             test_mode: false,

@@ -113,13 +113,15 @@ impl Worker {
                 epoll::EventData::new_u64(1),
                 epoll::EventFlags::IN,
             )?;
-            // The kernel's reports (new flows it scheduled, state changes) wake it too.
+            // The kernel's reports (new flows it scheduled, state changes) wake it too, when
+            // the program asks for a wake-up (edge-triggered: a ring that merely holds
+            // reports does not keep the worker from sleeping; every pass drains it anyway).
             if let Some(fp) = &c.fast {
                 epoll::add(
                     &ep,
                     fp.events_fd(),
                     epoll::EventData::new_u64(2),
-                    epoll::EventFlags::IN,
+                    epoll::EventFlags::IN | epoll::EventFlags::ET,
                 )?;
             }
         }

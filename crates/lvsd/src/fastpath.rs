@@ -54,15 +54,6 @@ struct Slot {
     folded: StatsEntry,
 }
 
-/// How big the kernel's connection map is, and whether it is allocated at start.
-#[derive(Clone, Copy, Debug)]
-pub struct TableSize {
-    /// Connections held (`--conn-limit`); the map has two entries per connection.
-    pub conn_limit: usize,
-    /// `--conn-prealloc`.
-    pub prealloc: bool,
-}
-
 /// What the kernel fast path did since start, for `lvsadm`'s counters and the metrics.
 pub type KernelCounters = Vec<(String, u64)>;
 
@@ -121,15 +112,14 @@ fn monotonic_ns() -> u64 {
 
 impl FastPath {
     /// Load and verify the programs (the kernel's verifier runs here), sized for a core
-    /// holding `table.conn_limit` connections; `now` is the core's time at this moment. If a
+    /// holding `conn_limit` connections; `now` is the core's time at this moment. If a
     /// predecessor's program is still attached to one of `served` (it was killed, or kept
     /// forwarding on exit), its connection map becomes this one's: the flows in it keep
     /// going through the switch-over and are adopted once their services exist here.
-    pub fn load(table: TableSize, now: Time, served: &[u32]) -> Result<FastPath> {
-        let entries = u32::try_from(table.conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
+    pub fn load(conn_limit: usize, now: Time, served: &[u32]) -> Result<FastPath> {
+        let entries = u32::try_from(conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
         let dp = Datapath::load(&Options {
             conn_entries: entries,
-            conn_prealloc: table.prealloc,
             stats_slots: STATS_SLOTS,
             sched_slots: SCHED_SLOTS,
             test_mode: false,
@@ -217,6 +207,10 @@ impl FastPath {
         }
         if let Err(e) = self.dp.set_routes(&routes) {
             warn!(error = %e, "cannot update the fast path's routes; flows needing them stay in user space");
+            // Tried again at the next update; the service tables are remade from what the
+            // core knows, so a new flow the kernel cannot route still reaches the core.
+            self.routes = None;
+            return true;
         }
         self.routes = Some(routes);
         true
@@ -256,7 +250,6 @@ impl FastPath {
             }
         }
         self.events = events;
-        self.find_unreported(director, now);
         director.swap_journal(&mut self.journal);
         if self.journal.is_empty() {
             return;
@@ -308,6 +301,8 @@ impl FastPath {
         if rescheduled {
             self.services_changed(director);
         }
+        // After the journal: what the core removed in this pass is gone from the map too.
+        self.find_unreported(director, now);
     }
 
     /// A new flow the kernel scheduled joins the core.
@@ -338,7 +333,29 @@ impl FastPath {
         };
         let step = self.current_tables.contains(&generation);
         match director.adopt_new(&a, now, step) {
-            Ok(_) | Err(AdoptError::Known) => {}
+            Ok(_) => {}
+            Err(AdoptError::Known) => {
+                // The core has this flow already (it scheduled a retransmitted SYN itself
+                // before this report came): its entries win; a NAT reply entry towards
+                // another server the kernel chose would be left over.
+                let core_dest = flow_key(&e.flow)
+                    .and_then(|k| director.conns().lookup_in(&k))
+                    .and_then(|id| director.conns().get(id))
+                    .map(|c| (c.daddr, c.dport));
+                if action == Action::NatIn && core_dest != Some((IpAddr::V4(addr), port)) {
+                    let _ = self.dp.remove(&Flow {
+                        src: addr,
+                        sport: port,
+                        dst: e.flow.src,
+                        dport: e.flow.sport,
+                        proto: e.flow.proto,
+                    });
+                    if let Some(id) = flow_key(&e.flow).and_then(|k| director.conns().lookup_in(&k))
+                    {
+                        director.touch(id);
+                    }
+                }
+            }
             Err(_) => {
                 self.new_not_adopted += 1;
                 self.remove_entries(&e.flow, &entry);
@@ -358,7 +375,9 @@ impl FastPath {
         self.next_lost_scan = now + LOST_SCAN;
         let mut found = 0u64;
         for (flow, entry) in self.dp.entries() {
-            if entry.action == Action::NatOut {
+            // Reply entries go with their client side; a predecessor's entries wait in
+            // `orphans` for their service.
+            if entry.action == Action::NatOut || entry.stats == UNATTRIBUTED {
                 continue;
             }
             let known = flow_key(&flow).is_some_and(|k| director.conns().lookup_in(&k).is_some());

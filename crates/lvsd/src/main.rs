@@ -52,11 +52,6 @@ struct Args {
     /// Most connection entries kept (ipvsadm's table size).
     #[arg(long, default_value_t = 1 << 20)]
     conn_limit: usize,
-    /// With the kernel fast path: allocate the kernel's connection map for --conn-limit
-    /// connections at start (about 224 bytes a NAT connection, 112 a DR/Tun one) instead of
-    /// as connections come; new flows scheduled in the kernel cost less.
-    #[arg(long)]
-    conn_prealloc: bool,
     /// Data path worker threads. Each has a socket per interface; the sockets of an interface
     /// form a fanout group hashed by flow.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -115,7 +110,7 @@ enum DatapathArg {
 /// `--datapath` asks; `None` means AF_PACKET only.
 fn fast_path(
     choice: DatapathArg,
-    table: fastpath::TableSize,
+    conn_limit: usize,
     now: Time,
     ifaces: &[(u32, String)],
     sockets: &[Vec<AfPacket>],
@@ -124,7 +119,7 @@ fn fast_path(
 ) -> Result<Option<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)>> {
     let attach = || -> Result<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)> {
         let served: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
-        let mut fp = fastpath::FastPath::load(table, now, &served)?;
+        let mut fp = fastpath::FastPath::load(conn_limit, now, &served)?;
         // Routes before the program replaces a predecessor's: adopted flows need them.
         let _ = fp.set_routes(net);
         let mut attached = Vec::new();
@@ -290,13 +285,9 @@ fn run(args: Args) -> Result<()> {
     }
     let now = Time::from_nanos(start.elapsed().as_nanos() as u64);
     let qdiscs = fastpath::qdiscs_file(&args.socket);
-    let table = fastpath::TableSize {
-        conn_limit: args.conn_limit,
-        prealloc: args.conn_prealloc,
-    };
     let (fast, attached) = match fast_path(
         args.datapath,
-        table,
+        args.conn_limit,
         now,
         &ifaces,
         &per_worker,

@@ -326,20 +326,21 @@ fn gauge_value(v: impl TryInto<i64>) -> i64 {
 fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
     let c = &s.counters;
     let none = || Labels::new();
-    counters(
-        enc,
-        "lvs_frames_received",
-        "Frames handed to the forwarding core",
-        None,
-        [(none(), c.rx_frames)],
-    )?;
-    // With the kernel fast path most frames never reach the core: count what it forwarded.
+    // With the kernel fast path most frames never reach the core: those it forwarded count
+    // as received and forwarded (each frame once: the kernel forwards, or the core sees it).
     let in_kernel: u64 = c
         .kernel
         .iter()
         .filter(|(k, _)| matches!(k.as_str(), "nat_in" | "nat_out" | "direct_route" | "tunnel"))
         .map(|(_, v)| *v)
         .sum();
+    counters(
+        enc,
+        "lvs_frames_received",
+        "Frames for the director: handed to the forwarding core, or (datapath tc) forwarded by the kernel fast path",
+        None,
+        [(none(), c.rx_frames + in_kernel)],
+    )?;
     counters(
         enc,
         "lvs_frames_forwarded",
@@ -874,8 +875,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("no sample {k} in\n{text}"))
         };
         // Director.
-        assert_eq!(get("lvs_frames_received_total"), 100.0);
-        // 90 by the core, 11 NAT-in by the kernel.
+        // 100 to the core (90 forwarded), 11 forwarded by the kernel.
+        assert_eq!(get("lvs_frames_received_total"), 111.0);
         assert_eq!(get("lvs_frames_forwarded_total"), 101.0);
         assert_eq!(get("lvs_frames_passed_total"), 7.0);
         assert_eq!(get("lvs_icmp_sent_total"), 1.0);
@@ -1090,7 +1091,7 @@ mod tests {
             head.contains(&format!("Content-Length: {}", body.len())),
             "{head}"
         );
-        assert!(body.contains("lvs_frames_received_total 100\n") && body.ends_with("# EOF\n"));
+        assert!(body.contains("lvs_frames_received_total 111\n") && body.ends_with("# EOF\n"));
 
         let head_only = http(addr, "HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
         assert!(head_only.starts_with("HTTP/1.1 200 OK") && head_only.ends_with("\r\n\r\n"));

@@ -52,6 +52,10 @@ struct {
 	__type(key, struct lvs_svc_key);
 	__type(value, struct lvs_svc);
 	__uint(max_entries, 4096);
+	/* Not preallocated: a replaced element is freed after an RCU grace period, so a program
+	 * that looked the old one up reads (and moves the position of) that one, never another
+	 * service's recycled element. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lvs_svcs SEC(".maps");
 
 /* The real servers new flows go to, by stats slot. */
@@ -628,9 +632,11 @@ static __always_inline int create(struct plan *pl, __u64 now)
 	return pl->conn ? 0 : -1;
 }
 
-/* Tell user space about a flow scheduled here. */
+/* Tell user space about a flow scheduled here. If the ring has no room the flow still goes
+ * (counted in event_lost); lvsd then finds it in the map. */
 static __always_inline void report_new(struct plan *pl, __u64 now)
 {
+	count(LVS_C_NEW);
 	struct lvs_event *e = event(pl, LVS_EV_NEW, now);
 
 	if (!e)
@@ -641,7 +647,6 @@ static __always_inline void report_new(struct plan *pl, __u64 now)
 	e->dport = pl->in->port;
 	e->action = pl->in->action;
 	submit(e);
-	count(LVS_C_NEW);
 }
 
 static __always_inline void account(struct plan *pl)

@@ -240,7 +240,8 @@ impl Director {
             .find(|d| {
                 d.addr() == a.dest.0
                     && d.config.method == a.method
-                    && a.dest.1.is_none_or(|p| p == d.port())
+                    // A real server of port 0 takes the port the client asked for.
+                    && a.dest.1.is_none_or(|p| p == d.port() || (d.port() == 0 && p == a.vip.1))
             })
             .and_then(|d| service.find_dest(d.addr(), d.port()))
             .ok_or(AdoptError::NoRealServer)?;
@@ -271,6 +272,16 @@ impl Director {
             j.touched.push(id);
         }
         Ok(id)
+    }
+
+    /// Journal connection `id` as touched, so the fast path writes its entries again in this
+    /// core's terms (after it found its own entries disagreeing).
+    pub fn touch(&mut self, id: ConnId) {
+        if let Some(j) = &mut self.journal
+            && self.conns.get(id).is_some()
+        {
+            j.touched.push(id);
+        }
     }
 
     /// Add traffic the fast path forwarded for real server `dest` of service `svc` (slots as
@@ -535,6 +546,47 @@ mod tests {
         assert_eq!(
             d.offloadable(svc).unwrap().table,
             Compiled::Sequence(vec![2, 0, 1])
+        );
+    }
+
+    /// A NAT real server of port 0 takes the client's destination port, and the fast path
+    /// reports that port: the core finds its server by it.
+    #[test]
+    fn port_zero_real_server_is_found_by_the_clients_port() {
+        let mut d = director(ForwardMethod::Masq);
+        let svc = d
+            .services()
+            .lookup(Protocol::Tcp, IpAddr::V4(addr::VIP), 80)
+            .unwrap();
+        let key = d.services().get(svc).unwrap().config().key;
+        d.add_dest(
+            &key,
+            crate::service::DestConfig::new(IpAddr::V4(addr::DIP), 0, ForwardMethod::Masq),
+        )
+        .unwrap();
+        let a = Adoptee {
+            proto: Protocol::Tcp,
+            client: (IpAddr::V4(addr::CLIENT), 4200),
+            vip: (IpAddr::V4(addr::VIP), 80),
+            dest: (IpAddr::V4(addr::DIP), Some(80)),
+            method: ForwardMethod::Masq,
+            state: TcpState::SynRecv,
+            no_output: true,
+            seen: Time::ZERO,
+        };
+        let id = d
+            .adopt_new(&a, Time::ZERO, false)
+            .expect("found by port 80");
+        let c = d.conns().get(id).unwrap();
+        assert_eq!((c.daddr, c.dport), (IpAddr::V4(addr::DIP), 80));
+        let other = Adoptee {
+            client: (IpAddr::V4(addr::CLIENT), 4201),
+            dest: (IpAddr::V4(addr::DIP), Some(81)),
+            ..a
+        };
+        assert_eq!(
+            d.adopt_new(&other, Time::ZERO, false),
+            Err(AdoptError::NoRealServer)
         );
     }
 
