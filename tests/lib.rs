@@ -726,6 +726,9 @@ pub fn rr_spread_and_counters(method: Method, test: &str) {
         per[rs] += 1;
     }
     assert_eq!(per, [4, 4, 4], "rr over three real servers, 12 requests");
+    // On the kernel fast path the kernel scheduled those connections itself, and the core
+    // took each into its table (the counts below are the core's).
+    d.assert_kernel_forwarded("new_flows", 12);
 
     let svc = d.service_stats("TCP", HTTP_PORT);
     eprintln!(
