@@ -6,32 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lvs_api::Reply;
-use lvs_core::director::Settings;
-use lvs_core::{Director, Time};
 use tracing::{info, warn};
 
 use crate::dataplane::Shared;
-
-/// A director with the same services, real servers and timeouts as `d`, and no connections.
-pub fn shadow(d: &Director) -> Director {
-    let settings = Settings {
-        conn_limit: 1,
-        conn_prealloc: 0,
-        ..d.settings().clone()
-    };
-    let mut s = Director::new(settings, Time::ZERO);
-    for (_, svc) in d.services().iter() {
-        let key = svc.config().key;
-        // Cannot fail: the configuration was valid where it came from.
-        let _ = s.add_service(*svc.config());
-        for dest in svc.dests() {
-            let _ = s.add_dest(&key, dest.config);
-        }
-    }
-    let (tcp, fin, udp) = d.timeouts().get();
-    s.set_timeouts(tcp, fin, udp);
-    s
-}
 
 /// Read and validate a configuration file; on error, every diagnostic as
 /// `FILE:LINE:COL: message`, one per line.
@@ -100,12 +77,16 @@ impl Reloader {
         }
     }
 
-    /// Re-read the file and apply it as one atomic batch. The file is compared with the
-    /// operator-configured table, not the live one: the health module undoes its own
-    /// overrides (servers taken out or at weight 0, the sorry server) before the comparison
-    /// and keeps them in the batch (see [`crate::health::Health::apply_config`]). A bad file
-    /// (or a refused batch) leaves the running table as it was. Logs one line either way.
-    pub fn reload(&self) -> Reply {
+    /// Re-read the file and hand it to `apply` (the health checks' `apply_config`), which
+    /// applies it as one atomic batch: the file is compared with the operator-configured
+    /// table, not the live one (the health checks undo their own overrides — servers taken
+    /// out or at weight 0, the sorry server — before the comparison and keep them in the
+    /// batch). A bad file (or a refused batch) leaves the running table as it was. Logs one
+    /// line either way.
+    pub fn reload(
+        &self,
+        apply: impl FnOnce(&lvs_config::Config) -> Result<String, String>,
+    ) -> Reply {
         let _one = self.busy.lock();
         let file = self.path.display().to_string();
         let refuse = |why: String| {
@@ -118,10 +99,7 @@ impl Reloader {
             Ok(c) => c,
             Err(diags) => return refuse(diags),
         };
-        let Some(health) = crate::health::get() else {
-            return refuse("the health module is not running (a bug)".into());
-        };
-        match health.apply_config(&wanted) {
+        match apply(&wanted) {
             Ok(summary) => {
                 self.apply_settings(&wanted);
                 info!(file = %file, "configuration reloaded: {summary}");
@@ -133,12 +111,13 @@ impl Reloader {
 }
 
 /// Apply the `--config` file at start (on the empty table) as one atomic batch, with its
-/// health checks and health settings.
-pub fn apply_initial(cfg: &lvs_config::Config, path: &Path) -> anyhow::Result<()> {
-    let Some(health) = crate::health::get() else {
-        anyhow::bail!("the health module is not running (a bug)");
-    };
-    match health.apply_config(cfg) {
+/// health checks and health settings, through `apply` (the health checks' `apply_config`).
+pub fn apply_initial(
+    cfg: &lvs_config::Config,
+    path: &Path,
+    apply: impl FnOnce(&lvs_config::Config) -> Result<String, String>,
+) -> anyhow::Result<()> {
+    match apply(cfg) {
         Ok(_) => {
             info!(
                 file = %path.display(),

@@ -10,15 +10,37 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use lvs_api::{Reply, parse_request};
+use lvs_api::{Reply, Request, parse_request};
 use tracing::{info, warn};
 
 use crate::dataplane::{Command, is_change};
 use crate::steering;
+
+/// Who sends a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// An operator: the socket, a reload, the metrics' table reads.
+    Operator,
+    /// The health checks, applying their own changes (not logged as the operator's, not
+    /// followed by them again).
+    Health,
+}
+
+/// What stands in front of the table for an operator's requests: the health checks, which
+/// answer their own requests (and the reload, whose configuration carries checks) and follow
+/// the operator's changes.
+pub trait Hooks: Send + Sync {
+    /// Answer `req` here, or `None` to let it through.
+    fn intercept(&self, req: &Request) -> Option<Reply>;
+    /// What of an operator's change matters to the hook, taken before it is applied.
+    fn observe(&self, req: &Request) -> Option<Request>;
+    /// An observed change was applied.
+    fn applied(&self, observed: Request);
+}
 
 /// Shared by the client threads.
 pub struct Control {
@@ -28,25 +50,46 @@ pub struct Control {
     pub wake: Mutex<UnixStream>,
     /// Serialises steering updates.
     pub steering: Mutex<()>,
-    /// Re-applies the `--config` file ([`lvs_api::Request::Reload`]); none without `--config`.
-    pub reload: Option<crate::config::Reloader>,
+    /// The health checks, once started ([`Control::set_hooks`]).
+    hooks: OnceLock<Arc<dyn Hooks>>,
 }
 
 impl Control {
+    /// The control path to the worker behind `commands`, woken through `wake`.
+    pub fn new(commands: Sender<Command>, wake: UnixStream) -> Control {
+        Control {
+            commands: Mutex::new(commands),
+            wake: Mutex::new(wake),
+            steering: Mutex::new(()),
+            hooks: OnceLock::new(),
+        }
+    }
+
+    /// Put `hooks` in front of operators' requests (once).
+    pub fn set_hooks(&self, hooks: Arc<dyn Hooks>) -> Result<()> {
+        if self.hooks.set(hooks).is_err() {
+            bail!("control hooks set twice");
+        }
+        Ok(())
+    }
+
+    /// An operator's request: through the hooks, then to the worker.
+    pub fn call(&self, req: Request) -> Reply {
+        self.call_as(Origin::Operator, req)
+    }
+
     /// Send a request to the worker and wait for the reply; apply steering after a change.
-    pub fn call(&self, req: lvs_api::Request) -> Reply {
-        if let Some(reply) = crate::health::intercept(&req) {
+    pub fn call_as(&self, origin: Origin, req: Request) -> Reply {
+        let hooks = self.hooks.get().filter(|_| origin == Origin::Operator);
+        if let Some(reply) = hooks.and_then(|h| h.intercept(&req)) {
             return reply;
         }
-        let observed = crate::health::observe(&req);
-        if matches!(req, lvs_api::Request::Reload) {
-            return match &self.reload {
-                Some(r) => r.reload(),
-                None => Reply::Error {
-                    message: "lvsd was started without --config: there is no file to reload \
-                              (start lvsd with --config FILE)"
-                        .into(),
-                },
+        let observed = hooks.and_then(|h| h.observe(&req));
+        if matches!(req, Request::Reload) {
+            return Reply::Error {
+                message: "lvsd was started without --config: there is no file to reload \
+                          (start lvsd with --config FILE)"
+                    .into(),
             };
         }
         let (tx, rx) = channel();
@@ -86,12 +129,12 @@ impl Control {
                 };
             }
             // Health changes log their own line (see `health`).
-            if let Some(s) = summary.filter(|_| !crate::health::internal()) {
+            if let Some(s) = summary.filter(|_| origin == Origin::Operator) {
                 info!(change = %s, "configuration applied");
             }
         }
-        if matches!(reply, Reply::Ok) {
-            crate::health::applied(observed);
+        if let (true, Some(h), Some(o)) = (matches!(reply, Reply::Ok), hooks, observed) {
+            h.applied(o);
         }
         reply
     }

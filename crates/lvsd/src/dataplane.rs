@@ -246,6 +246,28 @@ impl Worker {
     }
 }
 
+/// A director with the same services, real servers and timeouts as `d`, and no connections.
+pub fn shadow(d: &Director) -> Director {
+    use lvs_core::director::Settings;
+    let settings = Settings {
+        conn_limit: 1,
+        conn_prealloc: 0,
+        ..d.settings().clone()
+    };
+    let mut s = Director::new(settings, Time::ZERO);
+    for (_, svc) in d.services().iter() {
+        let key = svc.config().key;
+        // Cannot fail: the configuration was valid where it came from.
+        let _ = s.add_service(*svc.config());
+        for dest in svc.dests() {
+            let _ = s.add_dest(&key, dest.config);
+        }
+    }
+    let (tcp, fin, udp) = d.timeouts().get();
+    s.set_timeouts(tcp, fin, udp);
+    s
+}
+
 fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared) {
     let mut got = false;
     loop {
@@ -337,7 +359,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
     match req {
         Request::Batch { requests } => {
             // All or none: rehearse on a copy of the configuration first.
-            let mut rehearsal = crate::config::shadow(director);
+            let mut rehearsal = shadow(director);
             for r in &requests {
                 if let Err(e) = apply_change(&mut rehearsal, r.clone()) {
                     return Reply::Error {

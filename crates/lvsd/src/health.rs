@@ -31,10 +31,9 @@
 //! out, nor restores a weight it set to 0, nor deletes the sorry server in use; and a check
 //! removed from the file puts its server back as configured.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lvs_api::{HealthInfo, Reply, Request, ServiceHealthInfo, ServiceInfo};
@@ -44,7 +43,8 @@ use lvs_core::types::ServiceKey;
 use lvs_health::{Change, Check, CheckConfig, Engine, Event, Quorum, QuorumChange, ServiceHealth};
 use tracing::{info, warn};
 
-use crate::control::Control;
+use crate::config::Reloader;
+use crate::control::{Control, Hooks, Origin};
 
 /// A checked real server: service, address, port.
 type Key = (ServiceKey, IpAddr, u16);
@@ -56,9 +56,11 @@ pub trait Table: Send + Sync {
     fn call(&self, req: Request) -> Reply;
 }
 
+/// The health checks' own requests: past the hooks (they are the hooks), not logged as an
+/// operator's change.
 impl Table for Control {
     fn call(&self, req: Request) -> Reply {
-        Control::call(self, req)
+        self.call_as(Origin::Health, req)
     }
 }
 
@@ -98,90 +100,63 @@ pub struct Health {
     engine: Engine<Key>,
     control: Arc<dyn Table>,
     state: Mutex<State>,
+    /// Re-applies the `--config` file; none without `--config`.
+    reloader: Option<Reloader>,
 }
 
-static HEALTH: OnceLock<Arc<Health>> = OnceLock::new();
-
-thread_local! {
-    /// Set while this module itself calls the control path.
-    static INTERNAL: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether the current thread is applying a health change (so the change is neither logged
-/// a second time as "configuration applied" nor observed as an operator's change).
-pub fn internal() -> bool {
-    INTERNAL.with(Cell::get)
-}
-
-/// Start the checker engine and the thread that applies its changes.
-pub fn start(control: Arc<Control>) -> anyhow::Result<()> {
+/// Start the checker engine and the thread that applies its changes, and put the health
+/// checks in front of `control` (they answer their requests and the reload, and follow the
+/// operator's changes). `reloader` re-applies the `--config` file, if there is one.
+pub fn start(control: Arc<Control>, reloader: Option<Reloader>) -> anyhow::Result<Arc<Health>> {
     let (tx, rx) = std::sync::mpsc::channel::<Event<Key>>();
-    let health = Arc::new(Health::new(control, Engine::start(tx)?));
-    if HEALTH.set(Arc::clone(&health)).is_err() {
-        anyhow::bail!("health checks started twice");
-    }
+    let mut health = Health::new(Arc::clone(&control) as Arc<dyn Table>, Engine::start(tx)?);
+    health.reloader = reloader;
+    let health = Arc::new(health);
+    control.set_hooks(Arc::clone(&health) as Arc<dyn Hooks>)?;
+    let h = Arc::clone(&health);
     std::thread::Builder::new()
         .name("lvsd-health-apply".into())
         .spawn(move || {
             for ev in rx {
-                health.on_event(ev);
+                h.on_event(ev);
             }
         })?;
-    Ok(())
+    Ok(health)
 }
 
-/// The running health module (always there once [`start`] returned).
-pub fn get() -> Option<&'static Arc<Health>> {
-    HEALTH.get()
-}
-
-/// Answer the health requests ([`Request::SetCheck`], [`Request::SetServiceHealth`],
-/// [`Request::Health`]); `None` for every other request.
-pub fn intercept(req: &Request) -> Option<Reply> {
-    if !matches!(
-        req,
-        Request::SetCheck { .. } | Request::SetServiceHealth { .. } | Request::Health
-    ) {
-        return None;
+impl Hooks for Health {
+    /// The health requests ([`Request::SetCheck`], [`Request::SetServiceHealth`],
+    /// [`Request::Health`]) and the reload are answered here.
+    fn intercept(&self, req: &Request) -> Option<Reply> {
+        Some(match req.clone() {
+            Request::SetCheck {
+                key,
+                addr,
+                port,
+                check,
+            } => self.set_check(key, addr, port, check),
+            Request::SetServiceHealth { key, health } => self.set_service_health(key, health),
+            Request::Health => self.report(),
+            Request::Reload => self.reload(),
+            _ => return None,
+        })
     }
-    let Some(h) = HEALTH.get() else {
-        return Some(Reply::Error {
-            message: "health checks are not running in this lvsd".into(),
-        });
-    };
-    Some(match req.clone() {
-        Request::SetCheck {
-            key,
-            addr,
-            port,
-            check,
-        } => h.set_check(key, addr, port, check),
-        Request::SetServiceHealth { key, health } => h.set_service_health(key, health),
-        _ => h.report(),
-    })
-}
 
-/// What of an operator's change matters here, taken before it is applied.
-pub fn observe(req: &Request) -> Option<Request> {
-    if internal() || HEALTH.get().is_none() {
-        return None;
+    fn observe(&self, req: &Request) -> Option<Request> {
+        matches!(
+            req,
+            Request::AddDest { .. }
+                | Request::EditDest { .. }
+                | Request::DeleteDest { .. }
+                | Request::DeleteService { .. }
+                | Request::Clear
+                | Request::Batch { .. }
+        )
+        .then(|| req.clone())
     }
-    matches!(
-        req,
-        Request::AddDest { .. }
-            | Request::EditDest { .. }
-            | Request::DeleteDest { .. }
-            | Request::DeleteService { .. }
-            | Request::Clear
-            | Request::Batch { .. }
-    )
-    .then(|| req.clone())
-}
 
-/// An operator's change (from [`observe`]) was applied: follow it.
-pub fn applied(observed: Option<Request>) {
-    if let (Some(req), Some(h)) = (observed, HEALTH.get()) {
-        h.follow(req);
+    fn applied(&self, observed: Request) {
+        self.follow(observed);
     }
 }
 
@@ -199,15 +174,30 @@ impl Health {
             engine,
             control,
             state: Mutex::new(State::default()),
+            reloader: None,
         }
     }
 
     /// Call the control path as this module.
     fn call(&self, req: Request) -> Reply {
-        INTERNAL.with(|c| c.set(true));
-        let r = self.control.call(req);
-        INTERNAL.with(|c| c.set(false));
-        r
+        self.control.call(req)
+    }
+
+    /// Re-apply the `--config` file (SIGHUP, [`Request::Reload`]).
+    pub fn reload(&self) -> Reply {
+        match &self.reloader {
+            Some(r) => r.reload(|cfg| self.apply_config(cfg)),
+            None => Reply::Error {
+                message: "lvsd was started without --config: there is no file to reload \
+                          (start lvsd with --config FILE)"
+                    .into(),
+            },
+        }
+    }
+
+    /// Whether lvsd has a `--config` file to reload.
+    pub fn can_reload(&self) -> bool {
+        self.reloader.is_some()
     }
 
     fn table(&self) -> Result<Vec<ServiceInfo>, String> {
@@ -954,7 +944,7 @@ mod tests {
                     }
                 }
                 Request::Batch { requests } => {
-                    let mut rehearsal = crate::config::shadow(&d);
+                    let mut rehearsal = crate::dataplane::shadow(&d);
                     for r in &requests {
                         if let Err(e) = crate::dataplane::apply_change(&mut rehearsal, r.clone()) {
                             return Reply::Error { message: e };

@@ -346,19 +346,16 @@ fn run(args: Args) -> Result<()> {
             .spawn(move || netsync::run(idx, c, w, res_rx, s))?
     };
 
-    let control = Arc::new(control::Control {
-        commands: Mutex::new(cmd_tx),
-        wake: Mutex::new(wake_tx),
-        steering: Mutex::new(()),
-        reload: args
-            .config
-            .clone()
-            .map(|p| config::Reloader::new(p, Arc::clone(&shared))),
-    });
-    health::start(Arc::clone(&control)).context("cannot start the health checks")?;
+    let control = Arc::new(control::Control::new(cmd_tx, wake_tx));
+    let reloader = args
+        .config
+        .clone()
+        .map(|p| config::Reloader::new(p, Arc::clone(&shared)));
+    let health =
+        health::start(Arc::clone(&control), reloader).context("cannot start the health checks")?;
     // The data path is up: apply the configuration file as one atomic batch.
     if let (Some(cfg), Some(path)) = (&initial, &args.config)
-        && let Err(e) = config::apply_initial(cfg, path)
+        && let Err(e) = config::apply_initial(cfg, path, |c| health.apply_config(c))
     {
         stop.store(true, Ordering::Relaxed);
         if let Ok(mut w) = control.wake.lock() {
@@ -392,11 +389,10 @@ fn run(args: Args) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
-            match &control.reload {
-                Some(r) => {
-                    let _ = r.reload();
-                }
-                None => warn!("SIGHUP ignored: lvsd was started without --config"),
+            if health.can_reload() {
+                let _ = health.reload();
+            } else {
+                warn!("SIGHUP ignored: lvsd was started without --config");
             }
         }
     }
