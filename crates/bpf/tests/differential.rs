@@ -409,6 +409,61 @@ fn too_big_new_flow_goes_to_the_core() {
     assert_eq!(dp.counter(Counter::NewDropped).unwrap(), 0);
 }
 
+/// A table is rewritten only when what it is made from changed (a new generation each time),
+/// and a NAT real server of port 0 gets the client's destination port in the kernel as in
+/// the core.
+#[test]
+fn tables_follow_changes_and_port_zero_servers() {
+    let Some(mut dp) = datapath() else { return };
+    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Sh, Time::ZERO);
+    let t = Time::from_secs(1);
+    sync(&mut dp, &d);
+    let mut tables = Tables::new(dp.sched_slots());
+    let generations = |tables: &mut Tables, d: &Director| {
+        let r = tables.sync(&dp, d, |svc, slot| {
+            let i = d
+                .services()
+                .get(svc)?
+                .dest_slots()
+                .iter()
+                .position(|&x| x == slot)?;
+            Some(dest_id(svc, i))
+        });
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let mut g: Vec<u32> = r.in_kernel.iter().map(|k| k.generation).collect();
+        g.sort_unstable();
+        g
+    };
+    let first = generations(&mut tables, &d);
+    assert_eq!(first.len(), 2, "both services in the kernel");
+    assert_eq!(
+        generations(&mut tables, &d),
+        first,
+        "nothing changed, nothing rewritten"
+    );
+    // Every real server of the TCP service becomes port 0: the table is made again.
+    let key = d.services().keys()[0];
+    let svc = d.services().find(&key).unwrap();
+    let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
+    for dest in &dests {
+        d.delete_dest(&key, dest.addr(), dest.port()).unwrap();
+        let mut c = dest.config;
+        c.port = 0;
+        d.add_dest(&key, c).unwrap();
+    }
+    let second = generations(&mut tables, &d);
+    assert_ne!(second, first);
+    tables.release_retired();
+    let syn = PacketSpec::tcp((addr::CLIENT, 33000), (addr::VIP, 80), SYN);
+    assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
+    let flow = Flow::new(Protocol::Tcp, addr::CLIENT, 33000, addr::VIP, 80);
+    let e = dp.entry(&flow).unwrap().expect("kernel entry");
+    assert_eq!(
+        e.port, 80,
+        "a port-0 server takes the client's destination port"
+    );
+}
+
 /// A quiescent server's bucket (sh without fallback) asks the core, which finds nobody;
 /// with fallback the kernel's table already holds the probe's answer.
 #[test]
