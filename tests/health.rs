@@ -6,7 +6,7 @@
 //! answers; when it comes back the sorry server is taken out.
 //!
 //! Checks are configured through the control socket (`set_check`, `set_service_health`),
-//! spoken here as raw JSON lines. Needs root and `nft` (else prints SKIP and passes), and
+//! spoken here as raw JSON lines. Needs root and `nft` (else prints SKIP; under CI=true it fails), and
 //! the binaries built (`cargo build --workspace --bins`).
 #![forbid(unsafe_code)]
 
