@@ -75,15 +75,18 @@ fn dest_id(svc: u32, i: usize) -> u32 {
     svc * 8 + i as u32
 }
 
+/// The `lvs_dests` index of the real server in slot `slot` of service `svc` of `d`.
+fn dest_id_of(d: &Director, svc: u32, slot: u32) -> Option<u32> {
+    let s = d.services().get(svc)?;
+    let i = s.dest_slots().iter().position(|&x| x == slot)?;
+    Some(dest_id(svc, i))
+}
+
 /// Copy every connection of the core into the program's maps (what lvsd does after the
 /// slow path), and the routes.
 fn sync(dp: &mut Datapath, d: &Director) {
     for (_, c) in d.conns().iter() {
-        let slot = d
-            .services()
-            .get(c.svc)
-            .and_then(|s| s.dest_slots().iter().position(|&x| x == c.dest))
-            .map_or(0, |i| dest_id(c.svc, i));
+        let slot = dest_id_of(d, c.svc, c.dest).unwrap_or(0);
         for (flow, entry) in compile::conn_entries(c, slot, 0).unwrap_or_default() {
             dp.insert(&flow, &entry).expect("insert entry");
         }
@@ -93,15 +96,7 @@ fn sync(dp: &mut Datapath, d: &Director) {
 
 /// Give the program the core's compiled schedulers (what lvsd does after every change).
 fn sync_services(dp: &Datapath, tables: &mut Tables, d: &Director) {
-    let report = tables.sync(dp, d, |svc, slot| {
-        let i = d
-            .services()
-            .get(svc)?
-            .dest_slots()
-            .iter()
-            .position(|&x| x == slot)?;
-        Some(dest_id(svc, i))
-    });
+    let report = tables.sync(dp, d, |svc, slot| dest_id_of(d, svc, slot));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     tables.release_retired();
 }
@@ -420,15 +415,7 @@ fn tables_follow_changes_and_port_zero_servers() {
     sync(&mut dp, &d);
     let mut tables = Tables::new(dp.sched_slots());
     let generations = |tables: &mut Tables, d: &Director| {
-        let r = tables.sync(&dp, d, |svc, slot| {
-            let i = d
-                .services()
-                .get(svc)?
-                .dest_slots()
-                .iter()
-                .position(|&x| x == slot)?;
-            Some(dest_id(svc, i))
-        });
+        let r = tables.sync(&dp, d, |svc, slot| dest_id_of(d, svc, slot));
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         let mut g: Vec<u32> = r.in_kernel.iter().map(|k| k.generation).collect();
         g.sort_unstable();

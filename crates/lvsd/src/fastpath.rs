@@ -338,8 +338,8 @@ impl FastPath {
                 // The core has this flow already (it scheduled a retransmitted SYN itself
                 // before this report came): its entries win; a NAT reply entry towards
                 // another server the kernel chose would be left over.
-                let core_dest = flow_key(&e.flow)
-                    .and_then(|k| director.conns().lookup_in(&k))
+                let id = flow_key(&e.flow).and_then(|k| director.conns().lookup_in(&k));
+                let core_dest = id
                     .and_then(|id| director.conns().get(id))
                     .map(|c| (c.daddr, c.dport));
                 if action == Action::NatIn && core_dest != Some((IpAddr::V4(addr), port)) {
@@ -350,8 +350,7 @@ impl FastPath {
                         dport: e.flow.sport,
                         proto: e.flow.proto,
                     });
-                    if let Some(id) = flow_key(&e.flow).and_then(|k| director.conns().lookup_in(&k))
-                    {
+                    if let Some(id) = id {
                         director.touch(id);
                     }
                 }
