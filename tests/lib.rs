@@ -12,10 +12,11 @@
 //! should not compete with three other labs for them.
 //!
 //! The tests need root (network namespaces) and `nft` (lvsd's kernel steering). Without them
-//! they print `SKIP: ...` and pass. They use the binaries of the same target directory as the
+//! they fail under `CI=true` and elsewhere print `SKIP: ...` and return. They use the binaries of the same target directory as the
 //! test executable (`target/debug` or `target/release`): build them first with
-//! `cargo build --workspace --bins` (scripts/test.sh does). `LVS_E2E_BIN_DIR` overrides the
-//! directory.
+//! `cargo build --workspace --bins` (scripts/test.sh does); a binary older than any source
+//! file its cargo dep-info lists fails the test as stale ([`fresh`]). `LVS_E2E_BIN_DIR`
+//! overrides the directory.
 //!
 //! `LVS_E2E_DATAPATH` chooses lvsd's `--datapath` for every test (`afpacket` when unset);
 //! scripts/test.sh runs the suite once per datapath. With `tc`, the scenarios also check
@@ -87,6 +88,13 @@ pub fn bins() -> Bins {
              lvs-realserver and lvs-lab",
             p.display()
         );
+        if let Err(e) = fresh(&p) {
+            panic!(
+                "{} is stale: {e}; run `cargo build --workspace --bins` (same profile as the \
+                 tests) first",
+                p.display()
+            );
+        }
         p
     };
     Bins {
@@ -95,6 +103,54 @@ pub fn bins() -> Bins {
         realserver: find("lvs-realserver"),
         lab: find("lvs-lab"),
     }
+}
+
+/// Whether a binary was built from the sources now in the tree: every file its cargo dep-info
+/// (`<bin>.d`, written beside it) lists must be no newer than the binary, the rule cargo
+/// itself rebuilds by. A binary without dep-info (an `LVS_E2E_BIN_DIR` from elsewhere) is
+/// taken as it is.
+pub fn fresh(bin: &Path) -> Result<(), String> {
+    let Ok(dep) = std::fs::read_to_string(bin.with_extension("d")) else {
+        return Ok(());
+    };
+    let built = std::fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("cannot read its modification time: {e}"))?;
+    for src in dep_info_sources(&dep) {
+        let Ok(changed) = std::fs::metadata(&src).and_then(|m| m.modified()) else {
+            return Err(format!("{src} (a source it was built from) is gone"));
+        };
+        if changed > built {
+            return Err(format!("{src} changed after it was built"));
+        }
+    }
+    Ok(())
+}
+
+/// The prerequisites of a make-style dep-info file's first rule (`target: a.rs b\ c.rs`).
+fn dep_info_sources(dep: &str) -> Vec<String> {
+    let line = dep.lines().next().unwrap_or("");
+    let Some((_, deps)) = line.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ' ' => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Whether `nft` can be run.
@@ -1030,6 +1086,49 @@ fn args(a: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dep_info_lists_escaped_paths() {
+        let dep = "/t/debug/lvsd: /s/a.rs /s/with\\ space.rs /s/b.c\n\n/s/a.rs:\n";
+        assert_eq!(
+            dep_info_sources(dep),
+            ["/s/a.rs", "/s/with space.rs", "/s/b.c"]
+        );
+    }
+
+    #[test]
+    fn a_binary_older_than_a_source_is_stale() {
+        let dir = std::env::temp_dir().join(format!("lvs-e2e-fresh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, bin) = (dir.join("src.rs"), dir.join("prog"));
+        std::fs::write(&src, "fn main() {}").unwrap();
+        std::fs::write(&bin, "binary").unwrap();
+        std::fs::write(
+            dir.join("prog.d"),
+            format!("{}: {}\n", bin.display(), src.display()),
+        )
+        .unwrap();
+        let at = |p: &Path, secs: u64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        at(&src, 1_000_000);
+        at(&bin, 2_000_000);
+        let ok = fresh(&bin);
+        at(&src, 3_000_000);
+        let stale = fresh(&bin);
+        std::fs::remove_file(&src).unwrap();
+        let gone = fresh(&bin);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(ok, Ok(()));
+        assert!(stale.unwrap_err().contains("changed after it was built"));
+        assert!(gone.unwrap_err().contains("is gone"));
+    }
 
     #[test]
     fn parses_stats_and_answers() {

@@ -131,7 +131,8 @@ fuzz_target!(|data: &[u8]| {
             kind: match (ctl >> 5) & 3 {
                 0 => GsoKind::Tcpv4,
                 1 => GsoKind::Tcpv6,
-                _ => GsoKind::Udp,
+                2 => GsoKind::Udp,
+                _ => GsoKind::Other,
             },
             size: u16::from(*tail) * 23,
         }),

@@ -80,6 +80,9 @@ pub enum GsoKind {
     Tcpv6,
     /// UDP (fragmentation offload / UDP GSO).
     Udp,
+    /// Any other kind (SCTP, tunnels, ...): carried as it is where the frame is not
+    /// re-encapsulated, refused (`GsoUnsupported`) where it would have to be cut.
+    Other,
 }
 
 /// Where a checksum the NIC must finish lies, relative to the frame start.
@@ -132,7 +135,7 @@ pub enum Verdict {
     Pass,
     /// Dropped, for this reason (counted).
     Drop(DropReason),
-    /// A super-frame that must be cut into segments of at most `mss` payload bytes, each
+    /// A TCP/IPv4 super-frame that must be cut into segments of at most `mss` payload bytes, each
     /// handed to [`Director::process`] again (IP-in-IP has no offload type).
     Segment {
         /// Largest payload per segment.
@@ -857,6 +860,12 @@ impl Director {
         if method == ForwardMethod::Tunnel
             && let Some(g) = meta.gso
         {
+            // The encapsulated super-frame must be cut here (the kernel would not segment
+            // an IP-in-IP frame we build): only TCP over IPv4 is, any other kind is refused
+            // rather than handed to a segmenter that cannot cut it.
+            if g.kind != GsoKind::Tcpv4 || f.proto != Protocol::Tcp {
+                return Verdict::Drop(DropReason::GsoUnsupported);
+            }
             let mtu = self.mtu_towards(c_daddr(&self.conns, id));
             let hdrs = f.ihl + tcp_header_len(buf, start, f.ihl);
             let mss = mtu

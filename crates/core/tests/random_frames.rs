@@ -267,7 +267,7 @@ fn random_meta(rng: &mut Rng, base: RxMeta) -> RxMeta {
     m.csum_partial = rng.chance(20);
     m.truncated = rng.chance(5);
     m.gso = rng.chance(15).then(|| Gso {
-        kind: rng.pick(&[GsoKind::Tcpv4, GsoKind::Tcpv6, GsoKind::Udp]),
+        kind: rng.pick(&[GsoKind::Tcpv4, GsoKind::Tcpv6, GsoKind::Udp, GsoKind::Other]),
         size: rng.pick(&[0, 1, 536, 1448, 1460, u16::MAX]),
     });
     m.fwmark = if rng.chance(5) { rng.next() as u32 } else { 0 };

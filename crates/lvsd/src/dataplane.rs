@@ -477,8 +477,8 @@ fn gso_of(v: &VnetHdr) -> Option<Gso> {
         VNET_GSO_NONE => return None,
         VNET_GSO_TCPV4 => GsoKind::Tcpv4,
         VNET_GSO_TCPV6 => GsoKind::Tcpv6,
-        VNET_GSO_UDP => GsoKind::Udp,
-        _ => GsoKind::Udp,
+        VNET_GSO_UDP | lvs_io::backend::VNET_GSO_UDP_L4 => GsoKind::Udp,
+        _ => GsoKind::Other,
     };
     Some(Gso {
         kind,
