@@ -12,11 +12,11 @@
 //! should not compete with three other labs for them.
 //!
 //! The tests need root (network namespaces) and `nft` (lvsd's kernel steering). Without them
-//! they fail under `CI=true` and elsewhere print `SKIP: ...` and return. They use the binaries of the same target directory as the
-//! test executable (`target/debug` or `target/release`): build them first with
-//! `cargo build --workspace --bins` (scripts/test.sh does); a binary older than any source
-//! file its cargo dep-info lists fails the test as stale ([`fresh`]). `LVS_E2E_BIN_DIR`
-//! overrides the directory.
+//! they fail under `CI=true` and elsewhere print `SKIP: ...` and return. They use the binaries
+//! of the same target directory as the test executable (`target/debug` or `target/release`):
+//! build them first with `cargo build --workspace --bins` (scripts/test.sh does); a binary
+//! older than any source file its cargo dep-info lists fails the test as stale ([`fresh`]).
+//! `LVS_E2E_BIN_DIR` overrides the directory.
 //!
 //! `LVS_E2E_DATAPATH` chooses lvsd's `--datapath` for every test (`afpacket` when unset);
 //! scripts/test.sh runs the suite once per datapath. With `tc`, the scenarios also check

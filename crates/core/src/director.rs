@@ -135,8 +135,8 @@ pub enum Verdict {
     Pass,
     /// Dropped, for this reason (counted).
     Drop(DropReason),
-    /// A TCP/IPv4 super-frame that must be cut into segments of at most `mss` payload bytes, each
-    /// handed to [`Director::process`] again (IP-in-IP has no offload type).
+    /// A TCP/IPv4 super-frame that must be cut into segments of at most `mss` payload bytes,
+    /// each handed to [`Director::process`] again (IP-in-IP has no offload type).
     Segment {
         /// Largest payload per segment.
         mss: u16,

@@ -61,17 +61,14 @@ fn a_tcpv4_super_frame_is_segmented_to_fit_the_tunnel() {
 
 #[test]
 fn other_offload_kinds_are_refused_and_counted() {
-    for (i, kind) in [GsoKind::Tcpv6, GsoKind::Udp, GsoKind::Other]
-        .into_iter()
-        .enumerate()
-    {
+    for kind in [GsoKind::Tcpv6, GsoKind::Udp, GsoKind::Other] {
         let (mut d, now) = established();
         let v = feed(&mut d, now, gso(kind), &data());
         assert_eq!(v, Verdict::Drop(DropReason::GsoUnsupported), "{kind:?}");
         assert_eq!(
             d.counters().drops(DropReason::GsoUnsupported),
             1,
-            "{kind:?} #{i}"
+            "{kind:?}"
         );
         // The connection is untouched: the next plain frame still goes through.
         assert!(matches!(
