@@ -18,6 +18,10 @@ pub mod net;
 pub mod rewrite;
 pub mod sched;
 pub mod service;
+/// Test support: frames, a wired director and checks shared by the tests, benches and fuzz
+/// targets. Compiled only for this crate's tests and with the `sim` feature, which only
+/// dev-dependencies turn on: it is not part of the production build.
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod stats;
 pub mod time;
