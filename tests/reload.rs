@@ -1,5 +1,6 @@
 //! Reloading `lvsd --config` while traffic flows, in the NAT lab (root and `nft` needed;
-//! skipped otherwise). Build the binaries first: `cargo build --workspace --bins`.
+//! a failure under `CI=true`, a reported skip elsewhere). Uses the binaries of the commit under
+//! test: `cargo build --workspace --bins` first (a stale binary fails the test).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
