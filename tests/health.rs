@@ -6,8 +6,8 @@
 //! answers; when it comes back the sorry server is taken out.
 //!
 //! Checks are configured through the control socket (`set_check`, `set_service_health`),
-//! spoken here as raw JSON lines. Needs root and `nft` (else prints SKIP; under CI=true it fails), and
-//! the binaries built (`cargo build --workspace --bins`).
+//! spoken here as raw JSON lines. Needs root and `nft` (a failure under CI=true, else a
+//! counted skip), and the binaries built (`cargo build --workspace --bins`).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;

@@ -12,9 +12,10 @@
 //! should not compete with three other labs for them.
 //!
 //! The tests need root (network namespaces) and `nft` (lvsd's kernel steering). Without them
-//! they fail under `CI=true` and elsewhere print `SKIP: ...` and return. They use the binaries
-//! of the same target directory as the test executable (`target/debug` or `target/release`):
-//! build them first with `cargo build --workspace --bins` (scripts/test.sh does); a binary
+//! they fail under `CI=true` and elsewhere report a counted skip (`lvs_testkit::skip`). They
+//! use the binaries of the same target directory as the test executable (`target/debug` or
+//! `target/release`): build them first with `cargo build --workspace --bins` (scripts/test.sh
+//! does); a binary
 //! older than any source file its cargo dep-info lists fails the test as stale ([`fresh`]).
 //! `LVS_E2E_BIN_DIR` overrides the directory.
 //!
@@ -28,7 +29,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -153,33 +153,17 @@ fn dep_info_sources(dep: &str) -> Vec<String> {
     out
 }
 
-/// Whether `nft` can be run.
-pub fn have_nft() -> bool {
-    Command::new("nft")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Prints `SKIP: ...` and returns true when the e2e tests cannot run here (not root, no `nft`).
-/// The line goes straight to the process's stderr, past the test harness's output capture, so
-/// a skipped run says so without `--nocapture`.
+/// True when the e2e tests cannot run here (not root, no `nft`): then the test is skipped by
+/// the one rule of [`lvs_testkit::skip`] (a failure under `CI=true`, a counted skip elsewhere).
 pub fn skip(test: &str) -> bool {
-    let why = if !lvs_lab::is_root() {
+    let why = if !lvs_testkit::is_root() {
         "needs root (network namespaces)"
-    } else if !have_nft() {
+    } else if !lvs_testkit::runs("nft", &["--version"]) {
         "`nft` not found (install nftables: scripts/install-deps.sh)"
     } else {
         return false;
     };
-    // Under CI a missing privilege or tool is a failure, never a pass.
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {why} (CI=true: not skipping)"
-    );
-    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {why}");
+    lvs_testkit::skip(test, why);
     true
 }
 

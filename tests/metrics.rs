@@ -17,18 +17,6 @@ use lvs_e2e::{Counters, Director, Method, ServiceStats, skip};
 /// Where lvsd serves metrics, inside the director namespace.
 const LISTEN: &str = "127.0.0.1:9101";
 
-/// A Python with `prometheus_client` (scripts/install-deps.sh installs it).
-fn parser_python() -> Option<&'static str> {
-    ["python3", "/usr/bin/python3"].into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import prometheus_client.openmetrics.parser"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// Parses an exposition with the reference parser: `name{sorted labels}` → value. Panics with
 /// the parser's message when the exposition is invalid.
 fn parse(py: &str, text: &str) -> BTreeMap<String, f64> {
@@ -143,15 +131,9 @@ fn nat_metrics_agree_with_lvsadm() {
     if skip(test) {
         return;
     }
-    let Some(py) = parser_python() else {
-        // A missing tool fails under CI, and is a reported skip elsewhere.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: Python's prometheus_client is not installed (CI=true: not skipping)"
-        );
-        eprintln!(
-            "SKIP: {test}: Python's prometheus_client is not installed (scripts/install-deps.sh)"
-        );
+    let Some(py) = lvs_testkit::metrics_parser_python() else {
+        let why = "Python's prometheus_client is not installed (scripts/install-deps.sh)";
+        lvs_testkit::skip(test, why);
         return;
     };
     let mut d = Director::without_lvsd(Method::Nat, test);

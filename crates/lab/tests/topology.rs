@@ -10,16 +10,7 @@ use lvs_lab::{Lab, Method};
 const LAB_EXE: &str = env!("CARGO_BIN_EXE_lvs-lab");
 
 fn skip_unless_root(test: &str) -> bool {
-    if lvs_lab::is_root() {
-        return false;
-    }
-    // A missing tool or privilege fails under CI, and is a reported skip elsewhere.
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "needs root (network namespaces) (CI=true: not skipping)"
-    );
-    eprintln!("SKIP {test}: needs root (network namespaces)");
-    true
+    !lvs_testkit::root_or_skip(test)
 }
 
 /// `lvs-realserver` built next to `lvs-lab` (same target dir), if it exists.
@@ -119,12 +110,8 @@ fn dr_topology_realserver_holds_vip_and_answers_directly() {
     let lab = reach_real_servers(Method::Dr);
     let prefix = lab.prefix().to_string();
     let Some(rs) = realserver_exe() else {
-        // A missing tool or privilege fails under CI, and is a reported skip elsewhere.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "lvs-realserver not built (CI=true: not skipping)"
-        );
-        eprintln!("SKIP VIP part: lvs-realserver not built (cargo build -p lvs-realserver)");
+        let why = "the VIP part needs lvs-realserver built (cargo build -p lvs-realserver)";
+        lvs_testkit::skip("dr_topology_realserver_holds_vip_and_answers_directly", why);
         return;
     };
     let rs = rs.to_str().unwrap();
@@ -234,12 +221,8 @@ fn tun_topology_userspace_decap_answers_client_directly() {
     let lab = reach_real_servers(Method::Tun);
     let prefix = lab.prefix().to_string();
     let Some(rs) = realserver_exe() else {
-        // A missing tool or privilege fails under CI, and is a reported skip elsewhere.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "lvs-realserver not built (CI=true: not skipping)"
-        );
-        eprintln!("SKIP decap part: lvs-realserver not built (cargo build -p lvs-realserver)");
+        let why = "the decap part needs lvs-realserver built (cargo build -p lvs-realserver)";
+        lvs_testkit::skip("tun_topology_userspace_decap_answers_client_directly", why);
         return;
     };
     let vip = lab.vip().to_string();

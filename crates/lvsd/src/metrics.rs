@@ -796,29 +796,11 @@ mod tests {
         }
     }
 
-    /// A Python with `prometheus_client` (scripts/install-deps.sh installs it).
-    fn parser_python() -> Option<&'static str> {
-        ["python3", "/usr/bin/python3"].into_iter().find(|py| {
-            Command::new(py)
-                .args(["-c", "import prometheus_client.openmetrics.parser"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-    }
-
     /// Parse with the reference parser (scripts/parse-metrics.py); sample key → value.
     fn parse(text: &str) -> Option<BTreeMap<String, f64>> {
-        let Some(py) = parser_python() else {
-            // A missing tool fails under CI, and is a reported skip elsewhere.
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Python's prometheus_client is not installed (CI=true: not skipping)"
-            );
-            eprintln!(
-                "SKIP: Python's prometheus_client is not installed (scripts/install-deps.sh)"
-            );
+        let Some(py) = lvs_testkit::metrics_parser_python() else {
+            let why = "Python's prometheus_client is not installed (scripts/install-deps.sh)";
+            lvs_testkit::skip("metrics exposition checks", why);
             return None;
         };
         let script = concat!(

@@ -261,13 +261,8 @@ mod tests {
     /// The generated script is accepted by the real nft (when installed and root).
     #[test]
     fn nft_accepts_the_script() {
-        if Command::new("nft").arg("--version").output().is_err() || !rustix_is_root() {
-            // A missing tool or privilege fails under CI, and is a reported skip elsewhere.
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "needs nft and root (CI=true: not skipping)"
-            );
-            eprintln!("SKIP: needs nft and root");
+        if !lvs_testkit::runs("nft", &["--version"]) || !lvs_testkit::is_root() {
+            lvs_testkit::skip("nft_accepts_the_script", "needs nft and root");
             return;
         }
         let mut spec = Spec::default();
@@ -296,9 +291,5 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    fn rustix_is_root() -> bool {
-        rustix::process::geteuid().is_root()
     }
 }

@@ -21,15 +21,6 @@ fn bad_arguments_are_clean_errors() {
     assert!(out.status.success());
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
     Command::new("ip")
         .args(["netns", "exec", ns])
@@ -40,13 +31,7 @@ fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn dr_setup_is_idempotent_and_teardown_restores() {
-    if !is_root() {
-        // A missing tool or privilege fails under CI, and is a reported skip elsewhere.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root (CI=true: not skipping)"
-        );
-        eprintln!("SKIP dr_setup_is_idempotent_and_teardown_restores: needs root");
+    if !lvs_testkit::root_or_skip("dr_setup_is_idempotent_and_teardown_restores") {
         return;
     }
     let ns = format!("lvsrs-test-{}", std::process::id());

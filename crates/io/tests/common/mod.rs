@@ -7,26 +7,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-/// True if we run as root; tests print a message and return otherwise.
-pub fn is_root() -> bool {
-    // Reading /proc/self/status avoids unsafe code in the tests.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Skip helper: returns true (and prints why) if the test cannot run.
+/// True when the test cannot run here (not root): a failure under CI (`CI=true`), a counted
+/// skip elsewhere ([`lvs_testkit::skip`]).
 pub fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces, AF_PACKET)");
-        return true;
-    }
-    false
+    !lvs_testkit::root_or_skip("the io namespace tests (AF_PACKET, netlink)")
 }
 
 /// Run `ip` with `args`; panic with its stderr when it fails.
