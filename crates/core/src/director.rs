@@ -11,6 +11,8 @@ use lvs_wire::ethernet::{self, EthernetFrame};
 use lvs_wire::icmpv4::Icmpv4Packet;
 use lvs_wire::ipv4::{self, Ipv4Packet};
 use lvs_wire::protocol;
+use lvs_wire::tcp::{self, TcpPacket, flags as tcp_flags};
+use lvs_wire::udp;
 
 use crate::conn::state::tcp_next_state;
 use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, Direction, FlowKey, TcpState, Timeouts};
@@ -484,19 +486,15 @@ impl Director {
             return Verdict::Drop(DropReason::Truncated);
         }
         let l4 = ip.payload();
-        let (sport, dport) = match (l4.get(0..2), l4.get(2..4)) {
-            (Some(s), Some(d)) => (
-                u16::from_be_bytes([s[0], s[1]]),
-                u16::from_be_bytes([d[0], d[1]]),
-            ),
-            _ => return self.malformed_or_pass(proto, dst, 0),
+        let Some((sport, dport)) = lvs_wire::transport_ports(l4) else {
+            return self.malformed_or_pass(proto, dst, 0);
         };
         let tcp_flags = match proto {
-            Protocol::Tcp => match l4.get(13) {
-                Some(&f) if l4.len() >= 20 => f,
-                _ => return self.malformed_or_pass(proto, dst, dport),
-            },
-            Protocol::Udp if l4.len() < 8 => return self.malformed_or_pass(proto, dst, dport),
+            Protocol::Tcp if l4.len() >= tcp::HEADER_LEN => TcpPacket::new_unchecked(l4).flags(),
+            Protocol::Tcp => return self.malformed_or_pass(proto, dst, dport),
+            Protocol::Udp if l4.len() < udp::HEADER_LEN => {
+                return self.malformed_or_pass(proto, dst, dport);
+            }
             _ => 0,
         };
         let flow = Flow {
@@ -525,10 +523,7 @@ impl Director {
     }
 
     fn first_fragment_is_ours(&self, proto: Protocol, l4: &[u8], dst: Ipv4Addr) -> bool {
-        let dport = match l4.get(2..4) {
-            Some(d) => u16::from_be_bytes([d[0], d[1]]),
-            None => 0,
-        };
+        let dport = lvs_wire::transport_ports(l4).map_or(0, |(_, d)| d);
         self.services
             .lookup(proto, IpAddr::V4(dst), dport)
             .is_some()
@@ -544,8 +539,9 @@ impl Director {
             && let Some(proto) = Protocol::from_number(next)
         {
             let dport = frame
-                .get(ETH + off + 2..ETH + off + 4)
-                .map_or(0, |d| u16::from_be_bytes([d[0], d[1]]));
+                .get(ETH + off..)
+                .and_then(lvs_wire::transport_ports)
+                .map_or(0, |(_, d)| d);
             if self.services.lookup(proto, dst, dport).is_some() {
                 return Verdict::Drop(DropReason::Unsupported);
             }
@@ -594,7 +590,9 @@ impl Director {
         svc_slot: u32,
     ) -> Verdict {
         // IPVS schedules TCP only on a SYN without RST.
-        if f.proto == Protocol::Tcp && (f.tcp_flags & 0x02 == 0 || f.tcp_flags & 0x04 != 0) {
+        if f.proto == Protocol::Tcp
+            && (f.tcp_flags & tcp_flags::SYN == 0 || f.tcp_flags & tcp_flags::RST != 0)
+        {
             return Verdict::Drop(DropReason::NoConnection);
         }
         let (client, vaddr) = (IpAddr::V4(f.src), IpAddr::V4(f.dst));
@@ -840,7 +838,9 @@ impl Director {
         let nooutput = c.flags.has(ConnFlags::NO_OUTPUT);
         let dest_live = self.services.get(svc).is_some_and(|s| s.is_live(dest));
         // A new SYN on a finished connection starts a new one (conn_reuse_mode).
-        if f.proto == Protocol::Tcp && f.tcp_flags & 0x12 == 0x02 {
+        if f.proto == Protocol::Tcp
+            && f.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+        {
             let reuse = self.settings.conn_reuse_mode;
             let finished = state == TcpState::TimeWait
                 || (reuse & 2 != 0 && state == TcpState::FinWait && nooutput)
@@ -964,8 +964,8 @@ impl Director {
         let csum = meta.csum_partial.then(|| CsumOffload {
             start: (ETH + f.ihl) as u16,
             offset: match f.proto {
-                Protocol::Tcp => rewrite::TCP_CHECKSUM_OFFSET as u16,
-                _ => rewrite::UDP_CHECKSUM_OFFSET as u16,
+                Protocol::Tcp => tcp::CHECKSUM_OFFSET as u16,
+                _ => udp::CHECKSUM_OFFSET as u16,
             },
         });
         Tx {
@@ -986,7 +986,10 @@ impl Director {
         f: Flow,
         mtu: u16,
     ) -> Verdict {
-        let df = buf.get(start + ETH + 6).is_some_and(|b| b & 0x40 != 0);
+        let df = buf
+            .get(start + ETH..)
+            .and_then(|ip| Ipv4Packet::new_checked_truncated(ip).ok())
+            .is_some_and(|ip| ip.dont_frag());
         if !df {
             return Verdict::Drop(DropReason::TooBig);
         }

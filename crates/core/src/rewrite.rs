@@ -5,15 +5,13 @@
 use std::net::Ipv4Addr;
 
 use lvs_wire::checksum;
-use lvs_wire::ethernet::{self, EthernetAddress};
-use lvs_wire::icmpv4::FragNeededRepr;
+use lvs_wire::ethernet::{self, EthernetAddress, EthernetFrame};
+use lvs_wire::icmpv4::{self, FragNeededRepr, Icmpv4Packet};
 use lvs_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use lvs_wire::protocol;
-
-/// Offset of the checksum field within a TCP header.
-pub const TCP_CHECKSUM_OFFSET: usize = 16;
-/// Offset of the checksum field within a UDP header.
-pub const UDP_CHECKSUM_OFFSET: usize = 6;
+use lvs_wire::sctp::SctpPacket;
+use lvs_wire::tcp::TcpPacket;
+use lvs_wire::udp::UdpPacket;
 
 /// Which end of a flow a rewrite changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,20 +20,6 @@ pub enum End {
     Source,
     /// Destination address and port.
     Destination,
-}
-
-fn read16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn write16(b: &mut [u8], at: usize, v: u16) -> bool {
-    match b.get_mut(at..at + 2) {
-        Some(s) => {
-            s.copy_from_slice(&v.to_be_bytes());
-            true
-        }
-        None => false,
-    }
 }
 
 /// Rewrite one end (address and port) of an IPv4 TCP/UDP packet in place: the IP header
@@ -63,37 +47,68 @@ pub fn rewrite_v4(
     }
     let hl = pkt.header_len();
     let l4 = ip.get_mut(hl..)?;
-    let port_at = match end {
-        End::Source => 0,
-        End::Destination => 2,
-    };
-    let old_port = read16(l4, port_at)?;
-    write16(l4, port_at, port);
-    let csum_at = match proto {
-        protocol::TCP => TCP_CHECKSUM_OFFSET,
-        protocol::UDP => UDP_CHECKSUM_OFFSET,
-        _ => return Some(()),
-    };
-    let Some(old) = read16(l4, csum_at) else {
-        return Some(()); // truncated quote: no checksum to fix
-    };
-    if proto == protocol::UDP && old == 0 && !csum_partial {
-        return Some(());
-    }
-    let new = if csum_partial {
-        checksum::update_seed_bytes(old, &old_addr.octets(), &addr.octets())
-    } else {
-        let c = checksum::update_bytes(old, &old_addr.octets(), &addr.octets());
-        let c = checksum::update16(c, old_port, port);
-        // A UDP checksum that computes to 0 is sent as all ones (RFC 768).
-        if proto == protocol::UDP && c == 0 {
-            0xffff
-        } else {
-            c
+    let addrs = (old_addr.octets(), addr.octets());
+    match proto {
+        protocol::TCP => {
+            // An ICMP quote may end before the checksum: the view then leaves it alone.
+            let mut t = TcpPacket::new_checked_truncated(l4).ok()?;
+            let old_port = match end {
+                End::Source => t.src_port(),
+                End::Destination => t.dst_port(),
+            };
+            match end {
+                End::Source => t.set_src_port(port),
+                End::Destination => t.set_dst_port(port),
+            }
+            let c = t.checksum();
+            t.set_checksum(updated_checksum(c, addrs, (old_port, port), csum_partial));
         }
-    };
-    write16(l4, csum_at, new);
+        protocol::UDP => {
+            let mut u = UdpPacket::new_checked_truncated(l4).ok()?;
+            let old_port = match end {
+                End::Source => u.src_port(),
+                End::Destination => u.dst_port(),
+            };
+            match end {
+                End::Source => u.set_src_port(port),
+                End::Destination => u.set_dst_port(port),
+            }
+            let c = u.checksum();
+            // A UDP checksum of 0 means none: it stays 0 (a partial seed is never 0).
+            if c != 0 || csum_partial {
+                let c = updated_checksum(c, addrs, (old_port, port), csum_partial);
+                // A UDP checksum that computes to 0 is sent as all ones (RFC 768).
+                u.set_checksum(if c == 0 && !csum_partial { 0xffff } else { c });
+            }
+        }
+        protocol::SCTP => {
+            // No pseudo-header checksum; the CRC32c is not updated yet (it covers the ports).
+            let mut p = SctpPacket::new_checked_truncated(l4).ok()?;
+            match end {
+                End::Source => p.set_src_port(port),
+                End::Destination => p.set_dst_port(port),
+            }
+        }
+        _ => {}
+    }
     Some(())
+}
+
+/// A transport checksum after an address change `addrs` (old, new) and a port change `ports`
+/// (old, new), RFC 1624. A `CHECKSUM_PARTIAL` seed covers the pseudo header only, so only
+/// the address enters it.
+fn updated_checksum(
+    check: u16,
+    addrs: ([u8; 4], [u8; 4]),
+    ports: (u16, u16),
+    csum_partial: bool,
+) -> u16 {
+    if csum_partial {
+        checksum::update_seed_bytes(check, &addrs.0, &addrs.1)
+    } else {
+        let c = checksum::update_bytes(check, &addrs.0, &addrs.1);
+        checksum::update16(c, ports.0, ports.1)
+    }
 }
 
 /// Write a 14-byte Ethernet II header (IPv4) at the start of `frame`.
@@ -104,9 +119,10 @@ pub fn write_ethernet(
     ethertype: u16,
 ) {
     if let Some(h) = frame.get_mut(..ethernet::HEADER_LEN) {
-        h[0..6].copy_from_slice(&dst.0);
-        h[6..12].copy_from_slice(&src.0);
-        h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        let mut eth = EthernetFrame::new_unchecked(h);
+        eth.set_dst_addr(dst);
+        eth.set_src_addr(src);
+        eth.set_outer_ethertype(ethertype);
     }
 }
 
@@ -138,9 +154,6 @@ pub fn write_tunnel_header(
     Some(())
 }
 
-/// Largest IP packet an ICMPv4 error may be (RFC 1812 4.3.2.3).
-pub const ICMP_ERROR_MAX: usize = 576;
-
 /// Turn `frame` (Ethernet + an IPv4 packet of `ip_len` bytes that is too big) into an ICMP
 /// "fragmentation needed" error back to its sender, in place: source `from` (the address the
 /// packet was sent to), destination the original source, quoting the start of the original
@@ -156,7 +169,7 @@ pub fn frag_needed_in_place(
     let orig_src = Ipv4Packet::new_checked_truncated(frame.get(ETH..)?)
         .ok()?
         .src_addr();
-    let quote = ip_len.min(ICMP_ERROR_MAX - HDRS);
+    let quote = ip_len.min(icmpv4::MAX_QUOTE_LEN);
     if frame.len() < ETH + HDRS + quote {
         return None;
     }
@@ -180,32 +193,18 @@ pub fn frag_needed_in_place(
     ip.emit(&mut Ipv4Packet::new_unchecked(
         frame.get_mut(ETH..ETH + ipv4::HEADER_LEN)?,
     ));
-    let (dst, src) = {
-        let mut d = [0u8; 6];
-        let mut s = [0u8; 6];
-        d.copy_from_slice(&frame[0..6]);
-        s.copy_from_slice(&frame[6..12]);
-        (d, s)
-    };
     // Reply goes back to where the frame came from.
-    write_ethernet(
-        frame,
-        EthernetAddress(dst),
-        EthernetAddress(src),
-        ethernet::ethertype::IPV4,
-    );
+    let eth = EthernetFrame::new_unchecked(&*frame);
+    let (dst, src) = (eth.dst_addr(), eth.src_addr());
+    write_ethernet(frame, dst, src, ethernet::ethertype::IPV4);
     Some(ETH + ipv4::HEADER_LEN + written)
 }
 
 /// Recompute the ICMPv4 checksum of `icmp` (a whole ICMP message).
 pub fn fill_icmp_checksum(icmp: &mut [u8]) {
-    if icmp.len() < 4 {
-        return;
+    if let Ok(mut p) = Icmpv4Packet::new_checked(icmp) {
+        p.fill_checksum();
     }
-    icmp[2] = 0;
-    icmp[3] = 0;
-    let c = checksum::checksum(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Finish a partial (`CHECKSUM_PARTIAL`) transport checksum in software: the field holds the
@@ -213,17 +212,19 @@ pub fn fill_icmp_checksum(icmp: &mut [u8]) {
 /// place, complemented, is the checksum. Needed where no NIC will finish it (a packet
 /// wrapped in IP-in-IP is decapsulated by a receiver that never sees the offload request).
 pub fn complete_partial_checksum(l4: &mut [u8], proto: u8) {
-    let at = match proto {
-        protocol::TCP => TCP_CHECKSUM_OFFSET,
-        protocol::UDP => UDP_CHECKSUM_OFFSET,
-        _ => return,
-    };
-    if l4.len() < at + 2 {
-        return;
+    let c = !checksum::fold(checksum::sum(l4));
+    match proto {
+        protocol::TCP => {
+            if let Ok(mut t) = TcpPacket::new_checked(l4) {
+                t.set_checksum(c);
+            }
+        }
+        protocol::UDP => {
+            if let Ok(mut u) = UdpPacket::new_checked_truncated(l4) {
+                // A UDP checksum that computes to 0 is sent as all ones (RFC 768).
+                u.set_checksum(if c == 0 { 0xffff } else { c });
+            }
+        }
+        _ => {}
     }
-    let mut c = !checksum::fold(checksum::sum(l4));
-    if proto == protocol::UDP && c == 0 {
-        c = 0xffff;
-    }
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }

@@ -19,19 +19,8 @@ use crate::types::{ForwardMethod, Protocol, SchedulerKind, ServiceKey};
 /// Headroom the builders leave before the frame (room for a tunnel header).
 pub const HEADROOM: usize = 64;
 
-/// TCP flag bits.
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
+/// TCP flag bits: the wire crate's one definition.
+pub use lvs_wire::tcp::flags as tcp_flags;
 
 /// Addresses of the simulated topology (as in the seed: client behind a router, director
 /// with a front and a back interface, three real servers).

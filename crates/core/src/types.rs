@@ -23,18 +23,18 @@ impl Protocol {
     /// IP protocol number.
     pub const fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
+            Protocol::Tcp => lvs_wire::protocol::TCP,
+            Protocol::Udp => lvs_wire::protocol::UDP,
+            Protocol::Sctp => lvs_wire::protocol::SCTP,
         }
     }
 
     /// The protocol for an IP protocol number, if the director balances it.
     pub const fn from_number(n: u8) -> Option<Protocol> {
         match n {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            132 => Some(Protocol::Sctp),
+            lvs_wire::protocol::TCP => Some(Protocol::Tcp),
+            lvs_wire::protocol::UDP => Some(Protocol::Udp),
+            lvs_wire::protocol::SCTP => Some(Protocol::Sctp),
             _ => None,
         }
     }

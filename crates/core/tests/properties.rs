@@ -47,8 +47,8 @@ impl Packet {
     fn ip(&self) -> Vec<u8> {
         let mut ip = self.spec.ip_packet();
         if self.udp_no_checksum {
-            ip[20 + rewrite::UDP_CHECKSUM_OFFSET] = 0;
-            ip[20 + rewrite::UDP_CHECKSUM_OFFSET + 1] = 0;
+            ip[20 + lvs_wire::udp::CHECKSUM_OFFSET] = 0;
+            ip[20 + lvs_wire::udp::CHECKSUM_OFFSET + 1] = 0;
         }
         ip
     }
@@ -103,8 +103,8 @@ fn l4_port(ip: &[u8], at: usize) -> u16 {
 
 fn l4_checksum(ip: &[u8], proto: u8) -> u16 {
     let at = match proto {
-        protocol::TCP => rewrite::TCP_CHECKSUM_OFFSET,
-        _ => rewrite::UDP_CHECKSUM_OFFSET,
+        protocol::TCP => lvs_wire::tcp::CHECKSUM_OFFSET,
+        _ => lvs_wire::udp::CHECKSUM_OFFSET,
     };
     l4_port(ip, at)
 }
@@ -124,8 +124,8 @@ fn seed(ip: &[u8]) -> u16 {
 fn set_l4_checksum(ip: &mut [u8], proto: u8, value: u16) {
     let at = 20
         + match proto {
-            protocol::TCP => rewrite::TCP_CHECKSUM_OFFSET,
-            _ => rewrite::UDP_CHECKSUM_OFFSET,
+            protocol::TCP => lvs_wire::tcp::CHECKSUM_OFFSET,
+            _ => lvs_wire::udp::CHECKSUM_OFFSET,
         };
     ip[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
@@ -223,7 +223,7 @@ proptest! {
         prop_assert_eq!(l4_checksum(&ip, p.proto()), seed(&ip));
         // Completing the seeded checksum as the NIC would gives a valid packet.
         let hl = 20;
-        let at = hl + if p.proto() == protocol::TCP { rewrite::TCP_CHECKSUM_OFFSET } else { rewrite::UDP_CHECKSUM_OFFSET };
+        let at = hl + if p.proto() == protocol::TCP { lvs_wire::tcp::CHECKSUM_OFFSET } else { lvs_wire::udp::CHECKSUM_OFFSET };
         let mut c = !checksum::fold(checksum::sum(&ip[hl..]));
         if p.proto() == protocol::UDP && c == 0 {
             c = 0xffff;
@@ -255,7 +255,7 @@ proptest! {
         let (tx, mut out) = run(&mut d, meta, (addr::ROUTER_MAC, addr::FRONT_MAC), &syn_ip);
         prop_assert_eq!(tx.ifindex, addr::BACK);
         if partial {
-            prop_assert_eq!(tx.csum, Some(CsumOffload { start: 34, offset: rewrite::TCP_CHECKSUM_OFFSET as u16 }));
+            prop_assert_eq!(tx.csum, Some(CsumOffload { start: 34, offset: lvs_wire::tcp::CHECKSUM_OFFSET as u16 }));
             prop_assert_eq!(l4_checksum(&out[14..], protocol::TCP), seed(&out[14..]));
             // Complete it as the NIC would.
             let c = !checksum::fold(checksum::sum(&out[34..]));

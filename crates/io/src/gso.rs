@@ -17,6 +17,10 @@
 
 use std::fmt;
 
+use lvs_wire::ipv4::Ipv4Packet;
+use lvs_wire::tcp::{self, TcpPacket};
+use lvs_wire::{checksum, protocol};
+
 /// Why a super-frame could not be segmented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GsoError {
@@ -62,34 +66,13 @@ pub struct Segment {
     pub len: usize,
 }
 
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
-
-fn sum16(mut acc: u64, data: &[u8]) -> u64 {
-    let mut it = data.chunks_exact(2);
-    for c in &mut it {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+impl From<lvs_wire::Error> for GsoError {
+    fn from(e: lvs_wire::Error) -> GsoError {
+        match e {
+            lvs_wire::Error::Truncated => GsoError::Truncated,
+            lvs_wire::Error::Malformed => GsoError::BadHeader,
+        }
     }
-    if let [last] = it.remainder() {
-        acc += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    acc
-}
-
-fn fold(mut s: u64) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn get_u16(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
-}
-
-fn get_u32(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
 
 /// Number of segments a payload of `payload_len` bytes yields with size `mss`.
@@ -122,47 +105,29 @@ pub fn segment_tcp_ipv4(
     if mss == 0 {
         return Err(GsoError::ZeroSegmentSize);
     }
-    let ip = frame.get(l2_len..).ok_or(GsoError::Truncated)?;
-    let b0 = *ip.first().ok_or(GsoError::Truncated)?;
-    if b0 >> 4 != 4 {
+    // The headers are read and written through the wire crate's views.
+    let ip = Ipv4Packet::new_checked(frame.get(l2_len..).ok_or(GsoError::Truncated)?)?;
+    let ihl = ip.header_len();
+    if usize::from(ip.total_len()) < ihl + tcp::HEADER_LEN {
         return Err(GsoError::BadHeader);
     }
-    let ihl = usize::from(b0 & 0x0f) * 4;
-    if ihl < 20 {
-        return Err(GsoError::BadHeader);
-    }
-    if ip.len() < ihl {
-        return Err(GsoError::Truncated);
-    }
-    let total = usize::from(get_u16(ip, 2).ok_or(GsoError::Truncated)?);
-    if total < ihl + 20 {
-        return Err(GsoError::BadHeader);
-    }
-    if ip.len() < total {
-        return Err(GsoError::Truncated);
-    }
-    if ip[9] != 6 {
+    if ip.protocol() != protocol::TCP {
         return Err(GsoError::NotTcp);
     }
-    let frag = get_u16(ip, 6).ok_or(GsoError::Truncated)?;
-    if frag & 0x3fff != 0 {
+    if ip.is_fragment() {
         return Err(GsoError::Fragment);
     }
-    let tcp = &ip[ihl..total];
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    if doff < 20 || doff > tcp.len() {
-        return Err(GsoError::BadHeader);
-    }
-    let payload = &tcp[doff..];
+    // The whole TCP header must lie within the IPv4 total length.
+    let tcp = TcpPacket::new_checked(ip.payload()).map_err(|_| GsoError::BadHeader)?;
+    let doff = tcp.header_len();
+    let payload = tcp.payload();
     let n = segment_count(payload.len(), mss);
     if n > segs.len() {
         return Err(GsoError::TooManySegments);
     }
     let hdrs = l2_len + ihl + doff;
-    let id0 = get_u16(ip, 4).ok_or(GsoError::Truncated)?;
-    let seq0 = get_u32(tcp, 4).ok_or(GsoError::Truncated)?;
-    let flags0 = tcp[13];
-    let (src, dst) = (&ip[12..16], &ip[16..20]);
+    let (id0, seq0, flags0) = (ip.ident(), tcp.seq_number(), tcp.flags());
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
 
     let mut pos = 0usize;
     for (i, seg) in segs.iter_mut().take(n).enumerate() {
@@ -177,35 +142,32 @@ pub fn segment_tcp_ipv4(
         out[..hdrs].copy_from_slice(&frame[..hdrs]);
         out[hdrs..].copy_from_slice(chunk);
 
-        let (l2, rest) = out.split_at_mut(l2_len);
-        let _ = l2;
-        let (iph, tcph) = rest.split_at_mut(ihl);
-        // IPv4: total length, identification, header checksum.
-        let ip_len = (ihl + doff + chunk.len()) as u16;
-        iph[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        iph[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        iph[10..12].fill(0);
-        let c = !fold(sum16(0, iph));
-        iph[10..12].copy_from_slice(&c.to_be_bytes());
-        // TCP: sequence number, flags, checksum.
-        let seq = seq0.wrapping_add(from as u32);
-        tcph[4..8].copy_from_slice(&seq.to_be_bytes());
+        let (iph, tcph) = out[l2_len..].split_at_mut(ihl);
+        let tcp_len = doff + chunk.len();
+        // IPv4: total length, identification, header checksum. `iph` is the header alone,
+        // so the view's header checksum covers exactly it.
+        let mut ipo = Ipv4Packet::new_unchecked(iph);
+        ipo.set_total_len((ihl + tcp_len) as u16);
+        ipo.set_ident(id0.wrapping_add(i as u16));
+        ipo.fill_checksum();
+        // TCP: sequence number, flags (FIN and PSH only on the last, CWR only on the first),
+        // full checksum over this segment.
         let mut flags = flags0;
         if i + 1 < n {
-            flags &= !(TCP_FIN | TCP_PSH);
+            flags &= !(tcp::flags::FIN | tcp::flags::PSH);
         }
         if i > 0 {
-            flags &= !TCP_CWR;
+            flags &= !tcp::flags::CWR;
         }
-        tcph[13] = flags;
-        tcph[16..18].fill(0);
-        let tcp_len = (doff + chunk.len()) as u16;
-        let mut acc = sum16(0, src);
-        acc = sum16(acc, dst);
-        acc += 6 + u64::from(tcp_len);
-        acc = sum16(acc, tcph);
-        let c = !fold(acc);
-        tcph[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut t = TcpPacket::new_unchecked(tcph);
+        t.set_seq_number(seq0.wrapping_add(from as u32));
+        t.set_flags(flags);
+        t.fill_checksum(checksum::pseudo_header_v4(
+            src,
+            dst,
+            protocol::TCP,
+            tcp_len as u32,
+        ));
 
         *seg = Segment { start, len };
         pos = (end + 15) & !15;
@@ -237,13 +199,24 @@ mod tests {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
+    /// Whether the segment's TCP checksum (with its pseudo header) is right.
     fn tcp_ok(seg: &[u8]) -> bool {
-        let ip = &seg[14..];
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let tcp = &ip[20..total];
-        let mut acc = sum16(0, &ip[12..20]);
-        acc += 6 + tcp.len() as u64;
-        fold(sum16(acc, tcp)) == 0xffff
+        let ip = Ipv4Packet::new_checked(&seg[14..]).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        let len = ip.payload().len() as u32;
+        tcp.verify_checksum(checksum::pseudo_header_v4(
+            ip.src_addr(),
+            ip.dst_addr(),
+            protocol::TCP,
+            len,
+        ))
+    }
+
+    /// Whether the IPv4 header checksum is right.
+    fn ip_ok(ip: &[u8]) -> bool {
+        Ipv4Packet::new_checked_truncated(ip)
+            .unwrap()
+            .verify_checksum()
     }
 
     #[test]
@@ -264,7 +237,7 @@ mod tests {
             let ip = &seg[14..];
             assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), 52 + plen);
             assert_eq!(u16::from_be_bytes([ip[4], ip[5]]), 100 + i as u16);
-            assert_eq!(fold(sum16(0, &ip[..20])), 0xffff, "IPv4 header checksum");
+            assert!(ip_ok(ip), "IPv4 header checksum");
             assert!(tcp_ok(seg), "TCP checksum of segment {i}");
             let tcp = &ip[20..];
             assert_eq!(
@@ -294,7 +267,7 @@ mod tests {
         assert_eq!(seg[14 + 20 + 13], 0x91);
         assert!(tcp_ok(seg));
         // Only the checksums differ from the input (which had bogus ones).
-        assert_eq!(fold(sum16(0, &seg[14..34])), 0xffff);
+        assert!(ip_ok(&seg[14..34]));
         assert_eq!(&seg[..24], &f[..24]);
         assert_eq!(&seg[26..50], &f[26..50]);
         assert_eq!(&seg[52..], &f[52..]);

@@ -10,8 +10,11 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use lvs_wire::ipv4::Ipv4Packet;
+use lvs_wire::protocol;
+
 /// IP protocol number of IPv4-in-IPv4 encapsulation (RFC 2003).
-pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPIP: u8 = protocol::IPIP;
 
 /// Why a received packet was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,21 +134,10 @@ impl fmt::Display for Counters {
     }
 }
 
-/// Validates one IPv4 header at the start of `buf` and returns `(header_len, total_len)`.
-fn ipv4_lengths(buf: &[u8]) -> Option<(usize, usize)> {
-    let first = *buf.first()?;
-    if first >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(first & 0x0f) * 4;
-    if ihl < 20 || buf.len() < ihl {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-    if total < ihl || total > buf.len() {
-        return None;
-    }
-    Some((ihl, total))
+/// Validates one IPv4 header at the start of `buf` (the wire crate's view: version 4, IHL at
+/// least 5, header and total length within `buf`) and returns the view.
+fn ipv4(buf: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
+    Ipv4Packet::new_checked(buf).ok()
 }
 
 /// Returns the inner IPv4 packet of an IP-in-IP packet `outer` (starting at the outer IPv4
@@ -159,17 +151,16 @@ pub fn inner_packet(outer: &[u8], vip: Ipv4Addr) -> Result<&[u8], DropReason> {
 
 /// As [`inner_packet`], the inner packet's place in `outer`.
 pub fn inner_range(outer: &[u8], vip: Ipv4Addr) -> Result<std::ops::Range<usize>, DropReason> {
-    let (ohl, ototal) = ipv4_lengths(outer).ok_or(DropReason::OuterMalformed)?;
-    if outer[9] != IPPROTO_IPIP {
+    let o = ipv4(outer).ok_or(DropReason::OuterMalformed)?;
+    if o.protocol() != IPPROTO_IPIP {
         return Err(DropReason::OuterNotIpip);
     }
-    let inner = &outer[ohl..ototal];
-    let (_, itotal) = ipv4_lengths(inner).ok_or(DropReason::InnerMalformed)?;
-    let dst = Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]);
-    if dst != vip {
+    let inner = ipv4(o.payload()).ok_or(DropReason::InnerMalformed)?;
+    if inner.dst_addr() != vip {
         return Err(DropReason::InnerNotVip);
     }
-    Ok(ohl..ohl + itotal)
+    let ohl = o.header_len();
+    Ok(ohl..ohl + usize::from(inner.total_len()))
 }
 
 /// Finish the transport checksum of the IPv4 packet `pkt` that its sender left partial for
@@ -177,13 +168,14 @@ pub fn inner_range(outer: &[u8], vip: Ipv4Addr) -> Result<std::ops::Range<usize>
 /// sum, and the checksum of everything from `start` to the end goes there. Offsets are from
 /// the start of `pkt`; they must point inside its transport header.
 pub fn finish_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), DropReason> {
-    let (ihl, total) = ipv4_lengths(pkt).ok_or(DropReason::InnerMalformed)?;
+    let ip = ipv4(pkt).ok_or(DropReason::InnerMalformed)?;
+    let (ihl, total, proto) = (ip.header_len(), usize::from(ip.total_len()), ip.protocol());
     let field = start.checked_add(offset).ok_or(DropReason::BadOffload)?;
     if start < ihl || field + 2 > total {
         return Err(DropReason::BadOffload);
     }
     let mut c = lvs_wire::checksum::checksum(&pkt[start..total]);
-    if c == 0 && pkt[9] == 17 {
+    if c == 0 && proto == protocol::UDP {
         c = 0xffff; // UDP: zero means "no checksum"
     }
     pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());

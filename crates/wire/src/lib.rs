@@ -43,6 +43,7 @@ pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod sctp;
 pub mod tcp;
 pub mod udp;
 
@@ -75,6 +76,12 @@ impl std::error::Error for Error {}
 
 /// Result of parsing.
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// Source and destination ports of a TCP, UDP or SCTP header at the start of `l4` (all three
+/// carry them in their first four bytes), or `None` when the four bytes are not all there.
+pub fn transport_ports(l4: &[u8]) -> Option<(u16, u16)> {
+    (l4.len() >= 4).then(|| (field::u16_at(l4, 0), field::u16_at(l4, 2)))
+}
 
 /// IP protocol numbers (IANA "Assigned Internet Protocol Numbers"), also IPv6 next-header values.
 pub mod protocol {

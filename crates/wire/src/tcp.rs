@@ -30,6 +30,9 @@ pub mod flags {
     pub const CWR: u8 = 0x80;
 }
 
+/// Offset of the checksum field in the header (what a `CHECKSUM_PARTIAL` offload names).
+pub const CHECKSUM_OFFSET: usize = offset::CHECKSUM;
+
 mod offset {
     pub(super) const SRC_PORT: usize = 0;
     pub(super) const DST_PORT: usize = 2;

@@ -7,6 +7,9 @@ use crate::{Error, Result};
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
+/// Offset of the checksum field in the header (what a `CHECKSUM_PARTIAL` offload names).
+pub const CHECKSUM_OFFSET: usize = offset::CHECKSUM;
+
 mod offset {
     pub(super) const SRC_PORT: usize = 0;
     pub(super) const DST_PORT: usize = 2;

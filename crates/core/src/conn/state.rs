@@ -102,12 +102,9 @@ pub enum TcpEvent {
 }
 
 impl TcpEvent {
-    /// Classify TCP flags (`lvs_wire::tcp::flags` bit layout) like `tcp_state_idx`.
+    /// Classify TCP flags (`lvs_wire::tcp::flags`) like `tcp_state_idx`.
     pub fn from_flags(flags: u8) -> Option<TcpEvent> {
-        const FIN: u8 = 0x01;
-        const SYN: u8 = 0x02;
-        const RST: u8 = 0x04;
-        const ACK: u8 = 0x10;
+        use lvs_wire::tcp::flags::{ACK, FIN, RST, SYN};
         if flags & RST != 0 {
             Some(TcpEvent::Rst)
         } else if flags & SYN != 0 {
@@ -243,11 +240,7 @@ impl Timeouts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    const FIN: u8 = 0x01;
-    const RST: u8 = 0x04;
+    use lvs_wire::tcp::flags::{ACK, FIN, RST, SYN};
 
     #[test]
     fn nat_handshake_and_close() {
