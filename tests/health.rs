@@ -99,8 +99,7 @@ fn wait_for(d: &Director, what: &str, cond: impl Fn(&BTreeMap<String, u32>) -> b
 }
 
 /// The pid of `lvs-lab serve --name NAME` in namespace `ns`.
-fn serve_pid(d: &Director, ns: &str, name: &str) -> Option<u32> {
-    let _ = d;
+fn serve_pid(ns: &str, name: &str) -> Option<u32> {
     let out = std::process::Command::new("ip")
         .args(["netns", "pids", ns])
         .output()
@@ -123,14 +122,14 @@ fn serve_pid(d: &Director, ns: &str, name: &str) -> Option<u32> {
 fn stop_server(d: &Director, i: usize) {
     let ns = d.lab().rs_ns(i);
     let name = format!("rs{}", i + 1);
-    let pid = serve_pid(d, &ns, &name).unwrap_or_else(|| panic!("no server {name} in {ns}"));
+    let pid = serve_pid(&ns, &name).unwrap_or_else(|| panic!("no server {name} in {ns}"));
     let st = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
     assert!(st.success());
     let t = Instant::now();
-    while serve_pid(d, &ns, &name).is_some() && t.elapsed() < Duration::from_secs(5) {
+    while serve_pid(&ns, &name).is_some() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

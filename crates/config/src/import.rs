@@ -363,17 +363,17 @@ impl Import {
                 "real_server" => servers.push(c),
                 "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" => self.note(
                     c.line,
-                    format!("{} not translated: sorry servers need health checks, which are not supported yet", c.words.join(" ")),
+                    format!("{} not translated: the importer does not carry sorry servers over yet (lvsd has them: sorry_server in docs/health-checks.md)", c.words.join(" ")),
                 ),
                 "quorum" | "quorum_up" | "quorum_down" | "hysteresis" => self.note(
                     c.line,
-                    format!("{} not translated: quorum needs health checks, which are not supported yet", c.words.join(" ")),
+                    format!("{} not translated: the importer does not carry quorum over yet (lvsd has it: docs/health-checks.md)", c.words.join(" ")),
                 ),
                 "delay_loop" | "alpha" | "omega" | "ha_suspend" | "virtualhost" | "retry"
                 | "delay_before_retry" | "connect_timeout" | "warmup" | "inhibit_on_failure" => {
                     self.note(
                         c.line,
-                        format!("{} not translated: health checks are not supported yet", c.words.join(" ")),
+                        format!("{} not translated: the importer does not carry health-check settings over yet (docs/health-checks.md)", c.words.join(" ")),
                     )
                 }
                 k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
@@ -539,12 +539,12 @@ impl Import {
                 },
                 k if CHECKERS.contains(&k) => self.note(
                     c.line,
-                    format!("{k} of {header} not translated: health checks are not supported yet (the real server always receives traffic)"),
+                    format!("{k} of {header} not translated: the importer does not carry health checks over yet, so the real server always receives traffic; add a check by hand (tcp, http, https, udp, exec: docs/health-checks.md)"),
                 ),
                 "inhibit_on_failure" | "delay_loop" | "alpha" | "retry" | "delay_before_retry"
                 | "connect_timeout" | "warmup" => self.note(
                     c.line,
-                    format!("{} not translated: health checks are not supported yet", c.words.join(" ")),
+                    format!("{} not translated: the importer does not carry health-check settings over yet (docs/health-checks.md)", c.words.join(" ")),
                 ),
                 k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
                     c.line,

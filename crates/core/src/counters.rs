@@ -73,13 +73,19 @@ impl fmt::Display for DropReason {
 pub struct Counters {
     /// Frames handed to the core.
     pub rx_frames: u64,
-    /// Frames forwarded to a real server or a client.
+    /// Frames forwarded to a real server or a client: `Transmit` verdicts, less those the
+    /// driver reported it could not send (`Director::send_failed`), which count as
+    /// `tx_errors` instead. Each frame is counted once, here.
     pub forwarded: u64,
+    /// Frames (or super-frames) the core said to send that the driver could not: a full
+    /// ring, a failed send, a super-frame it could not cut.
+    pub tx_errors: u64,
     /// Frames left to the kernel.
     pub passed: u64,
     /// ICMP errors the director generated (fragmentation needed / packet too big).
     pub icmp_sent: u64,
-    /// Super-frames returned to the caller for segmentation.
+    /// Super-frames returned to the caller for segmentation (less those it could not cut,
+    /// counted as `tx_errors`); each segment is then counted as a frame of its own.
     pub segment_requests: u64,
     /// Connections created.
     pub conns_created: u64,

@@ -438,6 +438,20 @@ impl Director {
         v
     }
 
+    /// The driver could not carry out `verdict` (returned by [`Director::process`]): the
+    /// frame moves from `forwarded` (or `segment_requests`) to `tx_errors`, so that the
+    /// counters hold each frame once whichever side failed. Other verdicts are ignored.
+    pub fn send_failed(&mut self, verdict: &Verdict) {
+        let c = &mut self.counters;
+        let from = match verdict {
+            Verdict::Transmit(_) => &mut c.forwarded,
+            Verdict::Segment { .. } => &mut c.segment_requests,
+            Verdict::Pass | Verdict::Drop(_) => return,
+        };
+        *from = from.saturating_sub(1);
+        c.tx_errors += 1;
+    }
+
     fn decide(
         &mut self,
         now: Time,
@@ -468,7 +482,7 @@ impl Director {
         let ihl = ip.header_len();
         let (src, dst, proto_no) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
         if proto_no == protocol::ICMP {
-            return self.icmp_v4(now, meta, buf, start, ETH + ip_len);
+            return self.icmp_v4(meta, buf, start, ETH + ip_len);
         }
         let Some(proto) = Protocol::from_number(proto_no) else {
             return Verdict::Pass;
@@ -1138,13 +1152,11 @@ impl Director {
     /// kernel's (ping to the VIP included).
     fn icmp_v4(
         &mut self,
-        now: Time,
         meta: &RxMeta,
         buf: &mut [u8],
         start: usize,
         frame_len: usize,
     ) -> Verdict {
-        let _ = now;
         let frame = &buf[start..start + frame_len];
         let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH..]) else {
             return Verdict::Drop(DropReason::Malformed);

@@ -765,3 +765,28 @@ fn rate_estimator_in_virtual_time_follows_the_ipvs_formula() {
             .all(|x| (16..=17).contains(&x.est.rates().cps))
     );
 }
+
+#[test]
+fn a_failed_send_is_counted_once_as_a_tx_error() {
+    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
+    let now = Time::from_secs(1);
+    let (v, _) = run(&mut d, now, front(), &client_pkt(SYN));
+    assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+    assert_eq!((d.counters().forwarded, d.counters().tx_errors), (1, 0));
+
+    // The driver's ring was full: the frame is a tx error, no longer a forwarded one.
+    d.send_failed(&v);
+    assert_eq!((d.counters().forwarded, d.counters().tx_errors), (0, 1));
+
+    // The next one goes out; a verdict that sent nothing is not a failure to send.
+    let (v, _) = run(&mut d, now, front(), &client_pkt(ACK));
+    assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+    d.send_failed(&Verdict::Pass);
+    d.send_failed(&Verdict::Drop(DropReason::NoRoute));
+    let c = d.counters();
+    assert_eq!((c.forwarded, c.tx_errors), (1, 1));
+    assert_eq!(
+        c.rx_frames,
+        c.forwarded + c.tx_errors + c.passed + c.total_drops()
+    );
+}

@@ -1,12 +1,14 @@
 //! The packet I/O backend trait and backend-neutral frame types.
 //!
-//! The forwarding core is written against [`PacketIo`]: it receives batches of
-//! [`RxFrame`]s, decides, and queues frames for transmission with
-//! [`PacketIo::tx`], then calls [`PacketIo::flush`] once per batch. The
-//! `AF_PACKET` backend ([`crate::afpacket::AfPacket`]) implements it today; an
-//! AF_XDP backend can implement the same trait later (it would report a
-//! default [`VnetHdr`], since XDP frames are never GSO super-frames and carry
-//! complete checksums).
+//! [`PacketIo`] is a batched receive/transmit interface: a backend hands out batches of
+//! [`RxFrame`]s, each with the queue to send replies on ([`TxQueue`]), and
+//! [`PacketIo::flush`] sends what a batch queued. The `AF_PACKET` backend
+//! ([`crate::afpacket::AfPacket`]) is the only implementation. The forwarding core does
+//! not use it (it is sans-IO: bytes in, a verdict out); lvsd's workers hold `AfPacket`
+//! sockets themselves, because they use its `rx_batch_tx` (receive on one socket, send on
+//! any) which this trait does not express, and only flush through the trait;
+//! `lvs-realserver`'s decapsulator receives through it. The kernel fast path (`lvs-bpf`)
+//! is not a `PacketIo` backend: its packets never reach user space.
 #![forbid(unsafe_code)]
 
 use std::io;

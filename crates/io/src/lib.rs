@@ -6,9 +6,9 @@
 //! * [`afpacket`]: an `AF_PACKET` backend with a `TPACKET_V2` (low latency,
 //!   default) or `TPACKET_V3` memory-mapped RX ring (with `PACKET_VNET_HDR`, `PACKET_RESERVE` headroom, fanout and
 //!   `PACKET_IGNORE_OUTGOING`) and batched `sendmmsg` TX.
-//! * [`backend`]: the [`PacketIo`] trait that the data path is written
-//!   against, so an AF_XDP backend can slot in later, plus the backend-neutral
-//!   [`RxFrame`] and [`VnetHdr`] types.
+//! * [`backend`]: the [`PacketIo`] batched receive/transmit trait (implemented by
+//!   the `AF_PACKET` backend), plus the backend-neutral [`RxFrame`] and [`VnetHdr`]
+//!   types.
 //! * [`gso`]: pure-logic TCP/IPv4 segmentation of GSO super-frames (for the
 //!   cases the kernel cannot segment for us, e.g. IP-in-IP).
 //! * [`iface`]: interface look-ups (index, MAC, MTU, list), non-blocking mode

@@ -46,8 +46,6 @@ const MAX_SEGS: usize = 64;
 pub struct Shared {
     /// The core. Workers lock it for one receive batch at a time.
     pub director: Mutex<Director>,
-    /// Frames the TX path could not queue or segment.
-    pub tx_errors: AtomicU64,
     /// Frames each worker's sockets received (all packet types), indexed by worker id; one
     /// add per receive batch.
     pub worker_packets: Vec<AtomicU64>,
@@ -79,8 +77,11 @@ pub struct ControlPart {
     pub fast: Option<FastPath>,
 }
 
-/// One data path worker: its own socket on each served interface (all workers' sockets on
-/// an interface form one fanout group hashed by flow, so a flow stays on one worker).
+/// One data path worker: its own socket on each served interface. All workers' sockets on
+/// an interface form one fanout group hashed by flow (symmetric over addresses and ports),
+/// which keeps one direction of a flow on one worker but not a NAT connection's replies:
+/// those carry the real server's address, so they may reach another worker. Nothing relies
+/// on it: every worker locks the one `Director` for its batch.
 pub struct Worker {
     id: usize,
     shared: Arc<Shared>,
@@ -166,15 +167,7 @@ impl Worker {
             for sock in &mut self.sockets {
                 let (arena, segs) = (&mut self.arena, &mut self.segs);
                 let res = sock.rx_batch_tx(Duration::ZERO, |frame, tx| {
-                    handle_frame(
-                        &mut director,
-                        now,
-                        frame,
-                        tx,
-                        arena,
-                        segs,
-                        &shared.tx_errors,
-                    );
+                    handle_frame(&mut director, now, frame, tx, arena, segs);
                 });
                 match res {
                     Ok(n) => frames += n,
@@ -429,7 +422,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                     .iter()
                     .map(|r| (r.name().to_string(), c.drops(*r)))
                     .collect(),
-                tx_errors: shared.tx_errors.load(Ordering::Relaxed),
+                tx_errors: c.tx_errors,
                 datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
                 kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })
@@ -511,7 +504,6 @@ fn handle_frame(
     tx: &mut PacketTx,
     arena: &mut [u8],
     segs: &mut [Segment],
-    tx_errors: &AtomicU64,
 ) {
     if frame.pkt_type != PACKET_HOST {
         return;
@@ -529,17 +521,14 @@ fn handle_frame(
         Verdict::Transmit(t) => {
             let v = tx_vnet(&vnet, head, &t);
             if !tx.push(t.ifindex, &v, &frame.buf[t.start..t.start + t.len]) {
-                tx_errors.fetch_add(1, Ordering::Relaxed);
+                director.send_failed(&verdict);
             }
         }
         Verdict::Segment { mss } => {
             let f = frame.frame_mut();
-            let n = match segment_tcp_ipv4(f, 14, usize::from(mss), 64, arena, segs) {
-                Ok(n) => n,
-                Err(_) => {
-                    tx_errors.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+            let Ok(n) = segment_tcp_ipv4(f, 14, usize::from(mss), 64, arena, segs) else {
+                director.send_failed(&verdict);
+                return;
             };
             let seg_meta = RxMeta {
                 csum_partial: false,
@@ -548,14 +537,15 @@ fn handle_frame(
             };
             for s in segs.iter().take(n) {
                 let (start, slen) = (s.start, s.len);
-                if let Verdict::Transmit(t) = director.process(now, &seg_meta, arena, start, slen)
+                let v = director.process(now, &seg_meta, arena, start, slen);
+                if let Verdict::Transmit(t) = v
                     && !tx.push(
                         t.ifindex,
                         &VnetHdr::default(),
                         &arena[t.start..t.start + t.len],
                     )
                 {
-                    tx_errors.fetch_add(1, Ordering::Relaxed);
+                    director.send_failed(&v);
                 }
             }
         }

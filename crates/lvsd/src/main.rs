@@ -309,7 +309,6 @@ fn run(args: Args) -> Result<()> {
 
     let shared = Arc::new(dataplane::Shared {
         director: Mutex::new(director),
-        tx_errors: std::sync::atomic::AtomicU64::new(0),
         worker_packets: (0..args.workers)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
