@@ -6,7 +6,9 @@
 //! protocol version it speaks ([`VERSION`]); the daemon refuses other versions with a clear
 //! error. [`Request::Batch`] applies a list of changes atomically: all or none.
 //!
-//! See `docs/control-api.md` for examples.
+//! The protocol's types are defined in this crate ([`types`] and the requests and replies
+//! here), not borrowed from the core; `core_map` converts them to and from the core's, in one
+//! place. See `docs/control-api.md` for examples.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -16,11 +18,15 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lvs_core::Director;
-use lvs_core::service::{DestConfig, ServiceConfig};
-use lvs_core::stats::{Rates, Stats};
-use lvs_core::types::{ForwardMethod, Protocol, ServiceKey};
 use serde::{Deserialize, Serialize};
+
+mod core_map;
+pub mod types;
+
+pub use types::{
+    DestConfig, Family, ForwardMethod, Netmask, Persistence, Protocol, Rates, SchedFlags,
+    SchedulerKind, ServiceConfig, ServiceKey, Stats,
+};
 
 /// Protocol version spoken by this crate.
 pub const VERSION: u32 = 1;
@@ -160,6 +166,37 @@ pub enum Request {
     },
     /// Health state of every checked real server and every service with health settings.
     Health,
+}
+
+impl Request {
+    /// Whether this request changes the service table or the timeouts: a batch of changes,
+    /// or one that may sit in a [`Request::Batch`]. lvsd rehearses these before it applies
+    /// them, logs them, and brings the health checks and the kernel's maps up to date after.
+    /// The one list of table-changing requests: the match is exhaustive, so a new request
+    /// must be placed on one side.
+    pub fn is_change(&self) -> bool {
+        match self {
+            Request::AddService { .. }
+            | Request::EditService { .. }
+            | Request::DeleteService { .. }
+            | Request::Clear
+            | Request::AddDest { .. }
+            | Request::EditDest { .. }
+            | Request::DeleteDest { .. }
+            | Request::SetTimeouts { .. }
+            | Request::Batch { .. } => true,
+            Request::Version
+            | Request::List
+            | Request::Connections
+            | Request::Counters
+            | Request::Timeouts
+            | Request::Zero { .. }
+            | Request::Reload
+            | Request::SetCheck { .. }
+            | Request::SetServiceHealth { .. }
+            | Request::Health => false,
+        }
+    }
 }
 
 /// The daemon's answer.
@@ -363,59 +400,6 @@ pub struct CountersInfo {
     pub kernel: Vec<(String, u64)>,
 }
 
-/// Apply one change request to a director (what lvsd does for each change, and what a
-/// rehearsal of a batch does on a copy).
-pub fn apply_change(d: &mut Director, r: Request) -> Result<(), String> {
-    let res = match r {
-        Request::AddService { service } => d.add_service(service),
-        Request::EditService { service } => d.edit_service(service),
-        Request::DeleteService { key } => d.delete_service(&key),
-        Request::Clear => {
-            d.clear();
-            Ok(())
-        }
-        Request::AddDest { key, dest } => d.add_dest(&key, dest),
-        Request::EditDest { key, dest } => d.edit_dest(&key, dest),
-        Request::DeleteDest { key, addr, port } => d.delete_dest(&key, addr, port),
-        Request::SetTimeouts { tcp, tcpfin, udp } => {
-            d.set_timeouts(
-                Duration::from_secs(tcp),
-                Duration::from_secs(tcpfin),
-                Duration::from_secs(udp),
-            );
-            Ok(())
-        }
-        Request::Batch { .. } => return Err("a batch cannot contain a batch".into()),
-        other => return Err(format!("{other:?} is not a change")),
-    };
-    res.map_err(|e| e.to_string())
-}
-
-/// The service table as the API lists it.
-pub fn listing(d: &Director) -> Vec<ServiceInfo> {
-    d.services()
-        .iter()
-        .map(|(_, s)| ServiceInfo {
-            config: *s.config(),
-            stats: s.stats,
-            rates: s.est.rates(),
-            dests: s
-                .dests()
-                .iter()
-                .map(|x| DestInfo {
-                    config: x.config,
-                    active: x.active,
-                    inactive: x.inactive,
-                    persistent: x.persistent,
-                    overloaded: x.overloaded,
-                    stats: x.stats,
-                    rates: x.est.rates(),
-                })
-                .collect(),
-        })
-        .collect()
-}
-
 /// Talking to the daemon failed.
 #[derive(Debug)]
 pub enum ClientError {
@@ -518,7 +502,6 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lvs_core::types::SchedulerKind;
 
     #[test]
     fn round_trip_and_version_check() {
@@ -528,7 +511,13 @@ mod tests {
             port: 80,
         };
         let req = Request::AddService {
-            service: ServiceConfig::new(key).with_scheduler(SchedulerKind::Rr),
+            service: ServiceConfig {
+                key,
+                scheduler: SchedulerKind::Rr,
+                flags: SchedFlags::default(),
+                persistence: None,
+                one_packet: false,
+            },
         };
         let line = serde_json::to_string(&Envelope {
             v: VERSION,

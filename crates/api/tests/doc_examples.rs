@@ -73,33 +73,43 @@ fn requests() -> Vec<Request> {
     vec![
         Request::Version,
         Request::AddService {
-            service: ServiceConfig::new(web()).with_scheduler(SchedulerKind::Rr),
+            service: ServiceConfig::new(web())
+                .with_scheduler(SchedulerKind::Rr)
+                .into(),
         },
-        Request::AddService { service: https_svc },
+        Request::AddService {
+            service: https_svc.into(),
+        },
         Request::EditService {
-            service: ServiceConfig::new(web()).with_scheduler(SchedulerKind::Wlc),
+            service: ServiceConfig::new(web())
+                .with_scheduler(SchedulerKind::Wlc)
+                .into(),
         },
-        Request::DeleteService { key: https() },
-        Request::DeleteService { key: mark7() },
+        Request::DeleteService {
+            key: https().into(),
+        },
+        Request::DeleteService {
+            key: mark7().into(),
+        },
         Request::Clear,
         Request::AddDest {
-            key: web(),
-            dest: nat_dest(),
+            key: web().into(),
+            dest: nat_dest().into(),
         },
         Request::AddDest {
-            key: https(),
-            dest: dr,
+            key: https().into(),
+            dest: dr.into(),
         },
         Request::AddDest {
-            key: web(),
-            dest: tun,
+            key: web().into(),
+            dest: tun.into(),
         },
         Request::EditDest {
-            key: web(),
-            dest: nat_dest().with_weight(0),
+            key: web().into(),
+            dest: nat_dest().with_weight(0).into(),
         },
         Request::DeleteDest {
-            key: web(),
+            key: web().into(),
             addr: ip("10.0.1.11"),
             port: 8080,
         },
@@ -112,26 +122,30 @@ fn requests() -> Vec<Request> {
             tcpfin: 0,
             udp: 0,
         },
-        Request::Zero { key: Some(web()) },
+        Request::Zero {
+            key: Some(web().into()),
+        },
         Request::Zero { key: None },
         Request::Batch {
             requests: vec![
                 Request::AddService {
-                    service: ServiceConfig::new(web()).with_scheduler(SchedulerKind::Rr),
+                    service: ServiceConfig::new(web())
+                        .with_scheduler(SchedulerKind::Rr)
+                        .into(),
                 },
                 Request::AddDest {
-                    key: web(),
-                    dest: DestConfig::new(ip("10.0.1.11"), 80, ForwardMethod::Masq),
+                    key: web().into(),
+                    dest: (DestConfig::new(ip("10.0.1.11"), 80, ForwardMethod::Masq)).into(),
                 },
                 Request::AddDest {
-                    key: web(),
-                    dest: DestConfig::new(ip("10.0.1.12"), 80, ForwardMethod::Masq),
+                    key: web().into(),
+                    dest: (DestConfig::new(ip("10.0.1.12"), 80, ForwardMethod::Masq)).into(),
                 },
             ],
         },
         Request::Reload,
         Request::SetCheck {
-            key: web(),
+            key: web().into(),
             addr: ip("10.0.1.11"),
             port: 8080,
             check: Some(serde_json::json!({
@@ -139,13 +153,13 @@ fn requests() -> Vec<Request> {
             })),
         },
         Request::SetCheck {
-            key: web(),
+            key: web().into(),
             addr: ip("10.0.1.11"),
             port: 8080,
             check: None,
         },
         Request::SetServiceHealth {
-            key: web(),
+            key: web().into(),
             health: Some(serde_json::json!({
                 "quorum": 2, "hysteresis": 0,
                 "sorry_server": {"addr": "10.0.9.9", "port": 80, "method": "nat"}
@@ -189,23 +203,25 @@ fn replies() -> Vec<Reply> {
         Reply::Services {
             table_size: 1 << 20,
             services: vec![ServiceInfo {
-                config: ServiceConfig::new(web()).with_scheduler(SchedulerKind::Rr),
-                stats,
-                rates,
+                config: ServiceConfig::new(web())
+                    .with_scheduler(SchedulerKind::Rr)
+                    .into(),
+                stats: stats.into(),
+                rates: rates.into(),
                 dests: vec![DestInfo {
-                    config: DestConfig::new(ip("10.0.1.11"), 8080, ForwardMethod::Masq),
+                    config: (DestConfig::new(ip("10.0.1.11"), 8080, ForwardMethod::Masq)).into(),
                     active: 1,
                     inactive: 2,
                     persistent: 0,
                     overloaded: false,
-                    stats,
-                    rates,
+                    stats: stats.into(),
+                    rates: rates.into(),
                 }],
             }],
         },
         Reply::Connections {
             conns: vec![ConnInfo {
-                proto: Protocol::Tcp,
+                proto: Protocol::Tcp.into(),
                 caddr: ip("203.0.113.9"),
                 cport: 51522,
                 vaddr: ip("192.0.2.100"),
@@ -214,7 +230,7 @@ fn replies() -> Vec<Reply> {
                 dport: 8080,
                 state: "ESTABLISHED".into(),
                 expires_secs: 897,
-                method: ForwardMethod::Masq,
+                method: ForwardMethod::Masq.into(),
                 template: false,
             }],
         },
@@ -267,7 +283,7 @@ fn replies() -> Vec<Reply> {
         },
         Reply::Health {
             servers: vec![lvs_api::HealthInfo {
-                key: web(),
+                key: web().into(),
                 addr: ip("10.0.1.11"),
                 port: 8080,
                 check: "http GET 10.0.1.11:8080/health".into(),
@@ -282,7 +298,7 @@ fn replies() -> Vec<Reply> {
                 listed: true,
             }],
             services: vec![lvs_api::ServiceHealthInfo {
-                key: web(),
+                key: web().into(),
                 quorum: 2,
                 hysteresis: 0,
                 quorum_up: true,
@@ -473,7 +489,9 @@ fn documented_shorthands_and_refusals_behave_as_described() {
             r#"{"v":1,"op":"add_service","service":{"key":{"Addr":{"proto":"Tcp","addr":"192.0.2.100","port":80}},"scheduler":"Rr","flags":0,"one_packet":false}}"#
         ),
         Ok(Request::AddService {
-            service: ServiceConfig::new(web()).with_scheduler(SchedulerKind::Rr)
+            service: ServiceConfig::new(web())
+                .with_scheduler(SchedulerKind::Rr)
+                .into()
         })
     );
     assert!(
@@ -509,7 +527,12 @@ fn encodings_table_names_the_real_spellings() {
     let doc = document();
     let scheds: Vec<String> = SchedulerKind::ALL
         .iter()
-        .map(|k| format!("`{}`", serde_json::to_string(k).unwrap()))
+        .map(|k| {
+            format!(
+                "`{}`",
+                serde_json::to_string(&lvs_api::SchedulerKind::from(*k)).unwrap()
+            )
+        })
         .collect();
     let line = scheds.join(" ");
     assert!(doc.contains(&line), "scheduler spellings: {line}");
@@ -524,7 +547,7 @@ fn encodings_table_names_the_real_spellings() {
         (ForwardMethod::DirectRoute, "-g"),
         (ForwardMethod::Tunnel, "-i"),
     ] {
-        let json = serde_json::to_string(&m).unwrap();
+        let json = serde_json::to_string(&lvs_api::ForwardMethod::from(m)).unwrap();
         assert!(doc.contains(&format!("`{json}`")), "{json} ({flag})");
     }
     for (p, json) in [
@@ -532,17 +555,26 @@ fn encodings_table_names_the_real_spellings() {
         (Protocol::Udp, "\"Udp\""),
         (Protocol::Sctp, "\"Sctp\""),
     ] {
-        assert_eq!(serde_json::to_string(&p).unwrap(), json);
+        assert_eq!(
+            serde_json::to_string(&lvs_api::Protocol::from(p)).unwrap(),
+            json
+        );
     }
     for (f, json) in [(Family::V4, "\"V4\""), (Family::V6, "\"V6\"")] {
-        assert_eq!(serde_json::to_string(&f).unwrap(), json);
+        assert_eq!(
+            serde_json::to_string(&lvs_api::Family::from(f)).unwrap(),
+            json
+        );
     }
-    assert_eq!(serde_json::to_string(&SchedFlags::FLAG3).unwrap(), "4");
+    assert_eq!(
+        serde_json::to_string(&lvs_api::SchedFlags::from(SchedFlags::FLAG3)).unwrap(),
+        "4"
+    );
     let p = Persistence {
         timeout: Duration::from_secs(300),
         netmask: Netmask::V4(32),
     };
-    let json = serde_json::to_string(&p).unwrap();
+    let json = serde_json::to_string(&lvs_api::Persistence::from(p)).unwrap();
     assert!(doc.contains(&format!("`{json}`")), "{json}");
     for key in [
         web(),
@@ -551,7 +583,7 @@ fn encodings_table_names_the_real_spellings() {
             family: Family::V4,
         },
     ] {
-        let json = serde_json::to_string(&key).unwrap();
+        let json = serde_json::to_string(&lvs_api::ServiceKey::from(key)).unwrap();
         assert!(doc.contains(&format!("`{json}`")), "{json}");
     }
 }

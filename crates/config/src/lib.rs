@@ -135,6 +135,7 @@ use lvs_health::{CheckConfig, ServiceHealth};
 
 pub mod import;
 mod parse;
+pub mod table;
 
 pub use parse::parse;
 
@@ -549,11 +550,13 @@ pub fn requests(cfg: &Config) -> Vec<Request> {
         },
     ];
     for e in &cfg.services {
-        out.push(Request::AddService { service: e.config });
+        out.push(Request::AddService {
+            service: e.config.into(),
+        });
         for d in &e.dests {
             out.push(Request::AddDest {
-                key: e.config.key,
-                dest: *d,
+                key: e.config.key.into(),
+                dest: (*d).into(),
             });
         }
     }
@@ -569,14 +572,14 @@ pub fn health_requests(cfg: &Config) -> Vec<Request> {
     for e in &cfg.services {
         if let Some(h) = &e.health {
             out.push(Request::SetServiceHealth {
-                key: e.config.key,
+                key: e.config.key.into(),
                 health: serde_json::to_value(h).ok(),
             });
         }
         for d in &e.dests {
             if let Some(c) = e.checks.get(&(d.addr, d.port)) {
                 out.push(Request::SetCheck {
-                    key: e.config.key,
+                    key: e.config.key.into(),
                     addr: d.addr,
                     port: d.port,
                     check: serde_json::to_value(c).ok(),
@@ -611,20 +614,29 @@ pub fn diff(running: &Config, wanted: &Config) -> Vec<Request> {
     let mut adds = Vec::new();
     for e in &running.services {
         if !want.contains_key(&e.config.key) {
-            deletes.push(Request::DeleteService { key: e.config.key });
+            deletes.push(Request::DeleteService {
+                key: e.config.key.into(),
+            });
         }
     }
     for e in &wanted.services {
         let key = e.config.key;
         let Some(old) = run.get(&key) else {
-            adds.push(Request::AddService { service: e.config });
+            adds.push(Request::AddService {
+                service: e.config.into(),
+            });
             for d in &e.dests {
-                adds.push(Request::AddDest { key, dest: *d });
+                adds.push(Request::AddDest {
+                    key: key.into(),
+                    dest: (*d).into(),
+                });
             }
             continue;
         };
         if old.config != e.config {
-            edits.push(Request::EditService { service: e.config });
+            edits.push(Request::EditService {
+                service: e.config.into(),
+            });
         }
         let old_dests: BTreeMap<(IpAddr, u16), &DestConfig> =
             old.dests.iter().map(|d| ((d.addr, d.port), d)).collect();
@@ -632,7 +644,7 @@ pub fn diff(running: &Config, wanted: &Config) -> Vec<Request> {
         for d in &old.dests {
             if !new_ids.contains(&(d.addr, d.port)) {
                 edits.push(Request::DeleteDest {
-                    key,
+                    key: key.into(),
                     addr: d.addr,
                     port: d.port,
                 });
@@ -641,8 +653,14 @@ pub fn diff(running: &Config, wanted: &Config) -> Vec<Request> {
         for d in &e.dests {
             match old_dests.get(&(d.addr, d.port)) {
                 Some(o) if **o == *d => {}
-                Some(_) => edits.push(Request::EditDest { key, dest: *d }),
-                None => adds.push(Request::AddDest { key, dest: *d }),
+                Some(_) => edits.push(Request::EditDest {
+                    key: key.into(),
+                    dest: (*d).into(),
+                }),
+                None => adds.push(Request::AddDest {
+                    key: key.into(),
+                    dest: (*d).into(),
+                }),
             }
         }
     }
@@ -739,7 +757,12 @@ pub fn from_listing(services: &[ServiceInfo], timeouts: Option<Timeouts>) -> Con
     Config {
         services: services
             .iter()
-            .map(|s| ServiceEntry::new(s.config, s.dests.iter().map(|d| d.config).collect()))
+            .map(|s| {
+                ServiceEntry::new(
+                    s.config.into(),
+                    s.dests.iter().map(|d| d.config.into()).collect(),
+                )
+            })
             .collect(),
         timeouts,
         settings: None,

@@ -726,24 +726,7 @@ fn director_of(cfg: &Config) -> Director {
 
 fn apply(d: &mut Director, reqs: &[Request]) {
     for r in reqs {
-        let res = match r.clone() {
-            Request::Clear => {
-                d.clear();
-                Ok(())
-            }
-            Request::SetTimeouts { tcp, tcpfin, udp } => {
-                d.set_timeouts(secs(tcp), secs(tcpfin), secs(udp));
-                Ok(())
-            }
-            Request::AddService { service } => d.add_service(service),
-            Request::EditService { service } => d.edit_service(service),
-            Request::DeleteService { key } => d.delete_service(&key),
-            Request::AddDest { key, dest } => d.add_dest(&key, dest),
-            Request::EditDest { key, dest } => d.edit_dest(&key, dest),
-            Request::DeleteDest { key, addr, port } => d.delete_dest(&key, addr, port),
-            other => panic!("unexpected {other:?}"),
-        };
-        res.unwrap_or_else(|e| panic!("{r:?}: {e}"));
+        crate::table::apply_change(d, r.clone()).unwrap_or_else(|e| panic!("{r:?}: {e}"));
     }
 }
 
@@ -844,7 +827,7 @@ fn service_level_changes() {
     let mut d = director_of(&old);
     let r = diff(&running(&d), &new);
     assert!(
-        matches!(&r[..], [Request::EditService { service }] if service.scheduler == SchedulerKind::Rr),
+        matches!(&r[..], [Request::EditService { service }] if service.scheduler == SchedulerKind::Rr.into()),
         "{r:?}"
     );
     apply(&mut d, &r);
@@ -891,14 +874,14 @@ fn listing_round_trip() {
         .services
         .iter()
         .map(|s| lvs_api::ServiceInfo {
-            config: s.config,
+            config: s.config.into(),
             stats: Default::default(),
             rates: Default::default(),
             dests: s
                 .dests
                 .iter()
                 .map(|d| lvs_api::DestInfo {
-                    config: *d,
+                    config: (*d).into(),
                     active: 0,
                     inactive: 0,
                     persistent: 0,

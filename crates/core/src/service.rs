@@ -9,7 +9,7 @@ use crate::types::ForwardMethod;
 pub const MAX_WEIGHT: u32 = 65535;
 
 /// What the operator says about a real server (`-a -r RIP[:port] -m|-g|-i -w W -x U -y L`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DestConfig {
     /// Real server address.
     pub addr: IpAddr,
@@ -117,7 +117,7 @@ use crate::sched::{Compiled, SchedCtx, Scheduler, new_scheduler};
 use crate::types::{Family, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey};
 
 /// What the operator says about a virtual service (`-A -t|-u|-f ... -s sched -b flags -p -M -o`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceConfig {
     /// Identity.
     pub key: ServiceKey,

@@ -3,7 +3,7 @@
 /// Connections, packets and bytes in both directions, as IPVS keeps per service and per
 /// real server. "In" is client → real server, "out" is real server → client (seen only in
 /// NAT, since DR and Tun replies bypass the director).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Connections scheduled.
     pub conns: u64,
@@ -43,7 +43,7 @@ impl Stats {
 }
 
 /// Per-second rates as `ipvsadm -L --rate` shows them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rates {
     /// Connections per second.
     pub cps: u64,

@@ -6,9 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// Transport protocol of a virtual service (`-t`, `-u`, `--sctp-service`).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     /// TCP (IP protocol 6).
     Tcp,
@@ -50,9 +48,7 @@ impl Protocol {
 }
 
 /// Address family, needed where no address says it (firewall-mark services).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// IPv4.
     V4,
@@ -71,9 +67,7 @@ impl Family {
 }
 
 /// What identifies a virtual service.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKey {
     /// Protocol, virtual IP and port (`-t VIP:port`, `-u VIP:port`).
     Addr {
@@ -116,19 +110,7 @@ impl fmt::Display for ServiceKey {
 }
 
 /// Packet-forwarding method of a real server (`-m`, `-g`, `-i`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum ForwardMethod {
     /// NAT (`-m`, "Masq"): rewrite destination address and port; replies come back through us.
     Masq,
@@ -151,19 +133,7 @@ impl ForwardMethod {
 }
 
 /// The scheduling algorithms of IPVS (`-s name`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum SchedulerKind {
     /// Round robin.
     Rr,
@@ -270,9 +240,7 @@ impl FromStr for SchedulerKind {
 
 /// Scheduler flags (`-b`): IPVS's `IP_VS_SVC_F_SCHED1..3`, whose meaning depends on the
 /// scheduler (`sh-fallback` and `mh-fallback` are flag 1, `sh-port` and `mh-port` flag 2).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct SchedFlags(pub u8);
 
 impl SchedFlags {
@@ -300,7 +268,7 @@ impl SchedFlags {
 
 /// Persistence (`-p [timeout] [-M netmask]`): connections from one client (or client
 /// network) stick to one real server while a template entry lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Persistence {
     /// Template lifetime after its last connection ends (`-p`, default 300 s).
     pub timeout: Duration,
@@ -310,7 +278,7 @@ pub struct Persistence {
 }
 
 /// Client-address mask of a persistent service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Netmask {
     /// IPv4 mask, as a prefix length 0..=32.
     V4(u8),

@@ -135,19 +135,51 @@ pub fn run_with(
     match inv.command {
         Command::Help => Outcome::ok(help(program)),
         Command::Version => Outcome::ok(version()),
-        Command::AddService(service) => change(daemon, Request::AddService { service }),
-        Command::EditService(service) => change(daemon, Request::EditService { service }),
-        Command::DeleteService(key) => change(daemon, Request::DeleteService { key }),
+        Command::AddService(service) => change(
+            daemon,
+            Request::AddService {
+                service: service.into(),
+            },
+        ),
+        Command::EditService(service) => change(
+            daemon,
+            Request::EditService {
+                service: service.into(),
+            },
+        ),
+        Command::DeleteService(key) => change(daemon, Request::DeleteService { key: key.into() }),
         Command::Clear => change(daemon, Request::Clear),
-        Command::AddDest { key, dest } => change(daemon, Request::AddDest { key, dest }),
-        Command::EditDest { key, dest } => change(daemon, Request::EditDest { key, dest }),
-        Command::DeleteDest { key, addr, port } => {
-            change(daemon, Request::DeleteDest { key, addr, port })
-        }
+        Command::AddDest { key, dest } => change(
+            daemon,
+            Request::AddDest {
+                key: key.into(),
+                dest: dest.into(),
+            },
+        ),
+        Command::EditDest { key, dest } => change(
+            daemon,
+            Request::EditDest {
+                key: key.into(),
+                dest: dest.into(),
+            },
+        ),
+        Command::DeleteDest { key, addr, port } => change(
+            daemon,
+            Request::DeleteDest {
+                key: key.into(),
+                addr,
+                port,
+            },
+        ),
         Command::SetTimeouts { tcp, tcpfin, udp } => {
             change(daemon, Request::SetTimeouts { tcp, tcpfin, udp })
         }
-        Command::Zero(key) => change(daemon, Request::Zero { key }),
+        Command::Zero(key) => change(
+            daemon,
+            Request::Zero {
+                key: key.map(Into::into),
+            },
+        ),
         Command::List { what, format } => {
             let names: &dyn Resolve = if format.numeric { &Numeric } else { names };
             list(daemon, socket, what, &format, names)
@@ -283,7 +315,7 @@ fn list(
             },
         ) => Outcome::ok(render::list_all(table_size, &services, format, names)),
         (ListWhat::Service(key), Reply::Services { services, .. }) => {
-            match services.iter().find(|s| s.config.key == key) {
+            match services.iter().find(|s| s.config.key == key.into()) {
                 Some(s) => Outcome::ok(render::list_service(s, format, names)),
                 // ipvs_strerror(ESRCH) for ipvs_get_service, then exit(1).
                 None => Outcome::err(

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use lvs_api::{ConnInfo, DestInfo, ServiceInfo};
-use lvs_core::service::ServiceConfig;
+use lvs_core::service::{DestConfig, ServiceConfig};
 use lvs_core::stats::{Rates, Stats};
 use lvs_core::types::{
     Family, ForwardMethod, Netmask, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
@@ -260,7 +260,7 @@ fn cmp_dests(a: &DestInfo, b: &DestInfo) -> Ordering {
 fn cmp_services(a: &ServiceInfo, b: &ServiceInfo) -> Ordering {
     fn key(s: &ServiceInfo) -> (u32, u8, u8, u128, u16) {
         let fam = |f: Family| if f == Family::V4 { 2 } else { 10 };
-        match s.config.key {
+        match ServiceKey::from(s.config.key) {
             ServiceKey::Addr { proto, addr, port } => {
                 let bits = match addr {
                     IpAddr::V4(a) => u128::from(u32::from(a)),
@@ -276,17 +276,18 @@ fn cmp_services(a: &ServiceInfo, b: &ServiceInfo) -> Ordering {
 
 /// `print_service_entry`: the service line and its real servers.
 pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format, names: &dyn Resolve) {
-    let name = service_label(&svc.config.key, names);
-    let proto = key_proto(&svc.config.key);
+    let config = ServiceConfig::from(svc.config);
+    let name = service_label(&config.key, names);
+    let proto = key_proto(&config.key);
     if format.stats {
         let _ = write!(out, "{name:<33}");
-        stats_columns(out, &svc.stats, format.exact);
+        stats_columns(out, &svc.stats.into(), format.exact);
     } else if format.rate {
         let _ = write!(out, "{name:<33}");
-        rate_columns(out, &svc.rates, format.exact);
+        rate_columns(out, &svc.rates.into(), format.exact);
     } else {
-        let _ = write!(out, "{name} {}", svc.config.scheduler.name());
-        service_flags(out, &svc.config);
+        let _ = write!(out, "{name} {}", config.scheduler.name());
+        service_flags(out, &config);
     }
     out.push('\n');
 
@@ -299,10 +300,10 @@ pub fn service_entry(out: &mut String, svc: &ServiceInfo, format: &Format, names
         if d.config.addr.is_ipv4() {
             truncate(&mut dname, 28);
         }
-        let c = &d.config;
+        let c = &DestConfig::from(d.config);
         if format.stats {
             let _ = write!(out, "  -> {dname:<28}");
-            stats_columns(out, &d.stats, format.exact);
+            stats_columns(out, &d.stats.into(), format.exact);
             out.push('\n');
         } else if format.rate {
             let r = &d.rates;
@@ -390,7 +391,7 @@ pub fn list_service(svc: &ServiceInfo, format: &Format, names: &dyn Resolve) -> 
 pub fn save(services: &[ServiceInfo], names: &dyn Resolve) -> String {
     let mut out = String::with_capacity(services.len() * 64 * 11);
     for s in sorted(services, false) {
-        let c = &s.config;
+        let c = &ServiceConfig::from(s.config);
         let svc = service_rule(&c.key, names);
         let proto = key_proto(&c.key);
         let _ = write!(out, "-A {svc} -s {}", c.scheduler.name());
@@ -410,7 +411,7 @@ pub fn save(services: &[ServiceInfo], names: &dyn Resolve) -> String {
         let mut dests: Vec<&DestInfo> = s.dests.iter().collect();
         dests.sort_by(|a, b| cmp_dests(a, b));
         for d in dests {
-            let dc = &d.config;
+            let dc = &DestConfig::from(d.config);
             let dname = anyname(dc.addr, dc.port, proto, names);
             let switch = match dc.method {
                 ForwardMethod::Masq => "-m",
@@ -446,16 +447,17 @@ pub fn connections(conns: &[ConnInfo], format: &Format, names: &dyn Resolve) -> 
     // Entries have no persistence-engine data (lvsd has no --pe), so ipvsadm prints them
     // in the short form even under --persistent-conn.
     for c in conns {
+        let proto = Protocol::from(c.proto);
         let expire = format!("{:02}:{:02}", c.expires_secs / 60, c.expires_secs % 60);
         let _ = writeln!(
             out,
             "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
-            c.proto.name(),
+            proto.name(),
             expire,
             c.state,
-            anyname(c.caddr, c.cport, c.proto, names),
-            anyname(c.vaddr, c.vport, c.proto, names),
-            anyname(c.daddr, c.dport, c.proto, names)
+            anyname(c.caddr, c.cport, proto, names),
+            anyname(c.vaddr, c.vport, proto, names),
+            anyname(c.daddr, c.dport, proto, names)
         );
     }
     out

@@ -8,8 +8,6 @@
 //! [`Request::Batch`]: all apply or none.
 
 use lvs_api::{Request, ServiceInfo};
-use lvs_core::director::{Director, Settings};
-use lvs_core::time::Time;
 
 use crate::args::{self, Command, ParseError};
 use crate::names::Resolve;
@@ -82,13 +80,27 @@ pub fn parse_rules(input: &str, names: &dyn Resolve) -> Result<Vec<Rule>, LineEr
 /// The change request of a command, if it is one a restore may contain.
 pub fn change_request(command: &Command) -> Option<Request> {
     Some(match command.clone() {
-        Command::AddService(service) => Request::AddService { service },
-        Command::EditService(service) => Request::EditService { service },
-        Command::DeleteService(key) => Request::DeleteService { key },
+        Command::AddService(service) => Request::AddService {
+            service: service.into(),
+        },
+        Command::EditService(service) => Request::EditService {
+            service: service.into(),
+        },
+        Command::DeleteService(key) => Request::DeleteService { key: key.into() },
         Command::Clear => Request::Clear,
-        Command::AddDest { key, dest } => Request::AddDest { key, dest },
-        Command::EditDest { key, dest } => Request::EditDest { key, dest },
-        Command::DeleteDest { key, addr, port } => Request::DeleteDest { key, addr, port },
+        Command::AddDest { key, dest } => Request::AddDest {
+            key: key.into(),
+            dest: dest.into(),
+        },
+        Command::EditDest { key, dest } => Request::EditDest {
+            key: key.into(),
+            dest: dest.into(),
+        },
+        Command::DeleteDest { key, addr, port } => Request::DeleteDest {
+            key: key.into(),
+            addr,
+            port,
+        },
         Command::SetTimeouts { tcp, tcpfin, udp } => Request::SetTimeouts { tcp, tcpfin, udp },
         _ => return None,
     })
@@ -114,35 +126,15 @@ pub fn batch(rules: &[Rule]) -> Result<Vec<Request>, LineError> {
 /// After lvsd refused a batch: replay it on a local copy of the running table to find the
 /// line that fails, so the message can name it. `None` when the replay finds nothing.
 pub fn locate_refusal(current: &[ServiceInfo], rules: &[Rule]) -> Option<(usize, String, String)> {
-    let mut d = Director::new(
-        Settings {
-            conn_prealloc: 0,
-            ..Settings::default()
-        },
-        Time::ZERO,
-    );
-    for s in current {
-        d.add_service(s.config).ok()?;
-        for x in &s.dests {
-            d.add_dest(&s.config.key, x.config).ok()?;
-        }
-    }
+    let mut d = lvs_config::table::from_listing(current).ok()?;
     for r in rules {
-        let res = match change_request(&r.command)? {
-            Request::AddService { service } => d.add_service(service),
-            Request::EditService { service } => d.edit_service(service),
-            Request::DeleteService { key } => d.delete_service(&key),
-            Request::Clear => {
-                d.clear();
-                Ok(())
-            }
-            Request::AddDest { key, dest } => d.add_dest(&key, dest),
-            Request::EditDest { key, dest } => d.edit_dest(&key, dest),
-            Request::DeleteDest { key, addr, port } => d.delete_dest(&key, addr, port),
-            _ => Ok(()),
-        };
-        if let Err(e) = res {
-            return Some((r.line, r.text.clone(), e.to_string()));
+        let req = change_request(&r.command)?;
+        // The timeouts cannot be refused; the replay is about the table.
+        if matches!(req, Request::SetTimeouts { .. }) {
+            continue;
+        }
+        if let Err(e) = lvs_config::table::apply_change(&mut d, req) {
+            return Some((r.line, r.text.clone(), e));
         }
     }
     None

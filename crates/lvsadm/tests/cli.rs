@@ -54,20 +54,20 @@ fn dest(
     inactive: u32,
 ) -> DestInfo {
     DestInfo {
-        config: DestConfig::new(ip(addr), port, method).with_weight(weight),
+        config: (DestConfig::new(ip(addr), port, method).with_weight(weight)).into(),
         active,
         inactive,
         persistent: 0,
         overloaded: false,
-        stats: Stats::default(),
+        stats: Stats::default().into(),
         rates: Default::default(),
     }
 }
 
 fn service(config: ServiceConfig, dests: Vec<DestInfo>) -> ServiceInfo {
     ServiceInfo {
-        config,
-        stats: Stats::default(),
+        config: config.into(),
+        stats: Stats::default().into(),
         rates: Default::default(),
         dests,
     }
@@ -186,14 +186,14 @@ fn one_service_with_counters() -> Reply {
         outbytes: 123_456_789,
     };
     let mut d = dest("10.0.1.2", 80, ForwardMethod::Masq, 1, 3, 4);
-    d.stats = stats;
+    d.stats = stats.into();
     d.config.upper_threshold = 100;
     d.config.lower_threshold = 50;
     let mut s = service(
         ServiceConfig::new(tcp("10.0.0.1", 80)).with_scheduler(SchedulerKind::Rr),
         vec![d],
     );
-    s.stats = stats;
+    s.stats = stats.into();
     Reply::Services {
         table_size: 4096,
         services: vec![s],
@@ -236,13 +236,13 @@ fn golden_connections_and_timeouts() {
             dport: dp,
             state: state.into(),
             expires_secs: secs,
-            method: ForwardMethod::Masq,
+            method: ForwardMethod::Masq.into(),
             template,
         };
     let reply = Reply::Connections {
         conns: vec![
             conn(
-                Protocol::Tcp,
+                Protocol::Tcp.into(),
                 "192.168.1.10",
                 40000,
                 "10.0.0.1",
@@ -254,7 +254,7 @@ fn golden_connections_and_timeouts() {
                 false,
             ),
             conn(
-                Protocol::Udp,
+                Protocol::Udp.into(),
                 "2001:db8::99",
                 5353,
                 "2001:db8::1",
@@ -266,7 +266,7 @@ fn golden_connections_and_timeouts() {
                 false,
             ),
             conn(
-                Protocol::Tcp,
+                Protocol::Tcp.into(),
                 "192.168.1.10",
                 0,
                 "10.0.0.2",
@@ -639,42 +639,44 @@ fn requests_of_typical_service_commands() {
     let rr = ServiceConfig::new(tcp("10.0.0.1", 80)).with_scheduler(SchedulerKind::Rr);
     assert_eq!(
         sent_by("-A -t 10.0.0.1:80 -s rr"),
-        Request::AddService { service: rr }
+        Request::AddService { service: rr.into() }
     );
     assert_eq!(
         sent_by("--add-service --tcp-service 10.0.0.1:80 --scheduler=rr"),
-        Request::AddService { service: rr }
+        Request::AddService { service: rr.into() }
     );
     assert_eq!(
         sent_by("-At 10.0.0.1:80 -srr"),
-        Request::AddService { service: rr }
+        Request::AddService { service: rr.into() }
     );
 
     // Defaults: wlc, no persistence; -p alone is 300 s with the full mask.
     let plain = ServiceConfig::new(tcp("10.0.0.1", 80));
     assert_eq!(
         sent_by("-A -t 10.0.0.1:80"),
-        Request::AddService { service: plain }
+        Request::AddService {
+            service: plain.into()
+        }
     );
     let mut p = plain;
     p.persistence = persistent(300, Netmask::V4(32));
     assert_eq!(
         sent_by("-A -t 10.0.0.1:80 -p"),
-        Request::AddService { service: p }
+        Request::AddService { service: p.into() }
     );
     assert_eq!(
         sent_by("-A -p -t 10.0.0.1:80"),
-        Request::AddService { service: p }
+        Request::AddService { service: p.into() }
     );
     let mut p = ServiceConfig::new(tcp("10.0.0.1", 0)).with_scheduler(SchedulerKind::Rr);
     p.persistence = persistent(300, Netmask::V4(24));
     assert_eq!(
         sent_by("-A -t 10.0.0.1 -s rr -p 300 -M 255.255.255.0"),
-        Request::AddService { service: p }
+        Request::AddService { service: p.into() }
     );
     assert_eq!(
         sent_by("-A -M 255.255.255.0 -p300 -s rr -t 10.0.0.1:0"),
-        Request::AddService { service: p }
+        Request::AddService { service: p.into() }
     );
 
     let mut udp = ServiceConfig::new(ServiceKey::Addr {
@@ -688,14 +690,16 @@ fn requests_of_typical_service_commands() {
     udp.persistence = persistent(60, Netmask::V4(32));
     assert_eq!(
         sent_by("-E -u 10.0.0.1:53 -s sh -b sh-fallback,sh-port -o -p 60"),
-        Request::EditService { service: udp }
+        Request::EditService {
+            service: udp.into()
+        }
     );
     let mut mh = ServiceConfig::new(tcp("2001:db8::1", 443)).with_scheduler(SchedulerKind::Mh);
     mh.flags = SchedFlags::PORT;
     mh.persistence = persistent(300, Netmask::V6(64));
     assert_eq!(
         sent_by("-A -t [2001:db8::1]:443 -s mh -b mh-port -p -M 64"),
-        Request::AddService { service: mh }
+        Request::AddService { service: mh.into() }
     );
     let mut fw = ServiceConfig::new(ServiceKey::Fwmark {
         mark: 7,
@@ -704,19 +708,21 @@ fn requests_of_typical_service_commands() {
     fw.persistence = persistent(300, Netmask::V6(128));
     assert_eq!(
         sent_by("-A -f 7 -6 -p"),
-        Request::AddService { service: fw }
+        Request::AddService { service: fw.into() }
     );
     let mut flags = ServiceConfig::new(tcp("10.0.0.1", 80));
     flags.flags = SchedFlags(5);
     assert_eq!(
         sent_by("-A -t 10.0.0.1:80 -b flag-1,flag-3"),
-        Request::AddService { service: flags }
+        Request::AddService {
+            service: flags.into()
+        }
     );
 
     assert_eq!(
         sent_by("-D -t [2001:db8::1]:80"),
         Request::DeleteService {
-            key: tcp("2001:db8::1", 80)
+            key: (tcp("2001:db8::1", 80)).into()
         }
     );
     assert_eq!(
@@ -726,6 +732,7 @@ fn requests_of_typical_service_commands() {
                 mark: 9,
                 family: Family::V4
             }
+            .into()
         }
     );
     assert_eq!(sent_by("-C"), Request::Clear);
@@ -761,8 +768,8 @@ fn requests_of_typical_server_commands() {
     assert_eq!(
         sent_by("-a -t 10.0.0.1:80 -r 10.0.1.2"),
         Request::AddDest {
-            key,
-            dest: d("10.0.1.2", 80, ForwardMethod::DirectRoute)
+            key: key.into(),
+            dest: (d("10.0.1.2", 80, ForwardMethod::DirectRoute)).into()
         }
     );
     let mut nat = d("10.0.1.2", 80, ForwardMethod::Masq).with_weight(3);
@@ -770,35 +777,41 @@ fn requests_of_typical_server_commands() {
     nat.lower_threshold = 50;
     assert_eq!(
         sent_by("-a -t 10.0.0.1:80 -r 10.0.1.2 -m -w 3 -x 100 -y 50"),
-        Request::AddDest { key, dest: nat }
+        Request::AddDest {
+            key: key.into(),
+            dest: nat.into()
+        }
     );
     assert_eq!(
         sent_by(
             "--add-server --tcp-service 10.0.0.1:80 --real-server 10.0.1.2 --masquerading --weight 3 --u-threshold 100 --l-threshold=50"
         ),
-        Request::AddDest { key, dest: nat }
+        Request::AddDest {
+            key: key.into(),
+            dest: nat.into()
+        }
     );
     // NAT may change the port; DR and Tun always use the service's.
     assert_eq!(
         sent_by("-a -t 10.0.0.1:80 -r 10.0.1.2:8080 -m"),
         Request::AddDest {
-            key,
-            dest: d("10.0.1.2", 8080, ForwardMethod::Masq)
+            key: key.into(),
+            dest: (d("10.0.1.2", 8080, ForwardMethod::Masq)).into()
         }
     );
     assert_eq!(
         sent_by("-a -t 10.0.0.1:80 -r 10.0.1.2:8080 -g"),
         Request::AddDest {
-            key,
-            dest: d("10.0.1.2", 80, ForwardMethod::DirectRoute)
+            key: key.into(),
+            dest: (d("10.0.1.2", 80, ForwardMethod::DirectRoute)).into()
         }
     );
     // Tunnelling may mix families.
     assert_eq!(
         sent_by("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -i -w 0"),
         Request::AddDest {
-            key,
-            dest: d("2001:db8::2", 80, ForwardMethod::Tunnel).with_weight(0)
+            key: key.into(),
+            dest: (d("2001:db8::2", 80, ForwardMethod::Tunnel).with_weight(0)).into()
         }
     );
     let fw = ServiceKey::Fwmark {
@@ -808,21 +821,21 @@ fn requests_of_typical_server_commands() {
     assert_eq!(
         sent_by("-e -f 7 -r 10.0.1.2 -w 0"),
         Request::EditDest {
-            key: fw,
-            dest: d("10.0.1.2", 0, ForwardMethod::DirectRoute).with_weight(0)
+            key: fw.into(),
+            dest: (d("10.0.1.2", 0, ForwardMethod::DirectRoute).with_weight(0)).into()
         }
     );
     assert_eq!(
         sent_by("-e -f 7 -r 10.0.1.2:8080 -m"),
         Request::EditDest {
-            key: fw,
-            dest: d("10.0.1.2", 8080, ForwardMethod::Masq)
+            key: fw.into(),
+            dest: (d("10.0.1.2", 8080, ForwardMethod::Masq)).into()
         }
     );
     assert_eq!(
         sent_by("-d -t 10.0.0.1:80 -r 10.0.1.2"),
         Request::DeleteDest {
-            key,
+            key: key.into(),
             addr: ip("10.0.1.2"),
             port: 80
         }
@@ -830,7 +843,7 @@ fn requests_of_typical_server_commands() {
     assert_eq!(
         sent_by("--delete-server -t 10.0.0.1:80 --real-server=10.0.1.2:8080"),
         Request::DeleteDest {
-            key,
+            key: key.into(),
             addr: ip("10.0.1.2"),
             port: 8080
         }
@@ -932,8 +945,8 @@ fn names_resolve_in_and_out() {
     assert_eq!(
         sent,
         vec![Request::AddDest {
-            key: tcp("10.0.0.1", 80),
-            dest: DestConfig::new(ip("10.0.1.2"), 80, ForwardMethod::Masq)
+            key: (tcp("10.0.0.1", 80)).into(),
+            dest: (DestConfig::new(ip("10.0.1.2"), 80, ForwardMethod::Masq)).into()
         }]
     );
     // Without -n the listing names what it can; -n never does.

@@ -26,25 +26,11 @@ fn director() -> Director {
 }
 
 fn apply(d: &mut Director, r: Request) -> Result<(), String> {
-    lvs_api::apply_change(d, r)
-}
-
-/// Rebuild a director from its listing (what lvsd's rehearsal copy does).
-fn copy(d: &Director) -> Director {
-    let mut c = director();
-    for s in list(d) {
-        c.add_service(s.config).unwrap();
-        for x in s.dests {
-            c.add_dest(&s.config.key, x.config).unwrap();
-        }
-    }
-    let (a, b, u) = d.timeouts().get();
-    c.set_timeouts(a, b, u);
-    c
+    lvs_config::table::apply_change(d, r)
 }
 
 fn list(d: &Director) -> Vec<ServiceInfo> {
-    lvs_api::listing(d)
+    lvs_config::table::listing(d)
 }
 
 impl Daemon for Stateful {
@@ -68,16 +54,10 @@ impl Daemon for Stateful {
                 }
             }
             Request::Batch { requests } => {
-                let mut rehearsal = copy(&self.d);
-                for r in &requests {
-                    if let Err(e) = apply(&mut rehearsal, r.clone()) {
-                        return Ok(Reply::Error {
-                            message: format!("batch refused, nothing applied: {e}"),
-                        });
-                    }
+                match lvs_config::table::apply_batch(&mut self.d, requests) {
+                    Ok(()) => Reply::Ok,
+                    Err(message) => Reply::Error { message },
                 }
-                self.d = rehearsal;
-                Reply::Ok
             }
             Request::Zero { .. } => Reply::Ok,
             other => match apply(&mut self.d, other) {

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use lvs_api::{Reply, Request, parse_request};
 use tracing::{info, warn};
 
-use crate::dataplane::{Command, is_change};
+use crate::dataplane::Command;
 use crate::steering;
 
 /// Who sends a request.
@@ -93,7 +93,7 @@ impl Control {
             };
         }
         let (tx, rx) = channel();
-        let change = is_change(&req);
+        let change = req.is_change();
         let summary = match &req {
             // A whole configuration can be one batch: count it rather than print it.
             lvs_api::Request::Batch { requests } => {

@@ -239,28 +239,6 @@ impl Worker {
     }
 }
 
-/// A director with the same services, real servers and timeouts as `d`, and no connections.
-pub fn shadow(d: &Director) -> Director {
-    use lvs_core::director::Settings;
-    let settings = Settings {
-        conn_limit: 1,
-        conn_prealloc: 0,
-        ..d.settings().clone()
-    };
-    let mut s = Director::new(settings, Time::ZERO);
-    for (_, svc) in d.services().iter() {
-        let key = svc.config().key;
-        // Cannot fail: the configuration was valid where it came from.
-        let _ = s.add_service(*svc.config());
-        for dest in svc.dests() {
-            let _ = s.add_dest(&key, dest.config);
-        }
-    }
-    let (tcp, fin, udp) = d.timeouts().get();
-    s.set_timeouts(tcp, fin, udp);
-    s
-}
-
 fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared) {
     let mut got = false;
     loop {
@@ -278,7 +256,7 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                     fp.sync(director, shared.now());
                     fp.fold_stats(director);
                 }
-                let changes = is_change(&req);
+                let changes = req.is_change();
                 warn_if_vip_not_local(&c.local, &req);
                 let answer = api(director, shared, c.fast.as_ref(), req);
                 let applied = changes && matches!(answer, Reply::Ok);
@@ -313,7 +291,7 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
 /// As with IPVS, the VIP is an address the operator (or keepalived) puts on the
 /// director; without it nobody answers ARP for it and no traffic arrives.
 fn warn_if_vip_not_local(local: &BTreeSet<IpAddr>, req: &Request) {
-    let keys: Vec<&lvs_core::types::ServiceKey> = match req {
+    let keys: Vec<&lvs_api::ServiceKey> = match req {
         Request::AddService { service } | Request::EditService { service } => {
             vec![&service.key]
         }
@@ -329,7 +307,7 @@ fn warn_if_vip_not_local(local: &BTreeSet<IpAddr>, req: &Request) {
     let missing: BTreeSet<IpAddr> = keys
         .into_iter()
         .filter_map(|k| match k {
-            lvs_core::types::ServiceKey::Addr { addr, .. } if !local.contains(addr) => Some(*addr),
+            lvs_api::ServiceKey::Addr { addr, .. } if !local.contains(addr) => Some(*addr),
             _ => None,
         })
         .collect();
@@ -350,27 +328,11 @@ fn warn_if_vip_not_local(local: &BTreeSet<IpAddr>, req: &Request) {
 
 fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: Request) -> Reply {
     match req {
-        Request::Batch { requests } => {
-            // All or none: rehearse on a copy of the configuration first.
-            let mut rehearsal = shadow(director);
-            for r in &requests {
-                if let Err(e) = apply_change(&mut rehearsal, r.clone()) {
-                    return Reply::Error {
-                        message: format!("batch refused, nothing applied: {e}"),
-                    };
-                }
-            }
-            for r in requests {
-                if let Err(e) = apply_change(director, r) {
-                    // Cannot happen after a successful rehearsal; say so loudly.
-                    return Reply::Error {
-                        message: format!("batch failed half-way (bug): {e}"),
-                    };
-                }
-            }
-            Reply::Ok
-        }
-        r if is_change(&r) => match apply_change(director, r) {
+        Request::Batch { requests } => match lvs_config::table::apply_batch(director, requests) {
+            Ok(()) => Reply::Ok,
+            Err(message) => Reply::Error { message },
+        },
+        r if r.is_change() => match apply_change(director, r) {
             Ok(()) => Reply::Ok,
             Err(e) => Reply::Error { message: e },
         },
@@ -388,7 +350,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                 .conns()
                 .iter()
                 .map(|(_, c)| ConnInfo {
-                    proto: c.proto,
+                    proto: c.proto.into(),
                     caddr: c.caddr,
                     cport: c.cport,
                     vaddr: c.vaddr,
@@ -403,7 +365,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                         .filter(|e| *e > c.expires)
                         .map_or(c.remaining(now), |e| e.saturating_since(now))
                         .as_secs(),
-                    method: c.method,
+                    method: c.method.into(),
                     template: c.is_template(),
                 })
                 .collect();
@@ -435,7 +397,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                 udp: udp.as_secs(),
             }
         }
-        Request::Zero { key } => match director.zero_stats(key.as_ref()) {
+        Request::Zero { key } => match director.zero_stats(key.map(Into::into).as_ref()) {
             Ok(()) => Reply::Ok,
             Err(e) => Reply::Error {
                 message: e.to_string(),
@@ -447,23 +409,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
     }
 }
 
-/// Whether a request changes the service table.
-pub fn is_change(r: &Request) -> bool {
-    matches!(
-        r,
-        Request::AddService { .. }
-            | Request::EditService { .. }
-            | Request::DeleteService { .. }
-            | Request::Clear
-            | Request::AddDest { .. }
-            | Request::EditDest { .. }
-            | Request::DeleteDest { .. }
-            | Request::SetTimeouts { .. }
-            | Request::Batch { .. }
-    )
-}
-
-pub use lvs_api::{apply_change, listing as list};
+pub use lvs_config::table::{apply_change, listing as list};
 
 fn gso_of(v: &VnetHdr) -> Option<Gso> {
     let kind = match v.gso_type & !lvs_io::backend::VNET_GSO_ECN {

@@ -36,10 +36,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lvs_api::{HealthInfo, Reply, Request, ServiceHealthInfo, ServiceInfo};
+use lvs_api::{DestConfig, HealthInfo, Reply, Request, ServiceHealthInfo, ServiceInfo, ServiceKey};
 use lvs_config::Config;
-use lvs_core::service::DestConfig;
-use lvs_core::types::ServiceKey;
 use lvs_health::{Change, Check, CheckConfig, Engine, Event, Quorum, QuorumChange, ServiceHealth};
 use tracing::{info, warn};
 
@@ -532,7 +530,7 @@ impl Health {
             services: c
                 .services
                 .into_iter()
-                .filter(|e| e.config.key == *key)
+                .filter(|e| e.config.key == (*key).into())
                 .collect(),
             ..Config::default()
         };
@@ -697,7 +695,7 @@ fn plan(st: &mut State, wanted: &Config) -> Result<Plan, String> {
     for e in &wanted.services {
         for d in &e.dests {
             if let Some(c) = e.checks.get(&(d.addr, d.port)) {
-                checks.insert((e.config.key, d.addr, d.port), (c, *d));
+                checks.insert((e.config.key.into(), d.addr, d.port), (c, (*d).into()));
             }
         }
     }
@@ -737,17 +735,18 @@ fn plan(st: &mut State, wanted: &Config) -> Result<Plan, String> {
         .services
         .iter()
         .filter(|e| e.health.is_some() || !e.checks.is_empty())
-        .map(|e| e.config.key)
+        .map(|e| e.config.key.into())
         .collect();
     st.services.retain(|k, _| keep.contains(k));
     for e in wanted
         .services
         .iter()
-        .filter(|e| keep.contains(&e.config.key))
+        .filter(|e| keep.contains(&e.config.key.into()))
     {
-        let key = e.config.key;
+        let key: ServiceKey = e.config.key.into();
+        let dests: Vec<DestConfig> = e.dests.iter().map(|&d| d.into()).collect();
         let health = e.health.clone().unwrap_or_default();
-        let sum = total(st, &key, &e.dests);
+        let sum = total(st, &key, &dests);
         match st.services.get_mut(&key) {
             Some(svc) if svc.health == health => {
                 if let Some(change) = svc.quorum.update(sum) {
@@ -790,7 +789,7 @@ fn plan(st: &mut State, wanted: &Config) -> Result<Plan, String> {
 fn configured_view(st: &State, live: &Config) -> Config {
     let mut cfg = live.clone();
     for e in &mut cfg.services {
-        let key = e.config.key;
+        let key: ServiceKey = e.config.key.into();
         let svc = st.services.get(&key);
         if let Some(sorry) = svc.and_then(|s| s.sorry_in_table)
             && !st.servers.contains_key(&(key, sorry.0, sorry.1))
@@ -803,8 +802,8 @@ fn configured_view(st: &State, live: &Config) -> Config {
                 .iter_mut()
                 .find(|d| (d.addr, d.port) == (addr, port))
             {
-                Some(d) => *d = s.dest,
-                None => e.dests.push(s.dest),
+                Some(d) => *d = s.dest.into(),
+                None => e.dests.push(s.dest.into()),
             }
             e.checks.insert((addr, port), s.check.clone());
         }
@@ -819,7 +818,7 @@ fn configured_view(st: &State, live: &Config) -> Config {
 fn desired(st: &State, cfg: &Config) -> Config {
     let mut out = cfg.clone();
     for e in &mut out.services {
-        let key = e.config.key;
+        let key: ServiceKey = e.config.key.into();
         let svc = st.services.get(&key);
         let sorry_active =
             svc.is_some_and(|s| !s.quorum.is_up() && s.health.sorry_server.is_some());
@@ -836,11 +835,15 @@ fn desired(st: &State, cfg: &Config) -> Config {
             })
             .collect();
         if let Some(s) = svc.and_then(|s| s.health.sorry_server.as_ref()) {
-            let dest = DestConfig::new(s.addr, s.port, s.method.into());
+            // Into the configuration, in the core's vocabulary.
+            let dest = |weight| {
+                lvs_core::service::DestConfig::new(s.addr, s.port, s.method.into())
+                    .with_weight(weight)
+            };
             let want = if sorry_active {
-                Some(dest.with_weight(s.weight))
+                Some(dest(s.weight))
             } else if s.inhibit {
-                Some(dest.with_weight(0))
+                Some(dest(0))
             } else {
                 None
             };
@@ -944,7 +947,7 @@ mod tests {
                     }
                 }
                 Request::Batch { requests } => {
-                    let mut rehearsal = crate::dataplane::shadow(&d);
+                    let mut rehearsal = lvs_config::table::rehearsal(&d);
                     for r in &requests {
                         if let Err(e) = crate::dataplane::apply_change(&mut rehearsal, r.clone()) {
                             return Reply::Error { message: e };
@@ -1017,6 +1020,7 @@ mod tests {
             .services[0]
             .config
             .key
+            .into()
     }
 
     fn rs(last: u8) -> Key {
@@ -1151,7 +1155,7 @@ mod tests {
         assert!(l.health.state.lock().unwrap().servers.is_empty());
         // A new server with an alpha check is not put in until a check passes.
         let mut alpha = plain.clone();
-        let d = DestConfig::new(
+        let d = lvs_core::service::DestConfig::new(
             IpAddr::from([10, 0, 1, 14]),
             80,
             lvs_core::types::ForwardMethod::Masq,

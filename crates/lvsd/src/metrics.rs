@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lvs_api::{CountersInfo, DestInfo, HealthInfo, Reply, Request, ServiceHealthInfo, ServiceInfo};
-use lvs_core::stats::{Rates, Stats};
-use lvs_core::types::{Family, ServiceKey};
+// Listings arrive in the protocol's types; ipvsadm's names come from the core's.
+use lvs_api::{Family, Rates, ServiceKey, Stats};
+use lvs_core::types as core;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -417,7 +418,10 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
 pub fn service_labels(key: &ServiceKey) -> Labels {
     match *key {
         ServiceKey::Addr { proto, addr, port } => vec![
-            ("protocol", proto.name().to_ascii_lowercase()),
+            (
+                "protocol",
+                core::Protocol::from(proto).name().to_ascii_lowercase(),
+            ),
             ("vip", addr.to_string()),
             ("port", port.to_string()),
         ],
@@ -442,7 +446,9 @@ pub fn real_server_labels(key: &ServiceKey, d: &DestInfo) -> Labels {
     l.push(("real_port", d.config.port.to_string()));
     l.push((
         "method",
-        d.config.method.name().to_ascii_lowercase().to_string(),
+        core::ForwardMethod::from(d.config.method)
+            .name()
+            .to_ascii_lowercase(),
     ));
     l
 }
@@ -532,7 +538,10 @@ fn services(enc: &mut DescriptorEncoder, svcs: &[ServiceInfo]) -> std::fmt::Resu
         )?;
         for s in svcs {
             let labels = service_labels(&s.config.key);
-            let sched = [("scheduler", s.config.scheduler.name())];
+            let sched = [(
+                "scheduler",
+                core::SchedulerKind::from(s.config.scheduler).name(),
+            )];
             m.encode_family(&labels)?.encode_info(&sched)?;
         }
     }
@@ -692,7 +701,7 @@ mod tests {
 
     fn dest(addr: &str, port: u16, method: ForwardMethod, n: u64) -> DestInfo {
         DestInfo {
-            config: DestConfig::new(addr.parse().unwrap(), port, method).with_weight(3),
+            config: (DestConfig::new(addr.parse().unwrap(), port, method).with_weight(3)).into(),
             active: 2,
             inactive: 5,
             persistent: 1,
@@ -710,7 +719,7 @@ mod tests {
 
     fn tcp_key() -> ServiceKey {
         ServiceKey::Addr {
-            proto: Protocol::Tcp,
+            proto: Protocol::Tcp.into(),
             addr: "10.0.0.1".parse().unwrap(),
             port: 80,
         }
@@ -745,7 +754,9 @@ mod tests {
         Snapshot {
             services: vec![
                 ServiceInfo {
-                    config: ServiceConfig::new(tcp_key()).with_scheduler(SchedulerKind::Rr),
+                    config: ServiceConfig::new(tcp_key().into())
+                        .with_scheduler(SchedulerKind::Rr)
+                        .into(),
                     stats: stats(3),
                     rates: Rates {
                         cps: 11,
@@ -760,7 +771,7 @@ mod tests {
                     ],
                 },
                 ServiceInfo {
-                    config: ServiceConfig::new(fwm_key()),
+                    config: ServiceConfig::new(fwm_key().into()).into(),
                     stats: stats(4),
                     rates: Rates::default(),
                     dests: vec![dest("2001:db8::5", 0, ForwardMethod::DirectRoute, 4)],
