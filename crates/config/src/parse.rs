@@ -1,6 +1,6 @@
 //! Validation of the TOML file, with the position of every error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
@@ -380,306 +380,19 @@ fn service(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(ServiceEntry, Span)> {
         ],
         "[[service]]",
     );
-    let proto =
-        get_str(cx, t, "protocol").and_then(|(p, span)| match p.to_ascii_lowercase().as_str() {
-            "tcp" => Some(Protocol::Tcp),
-            "udp" => Some(Protocol::Udp),
-            "sctp" => Some(Protocol::Sctp),
-            _ => {
-                cx.err(
-                    span,
-                    format!("unknown protocol '{p}' (one of: tcp, udp, sctp)"),
-                );
-                None
-            }
-        });
-    let address = get_str(cx, t, "address");
-    let fwmark = get_int(cx, t, "fwmark", 1, i64::from(u32::MAX));
-    let family = get_str(cx, t, "family").and_then(|(f, span)| match f {
-        "inet" | "ipv4" => Some((Family::V4, span)),
-        "inet6" | "ipv6" => Some((Family::V6, span)),
-        _ => {
-            cx.err(span, format!("unknown family '{f}' (inet or inet6)"));
-            None
-        }
-    });
-    let mut key_span = None;
-    let key = match (t.contains_key("fwmark"), t.contains_key("address")) {
-        (true, true) => {
-            cx.err(
-                span_of(t, "fwmark"),
-                "a service is either 'protocol' + 'address' or 'fwmark', not both",
-            );
-            None
-        }
-        (false, false) => {
-            cx.err(
-                None,
-                "a service needs 'protocol' and 'address' (e.g. protocol = \"tcp\", address = \"192.0.2.1:80\") or 'fwmark'",
-            );
-            None
-        }
-        (true, false) => {
-            if t.contains_key("protocol") {
-                cx.err(
-                    span_of(t, "protocol"),
-                    "a firewall-mark service has no 'protocol' (the mark selects the packets): remove it",
-                );
-            }
-            key_span = span_of(t, "fwmark");
-            fwmark.map(|(m, _)| ServiceKey::Fwmark {
-                mark: m as u32,
-                family: family.as_ref().map_or(Family::V4, |f| f.0),
-            })
-        }
-        (false, true) => {
-            if let Some((_, span)) = &family {
-                cx.err(
-                    span.clone(),
-                    "'family' is only for fwmark services (the address says it): remove it",
-                );
-            }
-            if !t.contains_key("protocol") {
-                cx.err(
-                    span_of(t, "address"),
-                    "the service needs a 'protocol' (tcp, udp or sctp)",
-                );
-            }
-            key_span = span_of(t, "address");
-            match address {
-                Some((a, span)) => match parse_sock(a) {
-                    Ok((addr, Some(port))) => {
-                        proto.map(|proto| ServiceKey::Addr { proto, addr, port })
-                    }
-                    Ok((_, None)) => {
-                        cx.err(
-                            span,
-                            format!("the service address '{a}' needs a port: {ADDR_HELP}"),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        cx.err(span, e);
-                        None
-                    }
-                },
-                None => None,
-            }
-        }
-    };
-    let scheduler = match get_str(cx, t, "scheduler") {
-        None => Some(SchedulerKind::Wlc),
-        Some((s, span)) => match s.parse::<SchedulerKind>() {
-            Ok(k) => Some(k),
-            Err(e) => {
-                cx.err(span, e.to_string());
-                None
-            }
-        },
-    };
-    let mut flags = SchedFlags::default();
-    if let Some(item) = t.get("flags") {
-        match item.as_array() {
-            None => cx.err(
-                span_of(t, "flags"),
-                format!(
-                    "'flags' must be an array of strings (e.g. [\"sh-port\"]), found a {}",
-                    item.type_name()
-                ),
-            ),
-            Some(arr) => {
-                for v in arr.iter() {
-                    let Some(name) = v.as_str() else {
-                        cx.err(v.span(), "a flag must be a string such as \"sh-port\"");
-                        continue;
-                    };
-                    let bit = match name {
-                        "sh-fallback" | "mh-fallback" | "flag-1" => SchedFlags::FLAG1,
-                        "sh-port" | "mh-port" | "flag-2" => SchedFlags::FLAG2,
-                        "flag-3" => SchedFlags::FLAG3,
-                        _ => {
-                            cx.err(
-                                v.span(),
-                                format!(
-                                    "unknown scheduler flag '{name}' (one of: sh-fallback, sh-port, mh-fallback, mh-port, flag-1, flag-2, flag-3)"
-                                ),
-                            );
-                            continue;
-                        }
-                    };
-                    let wrong = match (name.split('-').next(), scheduler) {
-                        (Some("sh"), Some(SchedulerKind::Mh)) => Some("mh"),
-                        (Some("mh"), Some(SchedulerKind::Sh)) => Some("sh"),
-                        _ => None,
-                    };
-                    if let Some(p) = wrong {
-                        let suffix = name.split_once('-').map_or("", |x| x.1);
-                        cx.err(
-                            v.span(),
-                            format!(
-                                "flag '{name}' does not belong to the {p} scheduler: write \"{p}-{suffix}\""
-                            ),
-                        );
-                    }
-                    flags = flags.union(bit);
-                }
-            }
-        }
-    }
+    let (key, key_span) = service_key(cx, t);
+    let scheduler = scheduler(cx, t);
+    let flags = sched_flags(cx, t, scheduler);
     let fam = key.map(|k| k.family());
-    let mut persistence = None;
-    if let Some(item) = t.get("persistent") {
-        let span = span_of(t, "persistent");
-        let timeout = match (item.as_bool(), item.as_integer()) {
-            (Some(true), _) => Some(Some(lvs_core::types::DEFAULT_PERSISTENCE_TIMEOUT)),
-            (Some(false), _) => Some(None),
-            (_, Some(n)) if (1..=i64::from(u32::MAX)).contains(&n) => Some(Some(secs(n as u64))),
-            (_, Some(n)) => {
-                cx.err(
-                    span,
-                    format!("'persistent' = {n}: give the timeout in seconds (at least 1), true for 300, or false for none"),
-                );
-                None
-            }
-            _ => {
-                cx.err(
-                    span,
-                    format!(
-                        "'persistent' must be a number of seconds or true/false, found a {}",
-                        item.type_name()
-                    ),
-                );
-                None
-            }
-        };
-        if let (Some(Some(timeout)), Some(f)) = (timeout, fam) {
-            persistence = Some(Persistence {
-                timeout,
-                netmask: default_persistence(f).netmask,
-            });
-        }
+    let mut persistence = persistence(cx, t, fam);
+    let mask = netmask(cx, t, fam);
+    if let (Some(m), Some(p)) = (mask, persistence.as_mut()) {
+        p.netmask = m;
     }
-    if let Some(item) = t.get("netmask") {
-        let span = span_of(t, "netmask");
-        if !t.contains_key("persistent")
-            || matches!(t.get("persistent").and_then(Item::as_bool), Some(false))
-        {
-            cx.err(
-                span.clone(),
-                "'netmask' is the persistence granularity: it needs 'persistent'",
-            );
-        }
-        let mask = match (item.as_str(), item.as_integer()) {
-            (Some(s), _) => match s.parse::<Ipv4Addr>() {
-                Ok(m) => match (mask_prefix(m), fam) {
-                    (None, _) => {
-                        cx.err(
-                            span,
-                            format!("netmask '{s}' is not contiguous (e.g. 255.255.255.0)"),
-                        );
-                        None
-                    }
-                    (Some(_), Some(Family::V6)) => {
-                        cx.err(
-                            span,
-                            format!("netmask '{s}' is an IPv4 mask but the service is IPv6: give a prefix length (0..=128), e.g. netmask = 64"),
-                        );
-                        None
-                    }
-                    (Some(p), _) => Some(Netmask::V4(p)),
-                },
-                Err(_) => {
-                    cx.err(
-                        span,
-                        format!("netmask '{s}' is neither a dotted IPv4 mask nor a prefix length"),
-                    );
-                    None
-                }
-            },
-            (_, Some(n)) => {
-                let max = if fam == Some(Family::V6) { 128 } else { 32 };
-                if (0..=max).contains(&n) {
-                    Some(if fam == Some(Family::V6) {
-                        Netmask::V6(n as u8)
-                    } else {
-                        Netmask::V4(n as u8)
-                    })
-                } else {
-                    let fname = if max == 32 { "IPv4" } else { "IPv6" };
-                    cx.err(
-                        span,
-                        format!("netmask prefix {n} does not fit an {fname} service (0..={max})"),
-                    );
-                    None
-                }
-            }
-            _ => {
-                cx.err(
-                    span,
-                    format!(
-                        "'netmask' must be a dotted mask or a prefix length, found a {}",
-                        item.type_name()
-                    ),
-                );
-                None
-            }
-        };
-        if let (Some(m), Some(p)) = (mask, persistence.as_mut()) {
-            p.netmask = m;
-        }
-    }
-    let one_packet = get_bool(cx, t, "one_packet").unwrap_or(false);
-    if one_packet
-        && matches!(
-            key,
-            Some(ServiceKey::Addr {
-                proto: Protocol::Tcp | Protocol::Sctp,
-                ..
-            })
-        )
-    {
-        cx.err(
-            span_of(t, "one_packet"),
-            "one_packet applies to UDP (and fwmark) services only",
-        );
-    }
-    if let Some(ServiceKey::Addr { port: 0, .. }) = key
-        && persistence.is_none()
-    {
-        cx.err(
-            span_of(t, "address"),
-            "port 0 (all ports) is only allowed on a persistent service: add 'persistent' or give a port",
-        );
-    }
+    let one_packet = one_packet(cx, t, key);
+    check_all_ports(cx, t, key, persistence.is_some());
     let health = service_health(cx, t, key);
-    let mut dests = Vec::new();
-    let mut checks = std::collections::BTreeMap::new();
-    if let Some(item) = t.get("real_server") {
-        let here = cx.here.clone();
-        let kspan = t.key("real_server").and_then(|k| k.span());
-        let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
-        for (rt, span) in tables(cx, item, "service.real_server", kspan) {
-            cx.here = span.or_else(|| here.clone());
-            if let Some((d, dspan, check)) = real_server(cx, rt, key) {
-                if let Some(first) = seen.get(&(d.addr, d.port)) {
-                    cx.err(
-                        dspan,
-                        format!(
-                            "duplicate real server {}: already listed for this service at line {first}",
-                            crate::sock(d.addr, d.port)
-                        ),
-                    );
-                } else {
-                    seen.insert((d.addr, d.port), cx.line_of(&dspan));
-                    if let Some(c) = check {
-                        checks.insert((d.addr, d.port), c);
-                    }
-                    dests.push(d);
-                }
-            }
-        }
-        cx.here = here;
-    }
+    let (dests, checks) = real_servers(cx, t, key);
     if cx.diags.len() != before {
         return None;
     }
@@ -699,6 +412,372 @@ fn service(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(ServiceEntry, Span)> {
         },
         key_span,
     ))
+}
+
+/// A service's `protocol`, if given and known (an unknown one is reported).
+fn protocol(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<Protocol> {
+    let (p, span) = get_str(cx, t, "protocol")?;
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "sctp" => Some(Protocol::Sctp),
+        _ => {
+            cx.err(
+                span,
+                format!("unknown protocol '{p}' (one of: tcp, udp, sctp)"),
+            );
+            None
+        }
+    }
+}
+
+/// A service's `family` with its span, if given and known (an unknown one is reported).
+fn fwmark_family(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<(Family, Span)> {
+    let (f, span) = get_str(cx, t, "family")?;
+    match f {
+        "inet" | "ipv4" => Some((Family::V4, span)),
+        "inet6" | "ipv6" => Some((Family::V6, span)),
+        _ => {
+            cx.err(span, format!("unknown family '{f}' (inet or inet6)"));
+            None
+        }
+    }
+}
+
+/// A service's key (`protocol` + `address`, or `fwmark` [+ `family`]) and the span it is
+/// reported at; the key is `None` when it is wrong (which is reported).
+fn service_key(cx: &mut Cx<'_>, t: &dyn TableLike) -> (Option<ServiceKey>, Span) {
+    let proto = protocol(cx, t);
+    let address = get_str(cx, t, "address");
+    let fwmark = get_int(cx, t, "fwmark", 1, i64::from(u32::MAX));
+    let family = fwmark_family(cx, t);
+    match (t.contains_key("fwmark"), t.contains_key("address")) {
+        (true, true) => {
+            cx.err(
+                span_of(t, "fwmark"),
+                "a service is either 'protocol' + 'address' or 'fwmark', not both",
+            );
+            (None, None)
+        }
+        (false, false) => {
+            cx.err(
+                None,
+                "a service needs 'protocol' and 'address' (e.g. protocol = \"tcp\", address = \"192.0.2.1:80\") or 'fwmark'",
+            );
+            (None, None)
+        }
+        (true, false) => {
+            if t.contains_key("protocol") {
+                cx.err(
+                    span_of(t, "protocol"),
+                    "a firewall-mark service has no 'protocol' (the mark selects the packets): remove it",
+                );
+            }
+            let key = fwmark.map(|(m, _)| ServiceKey::Fwmark {
+                mark: m as u32,
+                family: family.as_ref().map_or(Family::V4, |f| f.0),
+            });
+            (key, span_of(t, "fwmark"))
+        }
+        (false, true) => {
+            if let Some((_, span)) = &family {
+                cx.err(
+                    span.clone(),
+                    "'family' is only for fwmark services (the address says it): remove it",
+                );
+            }
+            if !t.contains_key("protocol") {
+                cx.err(
+                    span_of(t, "address"),
+                    "the service needs a 'protocol' (tcp, udp or sctp)",
+                );
+            }
+            (address_key(cx, proto, address), span_of(t, "address"))
+        }
+    }
+}
+
+/// The key of an address service from its protocol and its `address` (which needs a port).
+fn address_key(
+    cx: &mut Cx<'_>,
+    proto: Option<Protocol>,
+    address: Option<(&str, Span)>,
+) -> Option<ServiceKey> {
+    let (a, span) = address?;
+    match parse_sock(a) {
+        Ok((addr, Some(port))) => proto.map(|proto| ServiceKey::Addr { proto, addr, port }),
+        Ok((_, None)) => {
+            cx.err(
+                span,
+                format!("the service address '{a}' needs a port: {ADDR_HELP}"),
+            );
+            None
+        }
+        Err(e) => {
+            cx.err(span, e);
+            None
+        }
+    }
+}
+
+/// A service's `scheduler` (wlc when left out); `None` when it is unknown (which is reported).
+fn scheduler(cx: &mut Cx<'_>, t: &dyn TableLike) -> Option<SchedulerKind> {
+    match get_str(cx, t, "scheduler") {
+        None => Some(SchedulerKind::Wlc),
+        Some((s, span)) => match s.parse::<SchedulerKind>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                cx.err(span, e.to_string());
+                None
+            }
+        },
+    }
+}
+
+/// A service's `flags` (none when left out), each checked against its scheduler.
+fn sched_flags(cx: &mut Cx<'_>, t: &dyn TableLike, scheduler: Option<SchedulerKind>) -> SchedFlags {
+    let mut flags = SchedFlags::default();
+    let Some(item) = t.get("flags") else {
+        return flags;
+    };
+    match item.as_array() {
+        None => cx.err(
+            span_of(t, "flags"),
+            format!(
+                "'flags' must be an array of strings (e.g. [\"sh-port\"]), found a {}",
+                item.type_name()
+            ),
+        ),
+        Some(arr) => {
+            for v in arr.iter() {
+                if let Some(bit) = sched_flag(cx, v, scheduler) {
+                    flags = flags.union(bit);
+                }
+            }
+        }
+    }
+    flags
+}
+
+/// One scheduler flag's bit; `None` when it is not a string or not a known flag (reported); a
+/// flag of the other hashing scheduler is reported but still counts.
+fn sched_flag(cx: &mut Cx<'_>, v: &Value, scheduler: Option<SchedulerKind>) -> Option<SchedFlags> {
+    let Some(name) = v.as_str() else {
+        cx.err(v.span(), "a flag must be a string such as \"sh-port\"");
+        return None;
+    };
+    let bit = match name {
+        "sh-fallback" | "mh-fallback" | "flag-1" => SchedFlags::FLAG1,
+        "sh-port" | "mh-port" | "flag-2" => SchedFlags::FLAG2,
+        "flag-3" => SchedFlags::FLAG3,
+        _ => {
+            cx.err(
+                v.span(),
+                format!(
+                    "unknown scheduler flag '{name}' (one of: sh-fallback, sh-port, mh-fallback, mh-port, flag-1, flag-2, flag-3)"
+                ),
+            );
+            return None;
+        }
+    };
+    let wrong = match (name.split('-').next(), scheduler) {
+        (Some("sh"), Some(SchedulerKind::Mh)) => Some("mh"),
+        (Some("mh"), Some(SchedulerKind::Sh)) => Some("sh"),
+        _ => None,
+    };
+    if let Some(p) = wrong {
+        let suffix = name.split_once('-').map_or("", |x| x.1);
+        cx.err(
+            v.span(),
+            format!("flag '{name}' does not belong to the {p} scheduler: write \"{p}-{suffix}\""),
+        );
+    }
+    Some(bit)
+}
+
+/// A service's `persistent` timeout with the family's default netmask; `None` when it is
+/// absent, false, wrong (which is reported) or the family is unknown.
+fn persistence(cx: &mut Cx<'_>, t: &dyn TableLike, fam: Option<Family>) -> Option<Persistence> {
+    let item = t.get("persistent")?;
+    let span = span_of(t, "persistent");
+    let timeout = match (item.as_bool(), item.as_integer()) {
+        (Some(true), _) => Some(Some(lvs_core::types::DEFAULT_PERSISTENCE_TIMEOUT)),
+        (Some(false), _) => Some(None),
+        (_, Some(n)) if (1..=i64::from(u32::MAX)).contains(&n) => Some(Some(secs(n as u64))),
+        (_, Some(n)) => {
+            cx.err(
+                span,
+                format!("'persistent' = {n}: give the timeout in seconds (at least 1), true for 300, or false for none"),
+            );
+            None
+        }
+        _ => {
+            cx.err(
+                span,
+                format!(
+                    "'persistent' must be a number of seconds or true/false, found a {}",
+                    item.type_name()
+                ),
+            );
+            None
+        }
+    };
+    if let (Some(Some(timeout)), Some(f)) = (timeout, fam) {
+        Some(Persistence {
+            timeout,
+            netmask: default_persistence(f).netmask,
+        })
+    } else {
+        None
+    }
+}
+
+/// A service's `netmask` (which needs `persistent`); `None` when it is absent or wrong (which
+/// is reported).
+fn netmask(cx: &mut Cx<'_>, t: &dyn TableLike, fam: Option<Family>) -> Option<Netmask> {
+    let item = t.get("netmask")?;
+    let span = span_of(t, "netmask");
+    if !t.contains_key("persistent")
+        || matches!(t.get("persistent").and_then(Item::as_bool), Some(false))
+    {
+        cx.err(
+            span.clone(),
+            "'netmask' is the persistence granularity: it needs 'persistent'",
+        );
+    }
+    match (item.as_str(), item.as_integer()) {
+        (Some(s), _) => dotted_netmask(cx, s, span, fam),
+        (_, Some(n)) => prefix_netmask(cx, n, span, fam),
+        _ => {
+            cx.err(
+                span,
+                format!(
+                    "'netmask' must be a dotted mask or a prefix length, found a {}",
+                    item.type_name()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A netmask written as a string: a contiguous dotted IPv4 mask, not for an IPv6 service.
+fn dotted_netmask(cx: &mut Cx<'_>, s: &str, span: Span, fam: Option<Family>) -> Option<Netmask> {
+    let Ok(m) = s.parse::<Ipv4Addr>() else {
+        cx.err(
+            span,
+            format!("netmask '{s}' is neither a dotted IPv4 mask nor a prefix length"),
+        );
+        return None;
+    };
+    match (mask_prefix(m), fam) {
+        (None, _) => {
+            cx.err(
+                span,
+                format!("netmask '{s}' is not contiguous (e.g. 255.255.255.0)"),
+            );
+            None
+        }
+        (Some(_), Some(Family::V6)) => {
+            cx.err(
+                span,
+                format!("netmask '{s}' is an IPv4 mask but the service is IPv6: give a prefix length (0..=128), e.g. netmask = 64"),
+            );
+            None
+        }
+        (Some(p), _) => Some(Netmask::V4(p)),
+    }
+}
+
+/// A netmask written as a prefix length, within the service's family (IPv4 when unknown).
+fn prefix_netmask(cx: &mut Cx<'_>, n: i64, span: Span, fam: Option<Family>) -> Option<Netmask> {
+    let max = if fam == Some(Family::V6) { 128 } else { 32 };
+    if (0..=max).contains(&n) {
+        Some(if fam == Some(Family::V6) {
+            Netmask::V6(n as u8)
+        } else {
+            Netmask::V4(n as u8)
+        })
+    } else {
+        let fname = if max == 32 { "IPv4" } else { "IPv6" };
+        cx.err(
+            span,
+            format!("netmask prefix {n} does not fit an {fname} service (0..={max})"),
+        );
+        None
+    }
+}
+
+/// A service's `one_packet` (false when left out or wrong); true on a TCP or SCTP service is
+/// reported.
+fn one_packet(cx: &mut Cx<'_>, t: &dyn TableLike, key: Option<ServiceKey>) -> bool {
+    let one_packet = get_bool(cx, t, "one_packet").unwrap_or(false);
+    if one_packet
+        && matches!(
+            key,
+            Some(ServiceKey::Addr {
+                proto: Protocol::Tcp | Protocol::Sctp,
+                ..
+            })
+        )
+    {
+        cx.err(
+            span_of(t, "one_packet"),
+            "one_packet applies to UDP (and fwmark) services only",
+        );
+    }
+    one_packet
+}
+
+/// Report port 0 (all ports) on an address service that is not persistent.
+fn check_all_ports(cx: &mut Cx<'_>, t: &dyn TableLike, key: Option<ServiceKey>, persistent: bool) {
+    if let Some(ServiceKey::Addr { port: 0, .. }) = key
+        && !persistent
+    {
+        cx.err(
+            span_of(t, "address"),
+            "port 0 (all ports) is only allowed on a persistent service: add 'persistent' or give a port",
+        );
+    }
+}
+
+/// A service's `[[service.real_server]]` tables: the valid real servers (a duplicate is
+/// reported) and their health checks by address and port.
+fn real_servers(
+    cx: &mut Cx<'_>,
+    t: &dyn TableLike,
+    key: Option<ServiceKey>,
+) -> (Vec<DestConfig>, BTreeMap<(IpAddr, u16), CheckConfig>) {
+    let mut dests = Vec::new();
+    let mut checks = BTreeMap::new();
+    let Some(item) = t.get("real_server") else {
+        return (dests, checks);
+    };
+    let here = cx.here.clone();
+    let kspan = t.key("real_server").and_then(|k| k.span());
+    let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
+    for (rt, span) in tables(cx, item, "service.real_server", kspan) {
+        cx.here = span.or_else(|| here.clone());
+        if let Some((d, dspan, check)) = real_server(cx, rt, key) {
+            if let Some(first) = seen.get(&(d.addr, d.port)) {
+                cx.err(
+                    dspan,
+                    format!(
+                        "duplicate real server {}: already listed for this service at line {first}",
+                        crate::sock(d.addr, d.port)
+                    ),
+                );
+            } else {
+                seen.insert((d.addr, d.port), cx.line_of(&dspan));
+                if let Some(c) = check {
+                    checks.insert((d.addr, d.port), c);
+                }
+                dests.push(d);
+            }
+        }
+    }
+    cx.here = here;
+    (dests, checks)
 }
 
 fn real_server(

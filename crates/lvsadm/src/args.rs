@@ -805,19 +805,97 @@ pub fn parse_with(argv: &[String], names: &dyn Resolve) -> Result<Invocation, Pa
 /// Record one option occurrence, checking its value as ipvsadm's `parse_options` does.
 fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<(), ParseError> {
     match tag {
-        Tag::AddService => raw.set_command(Cmd::Add)?,
-        Tag::EditService => raw.set_command(Cmd::Edit)?,
-        Tag::DeleteService => raw.set_command(Cmd::Del)?,
-        Tag::Clear => raw.set_command(Cmd::Flush)?,
-        Tag::List => raw.set_command(Cmd::List)?,
-        Tag::Zero => raw.set_command(Cmd::Zero)?,
-        Tag::AddServer => raw.set_command(Cmd::AddDest)?,
-        Tag::EditServer => raw.set_command(Cmd::EditDest)?,
-        Tag::DeleteServer => raw.set_command(Cmd::DelDest)?,
-        Tag::Set => raw.set_command(Cmd::Timeout)?,
-        Tag::Restore => raw.set_command(Cmd::Restore)?,
-        Tag::Save => raw.set_command(Cmd::Save)?,
-        Tag::Reload => raw.set_command(Cmd::Reload)?,
+        Tag::AddService
+        | Tag::EditService
+        | Tag::DeleteService
+        | Tag::Clear
+        | Tag::List
+        | Tag::Zero
+        | Tag::AddServer
+        | Tag::EditServer
+        | Tag::DeleteServer
+        | Tag::Set
+        | Tag::Restore
+        | Tag::Save
+        | Tag::Reload => apply_command(raw, tag),
+        Tag::StartDaemon
+        | Tag::StopDaemon
+        | Tag::McastInterface
+        | Tag::SyncId
+        | Tag::McastGroup
+        | Tag::McastPort
+        | Tag::McastTtl
+        | Tag::SyncMaxlen
+        | Tag::Daemon => apply_daemon(raw, tag, value),
+        Tag::Tcp
+        | Tag::Udp
+        | Tag::Sctp
+        | Tag::Fwmark
+        | Tag::Scheduler
+        | Tag::Persistent
+        | Tag::Netmask
+        | Tag::Pe
+        | Tag::Ipv6
+        | Tag::Ops
+        | Tag::SchedFlags => apply_service(raw, tag, value, names),
+        Tag::RealServer
+        | Tag::Masq
+        | Tag::Ipip
+        | Tag::Gatewaying
+        | Tag::Weight
+        | Tag::UThreshold
+        | Tag::LThreshold
+        | Tag::TunType
+        | Tag::TunPort
+        | Tag::TunNocsum
+        | Tag::TunCsum
+        | Tag::TunRemcsum => apply_server(raw, tag, value),
+        Tag::Numeric
+        | Tag::Connection
+        | Tag::Timeout
+        | Tag::Stats
+        | Tag::Rate
+        | Tag::Thresholds
+        | Tag::PersistentConn
+        | Tag::NoSort
+        | Tag::Sort
+        | Tag::Exact
+        | Tag::TunInfo => apply_listing(raw, tag),
+        Tag::Help => {
+            raw.help = true;
+            Ok(())
+        }
+        Tag::Version => {
+            raw.version = true;
+            Ok(())
+        }
+        Tag::Socket => apply_socket(raw, value),
+    }
+}
+
+/// Record a command option that takes no value (`-A`, `-E`, ..., `--set`, `--reload`).
+fn apply_command(raw: &mut Raw, tag: Tag) -> Result<(), ParseError> {
+    raw.set_command(match tag {
+        Tag::AddService => Cmd::Add,
+        Tag::EditService => Cmd::Edit,
+        Tag::DeleteService => Cmd::Del,
+        Tag::Clear => Cmd::Flush,
+        Tag::List => Cmd::List,
+        Tag::Zero => Cmd::Zero,
+        Tag::AddServer => Cmd::AddDest,
+        Tag::EditServer => Cmd::EditDest,
+        Tag::DeleteServer => Cmd::DelDest,
+        Tag::Set => Cmd::Timeout,
+        Tag::Restore => Cmd::Restore,
+        Tag::Save => Cmd::Save,
+        Tag::Reload => Cmd::Reload,
+        other => unreachable!("{other:?} is not a command without a value"),
+    })
+}
+
+/// Record a sync-daemon command or option (`--start-daemon`, `--syncid`, `--mcast-*`, ...).
+fn apply_daemon(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
+    match tag {
         Tag::StartDaemon | Tag::StopDaemon => {
             let start = tag == Tag::StartDaemon;
             raw.set_command(if start {
@@ -867,36 +945,20 @@ fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<
             })?;
         }
         Tag::Daemon => raw.set_option(Opt::Daemon)?,
-        Tag::Pe => {
-            raw.set_option(Opt::Pe)?;
-            raw.pe = Some(value);
-        }
-        Tag::TunInfo => {
-            raw.set_option(Opt::TunInfo)?;
-            raw.format.tun_info = true;
-        }
-        Tag::TunType => {
-            raw.set_option(Opt::TunType)?;
-            if !matches!(value.as_str(), "ipip" | "gue" | "gre") {
-                return Err(invalid(format!(
-                    "illegal tunnel type specified (`{value}'; lvsd tunnels with ipip only: --tun-type ipip, or leave it out)"
-                )));
-            }
-            raw.tun_type = Some(value);
-        }
-        Tag::TunPort => {
-            raw.set_option(Opt::TunPort)?;
-            string_to_number(&value, 1, 65535).ok_or_else(|| {
-                invalid(format!(
-                    "illegal tunnel port specified (`{value}'; 1 to 65535)"
-                ))
-            })?;
-        }
-        Tag::TunNocsum => raw.set_option(Opt::TunNocsum)?,
-        Tag::TunCsum => raw.set_option(Opt::TunCsum)?,
-        Tag::TunRemcsum => raw.set_option(Opt::TunRemcsum)?,
-        Tag::Help => raw.help = true,
-        Tag::Version => raw.version = true,
+        other => unreachable!("{other:?} is not a sync-daemon option"),
+    }
+    Ok(())
+}
+
+/// Record a virtual-service option (`-t`/`-u`/`--sctp-service`/`-f`, `-s`, `-p`, `-M`, `--pe`,
+/// `-6`, `-o`, `-b`).
+fn apply_service(
+    raw: &mut Raw,
+    tag: Tag,
+    value: String,
+    names: &dyn Resolve,
+) -> Result<(), ParseError> {
+    match tag {
         Tag::Tcp | Tag::Udp | Tag::Sctp => {
             raw.set_option(Opt::Service)?;
             let proto = match tag {
@@ -937,6 +999,28 @@ fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<
             raw.set_option(Opt::Netmask)?;
             raw.netmask = Some(value);
         }
+        Tag::Pe => {
+            raw.set_option(Opt::Pe)?;
+            raw.pe = Some(value);
+        }
+        Tag::Ipv6 => raw.ipv6 = true,
+        Tag::Ops => {
+            raw.set_option(Opt::OnePacket)?;
+            raw.one_packet = true;
+        }
+        Tag::SchedFlags => {
+            raw.set_option(Opt::SchedFlags)?;
+            raw.sched_flags = Some(value);
+        }
+        other => unreachable!("{other:?} is not a virtual-service option"),
+    }
+    Ok(())
+}
+
+/// Record a real-server option (`-r`, `-m`/`-i`/`-g`, `-w`, `-x`, `-y`, the `--tun-*` options
+/// other than `--tun-info`).
+fn apply_server(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
+    match tag {
         Tag::RealServer => {
             raw.set_option(Opt::Server)?;
             raw.server = Some(value);
@@ -958,25 +1042,57 @@ fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<
             })?;
             raw.weight = Some(w as u32);
         }
-        Tag::UThreshold | Tag::LThreshold => {
-            let (opt, name) = if tag == Tag::UThreshold {
-                (Opt::UThreshold, "u_threshold")
-            } else {
-                (Opt::LThreshold, "l_threshold")
-            };
-            raw.set_option(opt)?;
-            let n = string_to_number(&value, 0, i64::from(i32::MAX)).ok_or_else(|| {
-                invalid(format!(
-                    "illegal {name} specified (`{value}'; a connection count from 0 to {}, 0 for none)",
-                    i32::MAX
-                ))
-            })? as u32;
-            if tag == Tag::UThreshold {
-                raw.u_threshold = Some(n);
-            } else {
-                raw.l_threshold = Some(n);
+        Tag::UThreshold | Tag::LThreshold => apply_threshold(raw, tag, value)?,
+        Tag::TunType => {
+            raw.set_option(Opt::TunType)?;
+            if !matches!(value.as_str(), "ipip" | "gue" | "gre") {
+                return Err(invalid(format!(
+                    "illegal tunnel type specified (`{value}'; lvsd tunnels with ipip only: --tun-type ipip, or leave it out)"
+                )));
             }
+            raw.tun_type = Some(value);
         }
+        Tag::TunPort => {
+            raw.set_option(Opt::TunPort)?;
+            string_to_number(&value, 1, 65535).ok_or_else(|| {
+                invalid(format!(
+                    "illegal tunnel port specified (`{value}'; 1 to 65535)"
+                ))
+            })?;
+        }
+        Tag::TunNocsum => raw.set_option(Opt::TunNocsum)?,
+        Tag::TunCsum => raw.set_option(Opt::TunCsum)?,
+        Tag::TunRemcsum => raw.set_option(Opt::TunRemcsum)?,
+        other => unreachable!("{other:?} is not a real-server option"),
+    }
+    Ok(())
+}
+
+/// Record `-x` (upper) or `-y` (lower connection threshold).
+fn apply_threshold(raw: &mut Raw, tag: Tag, value: String) -> Result<(), ParseError> {
+    let (opt, name) = if tag == Tag::UThreshold {
+        (Opt::UThreshold, "u_threshold")
+    } else {
+        (Opt::LThreshold, "l_threshold")
+    };
+    raw.set_option(opt)?;
+    let n = string_to_number(&value, 0, i64::from(i32::MAX)).ok_or_else(|| {
+        invalid(format!(
+            "illegal {name} specified (`{value}'; a connection count from 0 to {}, 0 for none)",
+            i32::MAX
+        ))
+    })? as u32;
+    if tag == Tag::UThreshold {
+        raw.u_threshold = Some(n);
+    } else {
+        raw.l_threshold = Some(n);
+    }
+    Ok(())
+}
+
+/// Record a listing option (`-n`, `-c`, `--timeout`, `--stats`, ..., `--tun-info`).
+fn apply_listing(raw: &mut Raw, tag: Tag) -> Result<(), ParseError> {
+    match tag {
         Tag::Numeric => {
             raw.set_option(Opt::Numeric)?;
             raw.format.numeric = true;
@@ -1008,29 +1124,28 @@ fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<
             raw.set_option(Opt::Exact)?;
             raw.format.exact = true;
         }
-        Tag::Ipv6 => raw.ipv6 = true,
-        Tag::Ops => {
-            raw.set_option(Opt::OnePacket)?;
-            raw.one_packet = true;
+        Tag::TunInfo => {
+            raw.set_option(Opt::TunInfo)?;
+            raw.format.tun_info = true;
         }
-        Tag::SchedFlags => {
-            raw.set_option(Opt::SchedFlags)?;
-            raw.sched_flags = Some(value);
-        }
-        Tag::Socket => {
-            if raw.socket.is_some() {
-                return Err(invalid(
-                    "multiple 'socket' options specified (give it once)",
-                ));
-            }
-            if value.is_empty() {
-                return Err(invalid(
-                    "empty --socket path (give the path of lvsd's control socket)",
-                ));
-            }
-            raw.socket = Some(PathBuf::from(value));
-        }
+        other => unreachable!("{other:?} is not a listing option"),
     }
+    Ok(())
+}
+
+/// Record `--socket PATH` (once, not empty).
+fn apply_socket(raw: &mut Raw, value: String) -> Result<(), ParseError> {
+    if raw.socket.is_some() {
+        return Err(invalid(
+            "multiple 'socket' options specified (give it once)",
+        ));
+    }
+    if value.is_empty() {
+        return Err(invalid(
+            "empty --socket path (give the path of lvsd's control socket)",
+        ));
+    }
+    raw.socket = Some(PathBuf::from(value));
     Ok(())
 }
 
