@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -240,49 +241,12 @@ fn run(args: Args) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .context("cannot install signal handler")?;
 
-    // One socket per (worker, interface); an interface's sockets share a fanout group.
-    let mut per_worker: Vec<Vec<AfPacket>> = (0..args.workers).map(|_| Vec::new()).collect();
-    for (index, name) in &ifaces {
-        let group = (std::process::id() as u16) ^ (*index as u16).rotate_left(8);
-        let cfg = AfPacketConfig {
-            fanout: (args.workers > 1).then(|| lvs_io::Fanout::hash(group)),
-            ring: args.rx_ring,
-            ..AfPacketConfig::default()
-        };
-        for sockets in per_worker.iter_mut() {
-            let s = AfPacket::open(*index, &cfg).with_context(|| {
-                format!("cannot open AF_PACKET socket on {name} (lvsd needs root / CAP_NET_RAW)")
-            })?;
-            sockets.push(s);
-        }
-    }
-
+    let per_worker = open_sockets(&args, &ifaces)?;
     // Replace whatever a crashed predecessor left, then start with no rule.
     steering::install(&steering::Spec::default(), &names)
         .context("cannot install kernel steering")?;
 
-    let policy = initial
-        .as_ref()
-        .and_then(|c| c.settings)
-        .unwrap_or_default();
-    let settings = Settings {
-        expire_nodest_conn: policy.expire_nodest_conn,
-        expire_quiescent_template: policy.expire_quiescent_template,
-        conn_reuse_mode: policy.conn_reuse_mode,
-        conn_limit: args.conn_limit,
-        hash_seed: random_seed(),
-        sched_seed: random_seed(),
-        ..Settings::default()
-    };
-    let mut director = Director::new(settings, Time::ZERO);
-    let mut local = std::collections::BTreeSet::new();
-    match netsync::snapshot(&indexes) {
-        Ok((t, l)) => {
-            director.net = t;
-            local = l;
-        }
-        Err(e) => warn!(error = %e, "cannot read the kernel's tables yet"),
-    }
+    let (mut director, local) = new_director(&args, initial.as_ref(), &indexes);
     let now = Time::from_nanos(start.elapsed().as_nanos() as u64);
     let qdiscs = fastpath::qdiscs_file(&args.socket);
     let (fast, attached) = match fast_path(
@@ -306,7 +270,6 @@ fn run(args: Args) -> Result<()> {
     let (res_tx, res_rx) = channel();
     let (wake_tx, wake_rx) = UnixStream::pair().context("socketpair")?;
     let wake = Arc::new(Mutex::new(wake_tx.try_clone()?));
-
     let shared = Arc::new(dataplane::Shared {
         director: Mutex::new(director),
         worker_packets: (0..args.workers)
@@ -316,74 +279,73 @@ fn run(args: Args) -> Result<()> {
         stop: Arc::clone(&stop),
         busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
     });
-    let mut workers = Vec::new();
-    let mut control_part = Some(dataplane::ControlPart {
+    let control_part = dataplane::ControlPart {
         commands: cmd_rx,
         wake: wake_rx,
         local,
         resolve: res_tx,
         fast,
-    });
-    for (id, sockets) in per_worker.into_iter().enumerate() {
-        let w = dataplane::Worker::new(id, Arc::clone(&shared), sockets, control_part.take())
-            .context("cannot set up a data path worker")?;
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("lvsd-worker{id}"))
-                .spawn(move || w.run())?,
-        );
-    }
+    };
+    let workers = spawn_workers(&shared, per_worker, control_part)?;
     let sync = {
-        let (c, w, s, idx) = (
-            cmd_tx.clone(),
-            Arc::clone(&wake),
-            Arc::clone(&stop),
-            indexes.clone(),
-        );
+        let (c, w, s, idx) = (cmd_tx.clone(), wake, Arc::clone(&stop), indexes);
         std::thread::Builder::new()
             .name("lvsd-netsync".into())
             .spawn(move || netsync::run(idx, c, w, res_rx, s))?
     };
+    let running = Running {
+        stop: Arc::clone(&stop),
+        control: Arc::new(control::Control::new(cmd_tx, wake_tx)),
+        workers,
+        sync,
+        attached,
+        qdiscs,
+        threads: Vec::new(),
+        socket: None,
+    };
 
-    let control = Arc::new(control::Control::new(cmd_tx, wake_tx));
     let reloader = args
         .config
         .clone()
         .map(|p| config::Reloader::new(p, Arc::clone(&shared)));
-    let health =
-        health::start(Arc::clone(&control), reloader).context("cannot start the health checks")?;
+    let health = health::start(Arc::clone(&running.control), reloader)
+        .context("cannot start the health checks")?;
     // The data path is up: apply the configuration file as one atomic batch.
     if let (Some(cfg), Some(path)) = (&initial, &args.config)
         && let Err(e) = config::apply_initial(cfg, path, |c| health.apply_config(c))
     {
-        stop.store(true, Ordering::Relaxed);
-        if let Ok(mut w) = control.wake.lock() {
-            use std::io::Write;
-            let _ = w.write_all(&[1]);
-        }
-        stop_workers(workers, attached, &qdiscs);
-        let _ = sync.join();
-        let _ = steering::remove();
+        running.stop_after_failure();
         return Err(e);
     }
-    let listener = control::bind(&args.socket)?;
-    let metrics = metrics_listener
-        .map(|l| {
-            metrics::spawn(
-                l,
-                Arc::clone(&control),
-                Arc::clone(&shared),
-                Arc::clone(&stop),
-            )
-        })
-        .transpose()?;
+    let served = (names.as_slice(), datapath);
+    serve(
+        &args,
+        running,
+        &health,
+        shared,
+        metrics_listener,
+        &hup,
+        served,
+    )
+}
+
+/// Open the control socket and the metrics endpoint, then serve until SIGTERM or SIGINT
+/// (SIGHUP reloads the configuration file), and shut down.
+fn serve(
+    args: &Args,
+    mut running: Running,
+    health: &health::Health,
+    shared: Arc<dataplane::Shared>,
+    metrics_listener: Option<std::net::TcpListener>,
+    hup: &AtomicBool,
+    (names, datapath): (&[String], &str),
+) -> Result<()> {
+    let stop = Arc::clone(&running.stop);
+    if let Err(e) = start_servers(args, &mut running, shared, metrics_listener) {
+        running.stop_after_failure();
+        return Err(e);
+    }
     info!(socket = %args.socket.display(), interfaces = ?names, datapath, "lvsd started");
-    let server = {
-        let (c, s, p) = (Arc::clone(&control), Arc::clone(&stop), args.socket.clone());
-        std::thread::Builder::new()
-            .name("lvsd-control".into())
-            .spawn(move || control::serve(listener, c, s, p))?
-    };
 
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -396,44 +358,165 @@ fn run(args: Args) -> Result<()> {
         }
     }
     info!("stopping");
-    let _ = server.join();
-    if let Some(m) = metrics {
-        let _ = m.join();
+    running.shutdown(args.keep_forwarding_on_exit)
+}
+
+/// Bind the control socket and start its server and the metrics server.
+fn start_servers(
+    args: &Args,
+    running: &mut Running,
+    shared: Arc<dataplane::Shared>,
+    metrics_listener: Option<std::net::TcpListener>,
+) -> Result<()> {
+    let listener = control::bind(&args.socket)?;
+    running.socket = Some(args.socket.clone());
+    let stop = &running.stop;
+    if let Some(l) = metrics_listener {
+        let (c, s, st) = (Arc::clone(&running.control), shared, Arc::clone(stop));
+        running.threads.push(metrics::spawn(l, c, s, st)?);
     }
-    if let Ok(mut w) = control.wake.lock() {
-        use std::io::Write;
-        let _ = w.write_all(&[1]);
-    }
-    let keep = args.keep_forwarding_on_exit && !attached.is_empty();
-    if keep {
-        for w in workers {
-            let _ = w.join();
-        }
-        let _ = sync.join();
-        let _ = std::fs::remove_file(&args.socket);
-        info!(
-            "stopped; the kernel fast path stays attached and keeps forwarding established flows (--keep-forwarding-on-exit): the next lvsd adopts them"
-        );
-        return Ok(());
-    }
-    stop_workers(workers, attached, &qdiscs);
-    let _ = sync.join();
-    let _guard = control.steering.lock();
-    steering::remove().context("cannot remove the kernel steering rules")?;
-    let _ = std::fs::remove_file(&args.socket);
-    info!("stopped; steering rules removed");
+    let (c, s, p) = (
+        Arc::clone(&running.control),
+        Arc::clone(stop),
+        args.socket.clone(),
+    );
+    let server = std::thread::Builder::new()
+        .name("lvsd-control".into())
+        .spawn(move || control::serve(listener, c, s, p))?;
+    running.threads.push(server);
     Ok(())
 }
 
-/// Wait for the (stopping) workers, then detach the kernel fast path, so the kernel stops
-/// forwarding before the steering rules go.
-fn stop_workers(
-    workers: Vec<std::thread::JoinHandle<Option<fastpath::FastPath>>>,
-    attached: Vec<lvs_bpf::TcAttachment>,
-    qdiscs: &std::path::Path,
-) {
-    for w in workers {
-        let _ = w.join();
+/// One socket per (worker, interface); an interface's sockets share a fanout group.
+fn open_sockets(args: &Args, ifaces: &[(u32, String)]) -> Result<Vec<Vec<AfPacket>>> {
+    let mut per_worker: Vec<Vec<AfPacket>> = (0..args.workers).map(|_| Vec::new()).collect();
+    for (index, name) in ifaces {
+        let group = (std::process::id() as u16) ^ (*index as u16).rotate_left(8);
+        let cfg = AfPacketConfig {
+            fanout: (args.workers > 1).then(|| lvs_io::Fanout::hash(group)),
+            ring: args.rx_ring,
+            ..AfPacketConfig::default()
+        };
+        for sockets in per_worker.iter_mut() {
+            let s = AfPacket::open(*index, &cfg).with_context(|| {
+                format!("cannot open AF_PACKET socket on {name} (lvsd needs root / CAP_NET_RAW)")
+            })?;
+            sockets.push(s);
+        }
     }
-    fastpath::detach(attached, qdiscs);
+    Ok(per_worker)
+}
+
+/// The core with the file's connection-handling settings and the kernel's routes,
+/// neighbours and local addresses as they are now.
+fn new_director(
+    args: &Args,
+    initial: Option<&lvs_config::Config>,
+    indexes: &[u32],
+) -> (Director, std::collections::BTreeSet<std::net::IpAddr>) {
+    let policy = initial.and_then(|c| c.settings).unwrap_or_default();
+    let settings = Settings {
+        expire_nodest_conn: policy.expire_nodest_conn,
+        expire_quiescent_template: policy.expire_quiescent_template,
+        conn_reuse_mode: policy.conn_reuse_mode,
+        conn_limit: args.conn_limit,
+        hash_seed: random_seed(),
+        sched_seed: random_seed(),
+        ..Settings::default()
+    };
+    let mut director = Director::new(settings, Time::ZERO);
+    let mut local = std::collections::BTreeSet::new();
+    match netsync::snapshot(indexes) {
+        Ok((t, l)) => {
+            director.net = t;
+            local = l;
+        }
+        Err(e) => warn!(error = %e, "cannot read the kernel's tables yet"),
+    }
+    (director, local)
+}
+
+/// Start one data path thread per socket set; the first one gets the control part.
+fn spawn_workers(
+    shared: &Arc<dataplane::Shared>,
+    per_worker: Vec<Vec<AfPacket>>,
+    control: dataplane::ControlPart,
+) -> Result<Vec<JoinHandle<Option<fastpath::FastPath>>>> {
+    let mut control = Some(control);
+    let mut workers = Vec::new();
+    for (id, sockets) in per_worker.into_iter().enumerate() {
+        let w = dataplane::Worker::new(id, Arc::clone(shared), sockets, control.take())
+            .context("cannot set up a data path worker")?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("lvsd-worker{id}"))
+                .spawn(move || w.run())?,
+        );
+    }
+    Ok(workers)
+}
+
+/// What a started lvsd has to take down, and the one sequence that does it.
+struct Running {
+    stop: Arc<AtomicBool>,
+    control: Arc<control::Control>,
+    workers: Vec<JoinHandle<Option<fastpath::FastPath>>>,
+    sync: JoinHandle<()>,
+    attached: Vec<lvs_bpf::TcAttachment>,
+    qdiscs: PathBuf,
+    /// The control server and the metrics server, once started.
+    threads: Vec<JoinHandle<()>>,
+    /// The control socket, once bound by this process.
+    socket: Option<PathBuf>,
+}
+
+impl Running {
+    /// [`Running::shutdown`] with everything removed, when start-up failed half-way; the
+    /// start-up error is the one to report, so a failure to undo is only logged.
+    fn stop_after_failure(self) {
+        if let Err(undo) = self.shutdown(false) {
+            error!(error = %format!("{undo:#}"), "while stopping after a failed start");
+        }
+    }
+
+    /// Stop every thread and undo what lvsd set up, in the order that keeps the kernel from
+    /// forwarding half-configured: the servers and workers stop first, then the kernel fast
+    /// path is detached (unless `keep_forwarding` and it is attached: it stays for the next
+    /// lvsd to adopt, and so do the steering rules), then the steering rules go.
+    fn shutdown(self, keep_forwarding: bool) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Ok(mut w) = self.control.wake.lock() {
+            use std::io::Write;
+            let _ = w.write_all(&[1]);
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+        let keep = keep_forwarding && !self.attached.is_empty();
+        if !keep {
+            // The kernel stops forwarding before the steering rules go.
+            fastpath::detach(self.attached, &self.qdiscs);
+        }
+        let _ = self.sync.join();
+        let removed = if keep {
+            Ok(())
+        } else {
+            let _guard = self.control.steering.lock();
+            steering::remove().context("cannot remove the kernel steering rules")
+        };
+        if let Some(socket) = &self.socket {
+            let _ = std::fs::remove_file(socket);
+        }
+        match (&removed, keep) {
+            (Err(_), _) => {}
+            (Ok(()), true) => info!(
+                "stopped; the kernel fast path stays attached and keeps forwarding established flows (--keep-forwarding-on-exit): the next lvsd adopts them"
+            ),
+            (Ok(()), false) => info!("stopped; steering rules removed"),
+        }
+        removed
+    }
 }
