@@ -169,3 +169,57 @@ fn restart_after_kill9_replaces_stale_rules() {
     configure_and_check(&d);
     assert_clean_stop(&mut d, &before);
 }
+
+#[test]
+fn a_start_that_fails_after_the_data_path_is_up_leaves_nothing_behind() {
+    let test = "failed_start_leaves_nothing_behind";
+    if skip(test) {
+        return;
+    }
+    let d = Director::without_lvsd(Method::Nat, test);
+    let before = director_state(&d);
+    // The steering table and (datapath tc) the kernel fast path are set up before the
+    // control socket is bound; a socket that cannot be created fails the start there.
+    let socket = "/proc/lvsd-cannot-bind-here.sock";
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &d.lab().director_ns()])
+        .arg(&lvs_e2e::bins().lvsd)
+        .args(["--socket", socket])
+        .arg(format!("--datapath={}", lvs_e2e::datapath()))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start lvsd");
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            lvs_e2e::terminate(&mut child, std::time::Duration::from_secs(5));
+            panic!("lvsd did not exit within 20 s with an unusable socket {socket}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        !status.success(),
+        "lvsd started with socket {socket}: {err}"
+    );
+    assert!(err.contains(socket), "the error names the socket: {err}");
+    assert!(
+        steering_table(&d).is_none(),
+        "a failed start left lvsd's nft table behind: {err}"
+    );
+    assert_eq!(
+        before,
+        director_state(&d),
+        "director namespace changed by a failed start"
+    );
+}
