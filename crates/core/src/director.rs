@@ -932,28 +932,14 @@ impl Director {
                 if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
                     return self.too_big(meta.ifindex, buf, start, f, hop.mtu);
                 }
-                let Some(ip) = buf.get_mut(start + ETH..start + frame_len) else {
-                    return Verdict::Drop(DropReason::Malformed);
-                };
-                if rewrite::rewrite_v4(
-                    ip,
-                    f.proto.number(),
-                    End::Destination,
-                    rip,
-                    conn.dport,
-                    meta.csum_partial,
+                self.nat(
+                    meta,
+                    buf,
+                    start,
+                    f,
+                    &hop,
+                    (End::Destination, rip, conn.dport),
                 )
-                .is_none()
-                {
-                    return Verdict::Drop(DropReason::Malformed);
-                }
-                rewrite::write_ethernet(
-                    &mut buf[start..],
-                    hop.src_mac,
-                    hop.dst_mac,
-                    ethernet::ethertype::IPV4,
-                );
-                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f))
             }
             ForwardMethod::DirectRoute => {
                 if !hop.on_link {
@@ -1123,20 +1109,27 @@ impl Director {
         if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
             return Verdict::Drop(DropReason::TooBig);
         }
+        self.nat(meta, buf, start, f, &hop, (End::Source, vip, vport))
+    }
+
+    /// NAT, both directions: rewrite one end (`Destination` towards the real server,
+    /// `Source` back to the client) to `addr:port` with incremental checksums, then the
+    /// Ethernet header for `hop`, and send.
+    fn nat(
+        &self,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        hop: &NextHop,
+        (end, addr, port): (End, Ipv4Addr, u16),
+    ) -> Verdict {
         let frame_len = ETH + f.ip_len;
         let Some(ip) = buf.get_mut(start + ETH..start + frame_len) else {
             return Verdict::Drop(DropReason::Malformed);
         };
-        if rewrite::rewrite_v4(
-            ip,
-            f.proto.number(),
-            End::Source,
-            vip,
-            vport,
-            meta.csum_partial,
-        )
-        .is_none()
-        {
+        let proto = f.proto.number();
+        if rewrite::rewrite_v4(ip, proto, end, addr, port, meta.csum_partial).is_none() {
             return Verdict::Drop(DropReason::Malformed);
         }
         rewrite::write_ethernet(
@@ -1177,15 +1170,10 @@ impl Director {
         let Some(proto) = Protocol::from_number(inner.protocol()) else {
             return Verdict::Pass;
         };
-        let ports = inner.payload();
-        let (Some(sp), Some(dp)) = (ports.get(0..2), ports.get(2..4)) else {
+        let Some((isport, idport)) = lvs_wire::transport_ports(inner.payload()) else {
             return Verdict::Pass;
         };
         let (isrc, idst) = (inner.src_addr(), inner.dst_addr());
-        let (isport, idport) = (
-            u16::from_be_bytes([sp[0], sp[1]]),
-            u16::from_be_bytes([dp[0], dp[1]]),
-        );
         let inner_ihl = inner.header_len();
         let outer_src = ip.src_addr();
         let ip_len = usize::from(ip.total_len());
@@ -1201,7 +1189,12 @@ impl Director {
             ihl,
         };
         let icmp_at = start + ETH + ihl;
-        let inner_at = icmp_at + 8;
+        let l = IcmpLayout {
+            icmp_at,
+            inner_at: icmp_at + 8,
+            inner_ihl,
+            proto: proto.number(),
+        };
         if let Some(id) = self.conns.lookup_in(&key) {
             // About traffic the client got from the VIP: on to the real server.
             let Some(c) = self.conns.get(id) else {
@@ -1212,12 +1205,6 @@ impl Director {
             if conn.method == ForwardMethod::Masq {
                 let IpAddr::V4(rip) = conn.daddr else {
                     return Verdict::Drop(DropReason::Unsupported);
-                };
-                let l = IcmpLayout {
-                    icmp_at,
-                    inner_at,
-                    inner_ihl,
-                    proto: proto.number(),
                 };
                 return self.nat_icmp(
                     buf,
@@ -1246,12 +1233,6 @@ impl Director {
                 return Verdict::Drop(DropReason::Unsupported);
             };
             self.count_out(conn.svc, conn.dest, ip_len);
-            let l = IcmpLayout {
-                icmp_at,
-                inner_at,
-                inner_ihl,
-                proto: proto.number(),
-            };
             return self.nat_icmp(
                 buf,
                 start,

@@ -653,18 +653,8 @@ impl Drop for Lab {
     }
 }
 
-/// Whether we run as root (effective uid 0).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .map(|u| u == "0")
-        })
-        .unwrap_or(false)
-}
+/// Whether we run as root (effective uid 0): the test kit's one check.
+pub use lvs_testkit::is_root;
 
 /// Starts `lvs-realserver setup --vip VIP --method tun` (binary `realserver`) in `ns` and waits
 /// until it reports that it decapsulates; returns the running decapsulator and that line, or
