@@ -99,7 +99,8 @@ impl Control {
             lvs_api::Request::Batch { requests } => {
                 Some(format!("batch: {}", lvs_config::Summary::of(requests)))
             }
-            _ if change => Some(format!("{req:?}")),
+            // The request as the protocol writes it (docs/control-api.md), not a Rust value.
+            _ if change => serde_json::to_string(&req).ok(),
             _ => None,
         };
         if self

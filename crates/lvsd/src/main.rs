@@ -20,7 +20,7 @@ mod metrics;
 mod netsync;
 mod steering;
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,10 +191,12 @@ fn main() {
             tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in the journal or a log file.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     if let Err(e) = run(args) {
+        // Once, through the log (which is stderr), with the whole chain of causes.
         error!("{e:#}");
-        eprintln!("lvsd: {e:#}");
         std::process::exit(1);
     }
 }
