@@ -186,7 +186,8 @@ fn a_start_that_fails_after_the_data_path_is_up_leaves_nothing_behind() {
         .arg(&lvs_e2e::bins().lvsd)
         .args(["--socket", socket])
         .arg(format!("--datapath={}", lvs_e2e::datapath()))
-        .env("NO_COLOR", "1")
+        // No NO_COLOR: a pipe is not a terminal, so the log must carry no colour codes.
+        .env_remove("NO_COLOR")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -213,6 +214,15 @@ fn a_start_that_fails_after_the_data_path_is_up_leaves_nothing_behind() {
         "lvsd started with socket {socket}: {err}"
     );
     assert!(err.contains(socket), "the error names the socket: {err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {err:?}"
+    );
+    assert_eq!(
+        err.matches("cannot bind control socket").count(),
+        1,
+        "the start-up error is printed once: {err}"
+    );
     assert!(
         steering_table(&d).is_none(),
         "a failed start left lvsd's nft table behind: {err}"
