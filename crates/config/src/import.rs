@@ -1,7 +1,7 @@
 //! Translation of other tools' configurations into a [`Config`].
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use lvs_core::service::{DestConfig, MAX_WEIGHT, ServiceConfig};
 use lvs_core::types::{
@@ -9,6 +9,8 @@ use lvs_core::types::{
 };
 
 use crate::parse::mask_prefix;
+
+mod checks;
 use crate::{Config, ServiceEntry, secs};
 
 /// keepalived's default `persistence_timeout` when the keyword has no value: 6 minutes.
@@ -23,9 +25,12 @@ const KEEPALIVED_PERSISTENCE: u64 = 360;
 /// [PORT]` with `weight`, `uthreshold` and `lthreshold`. keepalived's defaults apply: NAT,
 /// TCP, weight 1.
 ///
-/// Returns the configuration and one note per thing that was not translated (health
-/// checkers, `sorry_server`, `quorum`, notify scripts, `virtual_server_group`, ...), each
-/// starting with `line N:`. Other top-level sections (`global_defs`, `vrrp_instance`, ...)
+/// Health checking too (`import/checks.rs`): the checkers lvsd has, with their parameters and
+/// the settings keepalived copies down to them, sorry servers, quorum and hysteresis.
+///
+/// Returns the configuration and one note per thing that was not translated (a second
+/// checker on a real server, checkers lvsd lacks, SMTP alerts, `virtual_server_group`, ...),
+/// each starting with `line N:`. Other top-level sections (`global_defs`, `vrrp_instance`, ...)
 /// get one note each. The configuration is valid: everything that [`crate::parse`] would
 /// refuse is left out and noted.
 pub fn keepalived(text: &str) -> (Config, Vec<String>) {
@@ -302,6 +307,8 @@ impl Import {
         let mut one_packet = None;
         let mut family = None;
         let mut servers = Vec::new();
+        let mut inherited = serde_json::Map::new();
+        let mut health = Vec::new();
         for c in children {
             let key = c.words.first().map_or("", String::as_str);
             let arg = c.words.get(1).map(String::as_str);
@@ -361,21 +368,17 @@ impl Import {
                 "sh-port" | "mh-port" | "flag-2" => flags = flags.union(SchedFlags::FLAG2),
                 "flag-3" => flags = flags.union(SchedFlags::FLAG3),
                 "real_server" => servers.push(c),
-                "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" => self.note(
-                    c.line,
-                    format!("{} not translated: the importer does not carry sorry servers over yet (lvsd has them: sorry_server in docs/health-checks.md)", c.words.join(" ")),
-                ),
-                "quorum" | "quorum_up" | "quorum_down" | "hysteresis" => self.note(
-                    c.line,
-                    format!("{} not translated: the importer does not carry quorum over yet (lvsd has it: docs/health-checks.md)", c.words.join(" ")),
-                ),
-                "delay_loop" | "alpha" | "omega" | "ha_suspend" | "virtualhost" | "retry"
-                | "delay_before_retry" | "connect_timeout" | "warmup" | "inhibit_on_failure" => {
-                    self.note(
-                        c.line,
-                        format!("{} not translated: the importer does not carry health-check settings over yet (docs/health-checks.md)", c.words.join(" ")),
-                    )
+                "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" | "quorum"
+                | "quorum_up" | "quorum_down" | "hysteresis" => health.push(c),
+                k if checks::is_inherited(k) => {
+                    if let Err(e) = checks::add_setting(&mut inherited, c) {
+                        self.note(c.line, format!("{e}: ignored"));
+                    }
                 }
+                "omega" | "ha_suspend" => self.note(
+                    c.line,
+                    format!("{} not translated: lvsd has no equivalent (checks always run; quorum_down runs on loss, not on a restart)", c.words.join(" ")),
+                ),
                 k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
                     c.line,
                     format!("{} not translated: notify scripts and alerts are not supported", c.words.join(" ")),
@@ -469,9 +472,15 @@ impl Import {
             persistence,
             one_packet,
         };
+        let vport = match key {
+            ServiceKey::Addr { port, .. } => port,
+            ServiceKey::Fwmark { .. } => 0,
+        };
+        let mut entry = ServiceEntry::new(config, Vec::new());
+        entry.health = checks::service_health(&health, vport, &mut self.notes);
         let mut dests: Vec<DestConfig> = Vec::new();
         for rs in servers {
-            let Some(d) = self.real_server(rs, key, method) else {
+            let Some((d, check)) = self.real_server(rs, key, method, &inherited) else {
                 continue;
             };
             if dests.iter().any(|x| x.addr == d.addr && x.port == d.port) {
@@ -484,9 +493,13 @@ impl Import {
                 );
                 continue;
             }
+            if let Some(c) = check {
+                entry.checks.insert((d.addr, d.port), c);
+            }
             dests.push(d);
         }
-        self.cfg.services.push(ServiceEntry::new(config, dests));
+        entry.dests = dests;
+        self.cfg.services.push(entry);
     }
 
     fn real_server(
@@ -494,7 +507,8 @@ impl Import {
         n: &Node,
         key: ServiceKey,
         default_method: ForwardMethod,
-    ) -> Option<DestConfig> {
+        inherited: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<(DestConfig, Option<lvs_health::CheckConfig>)> {
         let header = n.words.join(" ");
         let Some(addr) = n.words.get(1).and_then(|a| a.parse::<IpAddr>().ok()) else {
             self.note(
@@ -516,6 +530,10 @@ impl Import {
             None => vport.unwrap_or(0),
         };
         let mut d = DestConfig::new(addr, port, default_method);
+        // keepalived applies a real server's check settings wherever they stand in its block.
+        let mut settings = inherited.clone();
+        let mut own_settings = Vec::new();
+        let mut checkers = Vec::new();
         for c in n.children.iter().flatten() {
             let k = c.words.first().map_or("", String::as_str);
             let arg = c.words.get(1).map(String::as_str);
@@ -537,18 +555,20 @@ impl Import {
                     Some(m) => d.method = m,
                     None => self.note(c.line, format!("{k} '{}' unknown; the service's method used", arg.unwrap_or(""))),
                 },
+                k if checks::checker_type(k).is_some() => checkers.push(c),
                 k if CHECKERS.contains(&k) => self.note(
                     c.line,
-                    format!("{k} of {header} not translated: the importer does not carry health checks over yet, so the real server always receives traffic; add a check by hand (tcp, http, https, udp, exec: docs/health-checks.md)"),
+                    format!("{k} of {header} not translated: lvsd has no {k} checker yet, so this check does not run (tcp, http, https, udp and exec do: docs/health-checks.md)"),
                 ),
-                "inhibit_on_failure" | "delay_loop" | "alpha" | "retry" | "delay_before_retry"
-                | "connect_timeout" | "warmup" => self.note(
+                k if checks::is_inherited(k) || k == "notify_up" || k == "notify_down" => {
+                    match checks::add_setting(&mut settings, c) {
+                        Ok(()) => own_settings.push(c),
+                        Err(e) => self.note(c.line, format!("{e}: ignored")),
+                    }
+                }
+                k if k.starts_with("smtp") => self.note(
                     c.line,
-                    format!("{} not translated: the importer does not carry health-check settings over yet (docs/health-checks.md)", c.words.join(" ")),
-                ),
-                k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
-                    c.line,
-                    format!("{} not translated: notify scripts and alerts are not supported", c.words.join(" ")),
+                    format!("{} not translated: SMTP alerts are not supported (lvsd logs transitions and runs notify_up, notify_down, quorum_up and quorum_down)", c.words.join(" ")),
                 ),
                 _ => self.note(c.line, format!("{} not translated: unknown to the importer", c.words.join(" "))),
             }
@@ -576,6 +596,23 @@ impl Import {
             );
             d.port = vp;
         }
-        Some(d)
+        if checkers.is_empty() {
+            for c in own_settings {
+                let what = c.words.join(" ");
+                self.note(c.line, format!("{what} not translated: {header} has no checker for it to apply to (as in keepalived, it does nothing)"));
+            }
+        }
+        let target = SocketAddr::new(d.addr, d.port);
+        let mut check = None;
+        for (i, c) in checkers.into_iter().enumerate() {
+            let kw = c.words.first().map_or("", String::as_str);
+            if i > 0 {
+                self.note(c.line, format!("{kw} of {header} not translated: lvsd runs one check per real server (the first is kept)"));
+                continue;
+            }
+            let kind = checks::checker_type(kw).unwrap_or("tcp");
+            check = checks::checker(kind, c, &settings, target, &mut self.notes);
+        }
+        Some((d, check))
     }
 }

@@ -4,6 +4,7 @@ use lvs_config::{import, parse, to_toml};
 use lvs_core::types::{
     Family, ForwardMethod, Netmask, Protocol, SchedFlags, SchedulerKind, ServiceKey,
 };
+use lvs_health::CheckKind;
 use std::time::Duration;
 
 const FIXTURE: &str = include_str!("fixtures/keepalived.conf");
@@ -91,30 +92,40 @@ fn keepalived_fixture_translates() {
         "{notes:#?}"
     );
     assert!(note_at(&notes, 10)[0].contains("VRRP"), "{notes:#?}");
-    assert!(
-        note_at(&notes, 22)[0].contains("delay_loop 6 not translated"),
-        "{notes:#?}"
+    // Health checking: checkers with their parameters, service settings copied down.
+    let http = &web.checks[&("10.0.1.11".parse().unwrap(), 8080)];
+    assert_eq!(http.kind, CheckKind::Http);
+    assert_eq!(http.path.as_deref(), Some("/health"));
+    assert_eq!(
+        http.status_code.map(|s| s.to_string()).as_deref(),
+        Some("200")
     );
-    assert!(
-        note_at(&notes, 26)[0].contains("sorry_server"),
-        "{notes:#?}"
+    assert_eq!((http.delay_loop, http.connect_timeout), (6.0, 3.0));
+    assert!(http.inhibit_on_failure, "real_server's inhibit_on_failure");
+    let tcp = &web.checks[&("10.0.1.12".parse().unwrap(), 8080)];
+    assert_eq!((tcp.kind, tcp.delay_loop), (CheckKind::Tcp, 6.0));
+    assert!(!tcp.inhibit_on_failure);
+    let sorry = web.health.as_ref().and_then(|h| h.sorry_server.as_ref());
+    assert_eq!(
+        sorry.map(|s| (s.addr, s.port)),
+        Some(("10.0.9.9".parse().unwrap(), 80))
     );
-    assert!(
-        note_at(&notes, 30)[0].contains("inhibit_on_failure"),
-        "{notes:#?}"
-    );
-    assert!(
-        note_at(&notes, 31)[0].contains("HTTP_GET of real_server 10.0.1.11 8080 not translated"),
-        "{notes:#?}"
-    );
-    assert!(note_at(&notes, 43)[0].contains("TCP_CHECK"), "{notes:#?}");
-    assert!(note_at(&notes, 57)[0].contains("quorum"), "{notes:#?}");
-    assert!(note_at(&notes, 60)[0].contains("MISC_CHECK"), "{notes:#?}");
+    assert_eq!(https.health.as_ref().map(|h| h.quorum), Some(1));
+    let exec = &https.checks[&("10.0.1.11".parse().unwrap(), 443)];
+    assert_eq!(exec.kind, CheckKind::Exec);
+    assert_eq!(exec.command.as_deref(), Some("/usr/local/bin/check https"));
+    assert_eq!(https.checks.len(), 1, "10.0.1.13 has no checker");
+    for line in [22, 26, 30, 31, 43, 57, 60] {
+        assert!(note_at(&notes, line).is_empty(), "line {line}: {notes:#?}");
+    }
     assert!(
         note_at(&notes, 64)[0].contains("port 8443 replaced by 443"),
         "{notes:#?}"
     );
-    assert!(note_at(&notes, 67)[0].contains("notify_down"), "{notes:#?}");
+    assert!(
+        note_at(&notes, 67)[0].contains("notify_down /usr/local/bin/alert down not translated"),
+        "{notes:#?}"
+    );
     assert!(
         note_at(&notes, 88)[0].contains("weight '70000'"),
         "{notes:#?}"
@@ -166,4 +177,133 @@ fn keepalived_defaults_and_oddities() {
         note_at(&notes, 11)[0].contains("listed twice"),
         "{notes:#?}"
     );
+}
+
+/// keepalived's health-checking shapes: settings copied down from the service and the real
+/// server to the checker (the checker's own winning), `nb_get_retry` as `retry`, sorry
+/// server options, quorum scripts, one check per real server, checkers lvsd lacks noted.
+#[test]
+fn keepalived_checks_translate_with_their_defaults() {
+    let text = r#"
+virtual_server 192.0.2.1 443 {
+    delay_loop 2
+    alpha
+    retry 4
+    lb_kind NAT
+    quorum 2
+    hysteresis 1
+    quorum_up "/bin/logger up"
+    quorum_down "/bin/logger down"
+    sorry_server 10.0.9.9
+    sorry_server_inhibit
+    sorry_server_lvs_method DR
+    real_server 10.0.1.1 8443 {
+        weight 2
+        SSL_GET {
+            url {
+                path /a
+                digest 9b3a0c85a887a256d6939da88aabd8cd
+            }
+            url {
+                path /b
+            }
+            nb_get_retry 7
+            connect_port 9000
+        }
+        TCP_CHECK {
+            connect_timeout 1
+        }
+        delay_loop 5
+    }
+    real_server 10.0.1.2 8443 {
+        SMTP_CHECK {
+            helo_name x
+        }
+    }
+    real_server 10.0.1.3 8443 {
+        MISC_CHECK {
+            misc_path "/bin/check 10.0.1.3"
+            misc_timeout 3
+            misc_dynamic
+        }
+    }
+}
+virtual_server 192.0.2.1 53 {
+    protocol UDP
+    real_server 10.0.1.1 53 {
+        UDP_CHECK {
+            payload ping
+            require_reply
+            connect_timeout nonsense
+        }
+    }
+}
+"#;
+    let (cfg, notes) = import::keepalived(text);
+    assert_eq!(cfg.services.len(), 2, "{notes:#?}");
+    let s = &cfg.services[0];
+    let ssl = &s.checks[&("10.0.1.1".parse().unwrap(), 8443)];
+    assert_eq!(ssl.kind, CheckKind::Https);
+    // The real server's delay_loop (after the checker) wins over the service's.
+    assert_eq!(ssl.delay_loop, 5.0);
+    assert!(ssl.alpha, "alpha copied down from the service");
+    assert_eq!(
+        ssl.retry,
+        Some(7),
+        "the checker's nb_get_retry wins over retry 4"
+    );
+    assert_eq!(ssl.connect_port, Some(9000));
+    assert_eq!(ssl.path.as_deref(), Some("/a"), "the first url");
+    assert!(ssl.digest.is_some());
+    let second_url = notes.iter().any(|n| n.contains("a second url"));
+    let second_checker = notes.iter().any(|n| {
+        n.contains("TCP_CHECK of real_server 10.0.1.1 8443 not translated: lvsd runs one check")
+    });
+    assert!(second_url && second_checker, "{notes:#?}");
+    assert!(
+        !s.checks.contains_key(&("10.0.1.2".parse().unwrap(), 8443)),
+        "no SMTP checker in lvsd"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("lvsd has no SMTP_CHECK checker")),
+        "{notes:#?}"
+    );
+    let exec = &s.checks[&("10.0.1.3".parse().unwrap(), 8443)];
+    assert_eq!(exec.command.as_deref(), Some("/bin/check 10.0.1.3"));
+    assert_eq!((exec.timeout, exec.dynamic), (Some(3.0), true));
+    assert_eq!(exec.retry, Some(4), "retry copied down from the service");
+
+    let h = s.health.as_ref().expect("health settings");
+    assert_eq!((h.quorum, h.hysteresis), (2, 1));
+    assert_eq!(h.quorum_up.as_deref(), Some("/bin/logger up"));
+    assert_eq!(h.quorum_down.as_deref(), Some("/bin/logger down"));
+    let sorry = h.sorry_server.as_ref().unwrap();
+    assert_eq!((sorry.addr, sorry.port), ("10.0.9.9".parse().unwrap(), 443));
+    assert!(sorry.inhibit);
+    assert_eq!(format!("{:?}", sorry.method), "Dr");
+
+    let udp = &cfg.services[1].checks[&("10.0.1.1".parse().unwrap(), 53)];
+    assert_eq!(udp.kind, CheckKind::Udp);
+    assert_eq!(
+        (udp.payload.as_deref(), udp.require_reply),
+        (Some("ping"), Some(true))
+    );
+    assert_eq!(
+        udp.connect_timeout, 5.0,
+        "a bad value is noted and the default kept"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("connect_timeout 'nonsense' is not a number")),
+        "{notes:#?}"
+    );
+
+    // What the importer writes is a configuration lvsd accepts, checks and all.
+    let toml = to_toml(&cfg);
+    let back = parse(&toml).unwrap_or_else(|d| panic!("{toml}\n{d:?}"));
+    assert_eq!(back.services[0].checks, s.checks);
+    assert_eq!(back.services[0].health, s.health);
 }

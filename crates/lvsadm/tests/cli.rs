@@ -1043,7 +1043,11 @@ fn import_ipvsadm_save_and_keepalived() {
     let cfg = lvs_config::parse(&out.stdout).expect("the TOML parses back");
     assert_eq!(cfg.services.len(), 1);
     assert_eq!(cfg.services[0].config.scheduler, SchedulerKind::Wrr);
-    assert!(out.stderr.contains("HTTP_GET"), "{}", out.stderr);
+    // The checker comes along (keepalived's HTTP_GET becomes an http check).
+    let check = cfg.services[0].checks.values().next().expect("a check");
+    assert_eq!(check.kind, lvs_health::CheckKind::Http);
+    assert_eq!(check.path.as_deref(), Some("/"));
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
 
     let (out, _) = exec("import nginx x", Ok(Reply::Ok));
     assert_eq!(out.code, 2);
