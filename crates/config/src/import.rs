@@ -34,12 +34,19 @@ const KEEPALIVED_PERSISTENCE: u64 = 360;
 /// get one note each. The configuration is valid: everything that [`crate::parse`] would
 /// refuse is left out and noted.
 pub fn keepalived(text: &str) -> (Config, Vec<String>) {
-    let nodes = parse_tree(text);
     let mut cx = Import::default();
+    let nodes = parse_tree(text, &mut cx.notes);
+    for n in &nodes {
+        if n.words.first().map(String::as_str) == Some("virtual_server_group") {
+            cx.group(n);
+        }
+    }
     for n in &nodes {
         cx.top(n);
     }
-    cx.notes.sort_by_key(|(line, _)| *line);
+    // A group's services share their block: say each thing about it once.
+    cx.notes.sort();
+    cx.notes.dedup();
     (
         cx.cfg,
         cx.notes
@@ -80,7 +87,8 @@ fn tokenize(text: &str) -> Vec<(Tok, usize)> {
         };
         while let Some(c) = chars.next() {
             match c {
-                '#' | '!' if word.is_empty() => break,
+                // keepalived: a comment starts anywhere outside quotes.
+                '#' | '!' => break,
                 '"' if word.is_empty() => {
                     for c in chars.by_ref() {
                         if c == '"' {
@@ -108,13 +116,35 @@ fn tokenize(text: &str) -> Vec<(Tok, usize)> {
     out
 }
 
-fn parse_tree(text: &str) -> Vec<Node> {
+/// The statements of a file; braces that close nothing, or are never closed, are noted
+/// with their line (and the stray ones skipped, so that the rest of the file still counts).
+fn parse_tree(text: &str, notes: &mut Vec<(usize, String)>) -> Vec<Node> {
     let toks = tokenize(text);
     let mut i = 0;
-    block(&toks, &mut i)
+    let mut nodes = Vec::new();
+    loop {
+        nodes.extend(block(&toks, &mut i, None, notes));
+        // `block` returns at the end, or at a `}` of the top level.
+        if let Some((Tok::Close, line)) = i.checked_sub(1).and_then(|j| toks.get(j)) {
+            notes.push((
+                *line,
+                "'}' closes no block: ignored (check the braces above)".into(),
+            ));
+        }
+        if i >= toks.len() {
+            return nodes;
+        }
+    }
 }
 
-fn block(toks: &[(Tok, usize)], i: &mut usize) -> Vec<Node> {
+/// Statements up to the `}` that closes the block opened at line `opened` (`None`: the top
+/// level, up to a stray `}` or the end).
+fn block(
+    toks: &[(Tok, usize)],
+    i: &mut usize,
+    opened: Option<usize>,
+    notes: &mut Vec<(usize, String)>,
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     let mut words: Vec<String> = Vec::new();
     let mut line = 0;
@@ -146,7 +176,7 @@ fn block(toks: &[(Tok, usize)], i: &mut usize) -> Vec<Node> {
                 } else {
                     (std::mem::take(&mut words), line)
                 };
-                let children = block(toks, i);
+                let children = block(toks, i, Some(*ln), notes);
                 nodes.push(Node {
                     words: w,
                     line: l,
@@ -181,6 +211,9 @@ fn block(toks: &[(Tok, usize)], i: &mut usize) -> Vec<Node> {
             children: None,
         });
     }
+    if let Some(l) = opened {
+        notes.push((l, "this '{' is never closed: the rest of the file was read as inside its block (check the braces)".into()));
+    }
     nodes
 }
 
@@ -192,6 +225,42 @@ struct Import {
     cfg: Config,
     notes: Vec<(usize, String)>,
     keys: BTreeSet<ServiceKey>,
+    groups: std::collections::BTreeMap<String, Vec<Head>>,
+}
+
+/// What a virtual service is addressed by.
+#[derive(Clone, Copy)]
+enum Head {
+    Addr(IpAddr, u16),
+    Fwmark(u32),
+}
+
+/// `10.0.0.1`, or keepalived's range `10.0.0.1-10` (last byte) / `2001:db8::1-a` (last
+/// group, hex): the addresses, at most 65,536.
+fn address_range(text: &str) -> Option<Vec<IpAddr>> {
+    let Some((first, last)) = text.rsplit_once('-') else {
+        return text.parse().ok().map(|a| vec![a]);
+    };
+    match first.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) => {
+            let [w, x, y, lo] = a.octets();
+            let hi = last.parse::<u8>().ok().filter(|hi| *hi >= lo)?;
+            Some((lo..=hi).map(|b| IpAddr::from([w, x, y, b])).collect())
+        }
+        IpAddr::V6(a) => {
+            let mut g = a.segments();
+            let lo = g[7];
+            let hi = u16::from_str_radix(last, 16).ok().filter(|hi| *hi >= lo)?;
+            Some(
+                (lo..=hi)
+                    .map(|v| {
+                        g[7] = v;
+                        IpAddr::from(g)
+                    })
+                    .collect(),
+            )
+        }
+    }
 }
 
 const CHECKERS: &[&str] = &[
@@ -225,13 +294,7 @@ impl Import {
         let name = n.words.first().map_or("", String::as_str);
         match name {
             "virtual_server" => self.virtual_server(n),
-            "virtual_server_group" => self.note(
-                n.line,
-                format!(
-                    "virtual_server_group {} not translated: groups are not supported; write one [[service]] per address",
-                    n.words.get(1).map_or("", String::as_str)
-                ),
-            ),
+            "virtual_server_group" => {} // read before the services (`group`)
             "include" => self.note(
                 n.line,
                 format!(
@@ -266,16 +329,18 @@ impl Import {
             );
             return;
         };
-        enum Head {
-            Addr(IpAddr, u16),
-            Fwmark(u32),
-        }
         let head = match (w.get(1).map(String::as_str), w.get(2)) {
-            (Some("group"), _) => {
-                self.note(
-                    n.line,
-                    format!("'{header}' not translated: virtual_server_group is not supported; write one [[service]] per address"),
-                );
+            (Some("group"), Some(name)) => {
+                let Some(heads) = self.groups.get(name).cloned() else {
+                    self.note(
+                        n.line,
+                        format!("'{header}': no virtual_server_group {name} is defined; skipped"),
+                    );
+                    return;
+                };
+                for head in heads {
+                    self.service(n, head, children);
+                }
                 return;
             }
             (Some("fwmark"), Some(m)) => match m.parse::<u32>() {
@@ -298,6 +363,58 @@ impl Import {
                 return;
             }
         };
+        self.service(n, head, children);
+    }
+
+    /// A `virtual_server_group NAME { IP PORT | IP-LAST PORT | fwmark N ... }`: its entries,
+    /// address ranges expanded (the last IPv4 byte, or the last IPv6 group in hex, as
+    /// keepalived reads them).
+    fn group(&mut self, n: &Node) {
+        let Some(name) = n.words.get(1) else {
+            self.note(n.line, "virtual_server_group without a name: ignored");
+            return;
+        };
+        let mut heads = Vec::new();
+        for c in n.children.iter().flatten() {
+            let entry = c.words.join(" ");
+            match (c.words.first().map(String::as_str), c.words.get(1)) {
+                (Some("fwmark"), Some(m)) => match m.parse::<u32>() {
+                    Ok(m) if m > 0 => heads.push(Head::Fwmark(m)),
+                    _ => self.note(c.line, format!("'{entry}': bad firewall mark; ignored")),
+                },
+                (Some(a), p) => {
+                    let port = match p.map(|p| p.parse::<u16>()) {
+                        Some(Ok(p)) => p,
+                        None => 0,
+                        Some(Err(_)) => {
+                            self.note(c.line, format!("'{entry}': bad port; ignored"));
+                            continue;
+                        }
+                    };
+                    match address_range(a) {
+                        Some(addrs) => heads.extend(addrs.into_iter().map(|x| Head::Addr(x, port))),
+                        None => self.note(
+                            c.line,
+                            format!("'{entry}': not an address, a range or fwmark N; ignored"),
+                        ),
+                    }
+                }
+                (None, _) => {}
+            }
+        }
+        if heads.is_empty() {
+            self.note(
+                n.line,
+                format!("virtual_server_group {name} has no usable entry"),
+            );
+        }
+        self.groups.insert(name.clone(), heads);
+    }
+
+    /// One service: `head` (an address and port, or a mark) with the settings of the
+    /// `virtual_server` block `n`.
+    fn service(&mut self, n: &Node, head: Head, children: &[Node]) {
+        let header = n.words.join(" ");
         let mut proto = Protocol::Tcp;
         let mut sched = SchedulerKind::Wlc;
         let mut method = ForwardMethod::Masq;
@@ -307,6 +424,7 @@ impl Import {
         let mut one_packet = None;
         let mut family = None;
         let mut servers = Vec::new();
+        let mut weight = 1;
         let mut inherited = serde_json::Map::new();
         let mut health = Vec::new();
         for c in children {
@@ -368,6 +486,11 @@ impl Import {
                 "sh-port" | "mh-port" | "flag-2" => flags = flags.union(SchedFlags::FLAG2),
                 "flag-3" => flags = flags.union(SchedFlags::FLAG3),
                 "real_server" => servers.push(c),
+                // keepalived: the default weight of the service's real servers.
+                "weight" => match arg.and_then(|a| a.parse::<u32>().ok()) {
+                    Some(w) if w <= MAX_WEIGHT => weight = w,
+                    _ => self.note(c.line, format!("weight '{}' is not 0..={MAX_WEIGHT}; 1 used", arg.unwrap_or(""))),
+                },
                 "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" | "quorum"
                 | "quorum_up" | "quorum_down" | "hysteresis" => health.push(c),
                 k if checks::is_inherited(k) => {
@@ -422,13 +545,14 @@ impl Import {
                 (Family::V6, _, Ok(p)) if p <= 128 => Some(Netmask::V6(p)),
                 _ => None,
             };
-            match (mask, persistence.as_mut()) {
-                (Some(m), Some(p)) => p.netmask = m,
-                (Some(_), None) => self.note(
-                    line,
-                    "persistence_granularity without persistence_timeout: ignored",
-                ),
-                (None, _) => self.note(
+            // keepalived: a granularity alone makes the service persistent, for 6 minutes.
+            let p = persistence.get_or_insert(Persistence {
+                timeout: secs(KEEPALIVED_PERSISTENCE),
+                netmask: crate::default_persistence(fam).netmask,
+            });
+            match mask {
+                Some(m) => p.netmask = m,
+                None => self.note(
                     line,
                     format!(
                         "persistence_granularity '{g}' does not fit the service's family: ignored"
@@ -452,11 +576,15 @@ impl Import {
         if let ServiceKey::Addr { port: 0, .. } = key
             && persistence.is_none()
         {
+            // keepalived makes an all-ports service persistent, as IPVS requires.
             self.note(
                 n.line,
-                format!("'{header}': port 0 needs persistence; service skipped"),
+                format!("'{header}': port 0 needs persistence; {KEEPALIVED_PERSISTENCE} s used, as keepalived does"),
             );
-            return;
+            persistence = Some(Persistence {
+                timeout: secs(KEEPALIVED_PERSISTENCE),
+                netmask: crate::default_persistence(fam).netmask,
+            });
         }
         if !self.keys.insert(key) {
             self.note(
@@ -480,7 +608,7 @@ impl Import {
         entry.health = checks::service_health(&health, vport, &mut self.notes);
         let mut dests: Vec<DestConfig> = Vec::new();
         for rs in servers {
-            let Some((d, check)) = self.real_server(rs, key, method, &inherited) else {
+            let Some((d, check)) = self.real_server(rs, key, (method, weight), &inherited) else {
                 continue;
             };
             if dests.iter().any(|x| x.addr == d.addr && x.port == d.port) {
@@ -506,7 +634,7 @@ impl Import {
         &mut self,
         n: &Node,
         key: ServiceKey,
-        default_method: ForwardMethod,
+        (default_method, default_weight): (ForwardMethod, u32),
         inherited: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<(DestConfig, Option<lvs_health::CheckConfig>)> {
         let header = n.words.join(" ");
@@ -529,7 +657,7 @@ impl Import {
             }
             None => vport.unwrap_or(0),
         };
-        let mut d = DestConfig::new(addr, port, default_method);
+        let mut d = DestConfig::new(addr, port, default_method).with_weight(default_weight);
         // keepalived applies a real server's check settings wherever they stand in its block.
         let mut settings = inherited.clone();
         let mut own_settings = Vec::new();
@@ -584,6 +712,13 @@ impl Import {
         if Family::of(addr) != key.family() && d.method != ForwardMethod::Tunnel {
             self.note(n.line, format!("'{header}': address family differs from the service's (only TUN may mix); skipped"));
             return None;
+        }
+        if vport.is_none() && d.method != ForwardMethod::Masq && d.port != 0 {
+            self.note(
+                n.line,
+                format!("'{header}': a DR/TUN real server of a firewall-mark service receives on the packet's own port; port {} cleared, as keepalived does", d.port),
+            );
+            d.port = 0;
         }
         if let Some(vp) = vport
             && vp != 0

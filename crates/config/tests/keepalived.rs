@@ -21,7 +21,7 @@ fn note_at(notes: &[String], line: usize) -> Vec<&str> {
 #[test]
 fn keepalived_fixture_translates() {
     let (cfg, notes) = import::keepalived(FIXTURE);
-    assert_eq!(cfg.services.len(), 4, "{cfg:#?}\n{notes:#?}");
+    assert_eq!(cfg.services.len(), 5, "{cfg:#?}\n{notes:#?}");
 
     // NAT web farm.
     let web = &cfg.services[0];
@@ -130,14 +130,11 @@ fn keepalived_fixture_translates() {
         note_at(&notes, 88)[0].contains("weight '70000'"),
         "{notes:#?}"
     );
-    assert!(
-        note_at(&notes, 91)[0].contains("virtual_server_group web not translated"),
-        "{notes:#?}"
-    );
-    assert!(
-        note_at(&notes, 95)[0].contains("virtual_server group web"),
-        "{notes:#?}"
-    );
+    // The group's one entry is a service of its own, with the block's settings.
+    let grouped = &cfg.services[4];
+    assert_eq!(grouped.config.key.to_string(), "TCP 192.0.2.200:80");
+    assert_eq!(grouped.config.scheduler, SchedulerKind::Rr);
+    assert!(note_at(&notes, 91).is_empty() && note_at(&notes, 95).is_empty());
     assert!(notes.iter().all(|n| n.starts_with("line ")), "{notes:#?}");
 
     // The result is a valid configuration file.
@@ -306,4 +303,101 @@ virtual_server 192.0.2.1 53 {
     let back = parse(&toml).unwrap_or_else(|d| panic!("{toml}\n{d:?}"));
     assert_eq!(back.services[0].checks, s.checks);
     assert_eq!(back.services[0].health, s.health);
+}
+
+/// keepalived's lexical rules and defaults: comments anywhere, braces checked with their
+/// lines, groups with ranges and marks, a service's default weight, persistence from a
+/// granularity alone or an all-ports service, fwmark DR servers without a port.
+#[test]
+fn keepalived_lexical_rules_groups_and_defaults() {
+    let text = "\
+virtual_server_group farm {
+    192.0.2.10-12 80   # a range of the last byte
+    2001:db8::a-b 80
+    fwmark 9
+}
+virtual_server group farm {
+    lb_kind DR ! keepalived comment
+    weight 4
+    persistence_granularity 255.255.255.0
+    real_server 10.0.1.1 80
+}
+virtual_server 192.0.2.20 0 {
+    real_server 10.0.1.2 0
+}
+}
+vrrp_instance VI_2 {
+    state MASTER
+virtual_server 192.0.2.30 80 {
+    real_server 10.0.1.3 80
+}
+";
+    let (cfg, notes) = import::keepalived(text);
+    let keys: Vec<String> = cfg
+        .services
+        .iter()
+        .map(|s| s.config.key.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "TCP 192.0.2.10:80",
+            "TCP 192.0.2.11:80",
+            "TCP 192.0.2.12:80",
+            "TCP [2001:db8::a]:80",
+            "TCP [2001:db8::b]:80",
+            "FWM 9",
+            "TCP 192.0.2.20:0",
+        ],
+        "{notes:#?}"
+    );
+    let v4 = &cfg.services[0];
+    assert_eq!(
+        v4.dests[0].weight, 4,
+        "the service's weight is its servers' default"
+    );
+    assert_eq!(
+        v4.dests[0].method,
+        ForwardMethod::DirectRoute,
+        "the comment after DR is dropped"
+    );
+    let p = v4
+        .config
+        .persistence
+        .expect("a granularity alone turns persistence on");
+    assert_eq!(
+        (p.timeout, p.netmask),
+        (Duration::from_secs(360), Netmask::V4(24))
+    );
+    // The IPv4 real server cannot serve the IPv6 entries (noted), but the mark can.
+    assert!(cfg.services[3].dests.is_empty());
+    let fwm = &cfg.services[5];
+    assert_eq!(
+        fwm.dests[0].port, 0,
+        "a DR server of a mark service loses its port"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("line 10:") && n.contains("port 80 cleared")),
+        "{notes:#?}"
+    );
+    let all_ports = &cfg.services[6];
+    assert_eq!(
+        all_ports.config.persistence.map(|p| p.timeout),
+        Some(Duration::from_secs(360)),
+        "port 0: keepalived's 360 s persistence"
+    );
+    assert!(
+        note_at(&notes, 15)[0].contains("'}' closes no block"),
+        "{notes:#?}"
+    );
+    assert!(
+        note_at(&notes, 16)
+            .iter()
+            .any(|n| n.contains("never closed")),
+        "{notes:#?}"
+    );
+    // Nothing of it is valid TOML only by accident.
+    parse(&to_toml(&cfg)).unwrap_or_else(|d| panic!("{d:?}"));
 }
