@@ -1,6 +1,7 @@
 //! Rust mirrors of the structs in `src/bpf/lvs.h`, encoded by hand to the exact bytes the
 //! kernel program reads (addresses and ports in network order, other fields native-endian).
-//! `tests/layout.rs` checks every size against the object's BTF.
+//! Each `LEN` is also asserted in `lvs.h` (`_Static_assert`), so the C build fails when a
+//! struct and its mirror disagree.
 
 use std::net::Ipv4Addr;
 

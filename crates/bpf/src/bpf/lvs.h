@@ -174,4 +174,17 @@ struct lvs_test_out {
 	__be32 nexthop;
 };
 
+/* The sizes user space encodes these structs to (crates/bpf/src/maps.rs, `LEN` of each
+ * mirror): a layout change that forgets the mirror does not build. */
+_Static_assert(sizeof(struct lvs_flow) == 16, "maps.rs Flow::LEN");
+_Static_assert(sizeof(struct lvs_conn) == 40, "maps.rs ConnEntry::LEN");
+_Static_assert(sizeof(struct lvs_route_key) == 8, "maps.rs RouteKey::LEN");
+_Static_assert(sizeof(struct lvs_route) == 16, "maps.rs RouteEntry::LEN");
+_Static_assert(sizeof(struct lvs_stats) == 32, "maps.rs StatsEntry::LEN");
+_Static_assert(sizeof(struct lvs_event) == 40, "maps.rs Event::LEN");
+_Static_assert(sizeof(struct lvs_svc_key) == 8, "maps.rs SvcKey::LEN");
+_Static_assert(sizeof(struct lvs_svc) == 24, "maps.rs SvcEntry::LEN");
+_Static_assert(sizeof(struct lvs_dest) == 8, "maps.rs DestEntry::LEN");
+_Static_assert(sizeof(struct lvs_tcp_table) == 168, "maps.rs TCP_TABLE_LEN");
+
 #endif
