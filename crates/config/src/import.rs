@@ -26,10 +26,11 @@ const KEEPALIVED_PERSISTENCE: u64 = 360;
 /// TCP, weight 1.
 ///
 /// Health checking too (`import/checks.rs`): the checkers lvsd has, with their parameters and
-/// the settings keepalived copies down to them, sorry servers, quorum and hysteresis.
+/// the settings keepalived copies down to them, sorry servers, quorum and hysteresis; and
+/// `virtual_server group NAME`, one service per entry of the group.
 ///
 /// Returns the configuration and one note per thing that was not translated (a second
-/// checker on a real server, checkers lvsd lacks, SMTP alerts, `virtual_server_group`, ...),
+/// checker on a real server, checkers lvsd lacks, SMTP alerts, ...),
 /// each starting with `line N:`. Other top-level sections (`global_defs`, `vrrp_instance`, ...)
 /// get one note each. The configuration is valid: everything that [`crate::parse`] would
 /// refuse is left out and noted.
@@ -545,13 +546,16 @@ impl Import {
                 (Family::V6, _, Ok(p)) if p <= 128 => Some(Netmask::V6(p)),
                 _ => None,
             };
-            // keepalived: a granularity alone makes the service persistent, for 6 minutes.
-            let p = persistence.get_or_insert(Persistence {
-                timeout: secs(KEEPALIVED_PERSISTENCE),
-                netmask: crate::default_persistence(fam).netmask,
-            });
             match mask {
-                Some(m) => p.netmask = m,
+                // keepalived: a granularity alone makes the service persistent, 6 minutes.
+                Some(m) => {
+                    persistence
+                        .get_or_insert(Persistence {
+                            timeout: secs(KEEPALIVED_PERSISTENCE),
+                            netmask: m,
+                        })
+                        .netmask = m
+                }
                 None => self.note(
                     line,
                     format!(
@@ -657,6 +661,8 @@ impl Import {
             }
             None => vport.unwrap_or(0),
         };
+        // keepalived checks the port as written, whatever forwarding does with it below.
+        let written_port = port;
         let mut d = DestConfig::new(addr, port, default_method).with_weight(default_weight);
         // keepalived applies a real server's check settings wherever they stand in its block.
         let mut settings = inherited.clone();
@@ -736,6 +742,9 @@ impl Import {
                 let what = c.words.join(" ");
                 self.note(c.line, format!("{what} not translated: {header} has no checker for it to apply to (as in keepalived, it does nothing)"));
             }
+        }
+        if d.port != written_port && written_port != 0 && !settings.contains_key("connect_port") {
+            settings.insert("connect_port".into(), written_port.into());
         }
         let target = SocketAddr::new(d.addr, d.port);
         let mut check = None;

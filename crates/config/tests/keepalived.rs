@@ -401,3 +401,36 @@ virtual_server 192.0.2.30 80 {
     // Nothing of it is valid TOML only by accident.
     parse(&to_toml(&cfg)).unwrap_or_else(|d| panic!("{d:?}"));
 }
+
+/// A check probes the port written in keepalived.conf, also where forwarding moves it (a DR
+/// server of a mark service loses its port; one of a port service gets the virtual port).
+#[test]
+fn keepalived_checks_probe_the_written_port() {
+    let text = "\
+virtual_server fwmark 3 {
+    lb_kind DR
+    real_server 10.0.1.1 8080 {
+        TCP_CHECK {
+        }
+    }
+}
+virtual_server 192.0.2.1 80 {
+    lb_kind DR
+    sorry_server 10.0.9.9 http
+    real_server 10.0.1.2 8080 {
+        TCP_CHECK {
+        }
+    }
+}
+";
+    let (cfg, notes) = import::keepalived(text);
+    let fwm = &cfg.services[0].checks[&("10.0.1.1".parse().unwrap(), 0)];
+    assert_eq!(fwm.connect_port, Some(8080), "{notes:#?}");
+    let dr = &cfg.services[1].checks[&("10.0.1.2".parse().unwrap(), 80)];
+    assert_eq!(dr.connect_port, Some(8080), "{notes:#?}");
+    assert!(
+        cfg.services[1].health.is_none(),
+        "a sorry server with a bad port is not made"
+    );
+    assert!(note_at(&notes, 10)[0].contains("bad port"), "{notes:#?}");
+}

@@ -77,8 +77,10 @@ pub struct Counters {
     /// driver reported it could not send (`Director::send_failed`), which count as
     /// `tx_errors` instead. Each frame is counted once, here.
     pub forwarded: u64,
-    /// Frames (or super-frames) the core said to send that the driver could not: a full
-    /// ring, a failed send, a super-frame it could not cut.
+    /// Frames (or super-frames) the core said to send that the driver could not take: a
+    /// frame its send queue refuses (shorter than an Ethernet header or larger than the
+    /// queue's buffer), a super-frame it could not cut. A send syscall that fails later, for
+    /// a whole batch, is the io layer's to count (`lvs_io::TxCounters`).
     pub tx_errors: u64,
     /// Frames left to the kernel.
     pub passed: u64,

@@ -4,8 +4,7 @@
 //! leaving the table unchanged.
 
 use lvs_api::{Reply, Request, ServiceInfo};
-use lvs_core::director::{Director, Settings};
-use lvs_core::time::Time;
+use lvs_core::director::Director;
 use lvsadm::names::{Fixed, Numeric};
 use lvsadm::{Daemon, DaemonError, Outcome};
 
@@ -16,13 +15,7 @@ struct Stateful {
 }
 
 fn director() -> Director {
-    Director::new(
-        Settings {
-            conn_prealloc: 0,
-            ..Settings::default()
-        },
-        Time::ZERO,
-    )
+    lvs_config::table::from_listing(&[]).expect("an empty table")
 }
 
 fn apply(d: &mut Director, r: Request) -> Result<(), String> {

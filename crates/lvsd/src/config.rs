@@ -1,6 +1,5 @@
-//! Configuration: a shadow director holding only the service table, used to rehearse a batch
-//! of changes before applying it for real; loading, checking and reloading the `--config`
-//! file.
+//! Configuration: loading, checking and reloading the `--config` file (a change is rehearsed
+//! on a copy of the table, `lvs_config::table::rehearsal`, before it is applied).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

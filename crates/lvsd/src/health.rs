@@ -947,17 +947,13 @@ mod tests {
                     }
                 }
                 Request::Batch { requests } => {
-                    let mut rehearsal = lvs_config::table::rehearsal(&d);
-                    for r in &requests {
-                        if let Err(e) = crate::dataplane::apply_change(&mut rehearsal, r.clone()) {
-                            return Reply::Error { message: e };
+                    match lvs_config::table::apply_batch(&mut d, requests.clone()) {
+                        Ok(()) => {
+                            self.sent.lock().unwrap().extend(requests);
+                            Reply::Ok
                         }
+                        Err(message) => Reply::Error { message },
                     }
-                    for r in requests {
-                        self.sent.lock().unwrap().push(r.clone());
-                        crate::dataplane::apply_change(&mut d, r).unwrap();
-                    }
-                    Reply::Ok
                 }
                 r => {
                     self.sent.lock().unwrap().push(r.clone());

@@ -231,7 +231,6 @@ fn run(args: Args) -> Result<()> {
         };
     let ifaces = served_interfaces(&args.interfaces)?;
     let names: Vec<String> = ifaces.iter().map(|(_, n)| n.clone()).collect();
-    let indexes: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
     let metrics_listener = args.metrics_listen.map(metrics::bind).transpose()?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -248,14 +247,64 @@ fn run(args: Args) -> Result<()> {
     steering::install(&steering::Spec::default(), &names)
         .context("cannot install kernel steering")?;
 
-    let (mut director, local) = new_director(&args, initial.as_ref(), &indexes);
+    // Until `Running` exists (it undoes everything itself), a failure removes the table here.
+    let (running, shared, datapath) =
+        match start_data_path(&args, initial.as_ref(), &ifaces, per_worker, &stop, start) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = steering::remove();
+                return Err(e);
+            }
+        };
+    let reloader = args
+        .config
+        .clone()
+        .map(|p| config::Reloader::new(p, Arc::clone(&shared)));
+    let health = match health::start(Arc::clone(&running.control), reloader) {
+        Ok(h) => h,
+        Err(e) => {
+            running.stop_after_failure();
+            return Err(e.context("cannot start the health checks"));
+        }
+    };
+    // The data path is up: apply the configuration file as one atomic batch.
+    if let (Some(cfg), Some(path)) = (&initial, &args.config)
+        && let Err(e) = config::apply_initial(cfg, path, |c| health.apply_config(c))
+    {
+        running.stop_after_failure();
+        return Err(e);
+    }
+    let served = (names.as_slice(), datapath);
+    serve(
+        &args,
+        running,
+        &health,
+        shared,
+        metrics_listener,
+        &hup,
+        served,
+    )
+}
+
+/// Build the core, load the kernel fast path (datapath tc) and start the workers and the
+/// netlink thread: what [`Running`] then owns.
+fn start_data_path(
+    args: &Args,
+    initial: Option<&lvs_config::Config>,
+    ifaces: &[(u32, String)],
+    per_worker: Vec<Vec<AfPacket>>,
+    stop: &Arc<AtomicBool>,
+    start: Instant,
+) -> Result<(Running, Arc<dataplane::Shared>, &'static str)> {
+    let indexes: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
+    let (mut director, local) = new_director(args, initial, &indexes);
     let now = Time::from_nanos(start.elapsed().as_nanos() as u64);
     let qdiscs = fastpath::qdiscs_file(&args.socket);
     let (fast, attached) = match fast_path(
         args.datapath,
         args.conn_limit,
         now,
-        &ifaces,
+        ifaces,
         &per_worker,
         &qdiscs,
         &director.net,
@@ -278,7 +327,7 @@ fn run(args: Args) -> Result<()> {
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
         start,
-        stop: Arc::clone(&stop),
+        stop: Arc::clone(stop),
         busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
     });
     let control_part = dataplane::ControlPart {
@@ -290,13 +339,13 @@ fn run(args: Args) -> Result<()> {
     };
     let workers = spawn_workers(&shared, per_worker, control_part)?;
     let sync = {
-        let (c, w, s, idx) = (cmd_tx.clone(), wake, Arc::clone(&stop), indexes);
+        let (c, w, s, idx) = (cmd_tx.clone(), wake, Arc::clone(stop), indexes);
         std::thread::Builder::new()
             .name("lvsd-netsync".into())
             .spawn(move || netsync::run(idx, c, w, res_rx, s))?
     };
     let running = Running {
-        stop: Arc::clone(&stop),
+        stop: Arc::clone(stop),
         control: Arc::new(control::Control::new(cmd_tx, wake_tx)),
         workers,
         sync,
@@ -305,30 +354,7 @@ fn run(args: Args) -> Result<()> {
         threads: Vec::new(),
         socket: None,
     };
-
-    let reloader = args
-        .config
-        .clone()
-        .map(|p| config::Reloader::new(p, Arc::clone(&shared)));
-    let health = health::start(Arc::clone(&running.control), reloader)
-        .context("cannot start the health checks")?;
-    // The data path is up: apply the configuration file as one atomic batch.
-    if let (Some(cfg), Some(path)) = (&initial, &args.config)
-        && let Err(e) = config::apply_initial(cfg, path, |c| health.apply_config(c))
-    {
-        running.stop_after_failure();
-        return Err(e);
-    }
-    let served = (names.as_slice(), datapath);
-    serve(
-        &args,
-        running,
-        &health,
-        shared,
-        metrics_listener,
-        &hup,
-        served,
-    )
+    Ok((running, shared, datapath))
 }
 
 /// Open the control socket and the metrics endpoint, then serve until SIGTERM or SIGINT

@@ -197,9 +197,17 @@ pub(super) fn service_health(
         match k {
             "sorry_server" => match (arg.map(str::parse::<IpAddr>), c.words.get(2)) {
                 (Some(Ok(a)), port) => {
-                    sorry.insert("addr".into(), Value::String(a.to_string()));
                     // keepalived: without a port, the virtual service's.
-                    let p = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(vport);
+                    let p = match port.map(|p| p.parse::<u16>()) {
+                        None => vport,
+                        Some(Ok(p)) => p,
+                        Some(Err(_)) => {
+                            let what = c.words.join(" ");
+                            notes.push((c.line, format!("{what} not translated: bad port")));
+                            continue;
+                        }
+                    };
+                    sorry.insert("addr".into(), Value::String(a.to_string()));
                     sorry.insert("port".into(), Value::from(p));
                 }
                 _ => notes.push((
