@@ -411,6 +411,22 @@ impl Director {
         }
     }
 
+    /// lvsd in the director namespace with control socket `socket` and the datapath under
+    /// test (unless the next start's extra arguments name one); add arguments and I/O.
+    pub fn lvsd_command(&self, socket: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.lab().director_ns()])
+            .arg(&self.bins.lvsd)
+            .arg("--socket")
+            .arg(socket)
+            .args(
+                // A test that needs one datapath names it itself.
+                (!self.lvsd_args.iter().any(|a| a.starts_with("--datapath")))
+                    .then(|| format!("--datapath={}", datapath())),
+            );
+        c
+    }
+
     /// Starts lvsd in the director namespace and waits until its control socket answers.
     pub fn start_lvsd(&mut self) {
         assert!(self.lvsd.is_none(), "lvsd already running");
@@ -419,16 +435,8 @@ impl Director {
             .append(true)
             .open(&self.log)
             .expect("lvsd log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.lab().director_ns()])
-            .arg(&self.bins.lvsd)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(
-                // A test that needs one datapath names it itself.
-                (!self.lvsd_args.iter().any(|a| a.starts_with("--datapath")))
-                    .then(|| format!("--datapath={}", datapath())),
-            )
+        let child = self
+            .lvsd_command(&self.socket)
             .args(&self.lvsd_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

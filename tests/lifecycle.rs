@@ -181,11 +181,8 @@ fn a_start_that_fails_after_the_data_path_is_up_leaves_nothing_behind() {
     // The steering table and (datapath tc) the kernel fast path are set up before the
     // control socket is bound; a socket that cannot be created fails the start there.
     let socket = "/proc/lvsd-cannot-bind-here.sock";
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &d.lab().director_ns()])
-        .arg(&lvs_e2e::bins().lvsd)
-        .args(["--socket", socket])
-        .arg(format!("--datapath={}", lvs_e2e::datapath()))
+    let mut child = d
+        .lvsd_command(std::path::Path::new(socket))
         // No NO_COLOR: a pipe is not a terminal, so the log must carry no colour codes.
         .env_remove("NO_COLOR")
         .stdin(std::process::Stdio::null())
