@@ -500,8 +500,8 @@ impl Service {
     }
 
     /// A connection or template bound to `slot` ended: free the slot if it was removed and
-    /// nothing refers to it any more.
-    pub(crate) fn release_if_trash(&mut self, slot: u32) {
+    /// nothing refers to it any more. Whether it was freed.
+    pub(crate) fn release_if_trash(&mut self, slot: u32) -> bool {
         if let Some(SlotPos::Trash(i)) = self.slot_pos.get(slot as usize).copied()
             && let Some((_, d)) = self.trash.get(i as usize)
             && d.active + d.inactive + d.persistent == 0
@@ -511,7 +511,9 @@ impl Service {
             for (j, (s, _)) in self.trash.iter().enumerate() {
                 self.slot_pos[*s as usize] = SlotPos::Trash(j as u32);
             }
+            return true;
         }
+        false
     }
 }
 
@@ -521,6 +523,8 @@ pub struct ServiceTable {
     slots: Vec<Option<Service>>,
     by_key: HashMap<ServiceKey, u32>,
     seed: u64,
+    /// Removed real servers and deleted services freed after their last connection ended.
+    freed: u64,
 }
 
 impl ServiceTable {
@@ -530,6 +534,7 @@ impl ServiceTable {
             slots: Vec::new(),
             by_key: HashMap::new(),
             seed,
+            freed: 0,
         }
     }
 
@@ -587,6 +592,22 @@ impl ServiceTable {
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut Service> {
         self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Every service with its slot, in slot order: the live ones and the deleted ones that
+    /// linger for their connections ([`Service::is_deleted`]).
+    pub fn iter_all(&self) -> impl Iterator<Item = (u32, &Service)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i as u32, s)))
+    }
+
+    /// How many lingering things (a removed real server in a service's trash, a deleted
+    /// service) were freed so far because their last connection ended: when it moves, what
+    /// [`ServiceTable::iter_all`] and [`Service::trash`] show has shrunk.
+    pub fn freed(&self) -> u64 {
+        self.freed
     }
 
     /// Live services with their slots, in slot order.
@@ -727,7 +748,9 @@ impl ServiceTable {
     pub(crate) fn release(&mut self, slot: u32, dest: u32) {
         if let Some(s) = self.get_mut(slot) {
             s.refs = s.refs.saturating_sub(1);
-            s.release_if_trash(dest);
+            if s.release_if_trash(dest) {
+                self.freed += 1;
+            }
         }
         self.collect(slot);
     }
@@ -738,6 +761,7 @@ impl ServiceTable {
             && s.refs == 0
         {
             self.slots[slot as usize] = None;
+            self.freed += 1;
         }
     }
 }

@@ -48,19 +48,23 @@ pub struct Control {
     pub commands: Mutex<Sender<Command>>,
     /// Wakes the worker when a command is queued.
     pub wake: Mutex<UnixStream>,
-    /// Serialises steering updates.
-    pub steering: Mutex<()>,
+    /// Applies steering updates, in order.
+    pub steering: Arc<steering::Applier>,
     /// The health checks, once started ([`Control::set_hooks`]).
     hooks: OnceLock<Arc<dyn Hooks>>,
 }
 
 impl Control {
     /// The control path to the worker behind `commands`, woken through `wake`.
-    pub fn new(commands: Sender<Command>, wake: UnixStream) -> Control {
+    pub fn new(
+        commands: Sender<Command>,
+        wake: UnixStream,
+        steering: Arc<steering::Applier>,
+    ) -> Control {
         Control {
             commands: Mutex::new(commands),
             wake: Mutex::new(wake),
-            steering: Mutex::new(()),
+            steering,
             hooks: OnceLock::new(),
         }
     }
@@ -122,8 +126,7 @@ impl Control {
             };
         };
         if let Some(spec) = spec {
-            let _guard = self.steering.lock();
-            if let Err(e) = steering::update(&spec) {
+            if let Err(e) = self.steering.apply(&spec) {
                 warn!(error = %e, "steering update failed");
                 return Reply::Error {
                     message: format!("change applied, but the kernel steering failed: {e:#}"),

@@ -25,12 +25,12 @@ use lvs_io::{AfPacket, PacketTx, RxFrame, TxQueue, VnetHdr};
 use tracing::{info, warn};
 
 use crate::fastpath::FastPath;
-use crate::steering::Spec;
+use crate::steering::{Spec, Versioned};
 
 /// A request for the worker.
 pub enum Command {
     /// A control request; the answer (and, after a change, the new steering) goes back.
-    Api(Request, Sender<(Reply, Option<Spec>)>),
+    Api(Request, Sender<(Reply, Option<Versioned>)>),
     /// A fresh view of interfaces, routes and neighbours, with the local addresses.
     Net(Box<NetTable>, BTreeSet<IpAddr>),
 }
@@ -75,6 +75,25 @@ pub struct ControlPart {
     pub resolve: Sender<(u32, IpAddr)>,
     /// The kernel fast path, when lvsd runs with one (`--datapath tc`).
     pub fast: Option<FastPath>,
+    /// Steering that follows the expiry of lingering connections (not a control request):
+    /// to the thread that applies it.
+    pub steer: Sender<Versioned>,
+    /// Sequence number of the last spec made.
+    pub seq: u64,
+    /// [`lvs_core::service::ServiceTable::freed`] when the last spec was made.
+    pub freed: u64,
+}
+
+impl ControlPart {
+    /// The steering the director needs now, numbered.
+    fn spec(&mut self, director: &Director) -> Versioned {
+        self.seq += 1;
+        self.freed = director.services().freed();
+        Versioned {
+            seq: self.seq,
+            spec: Spec::of(director, &self.local),
+        }
+    }
 }
 
 /// One data path worker: its own socket on each served interface. All workers' sockets on
@@ -204,6 +223,12 @@ impl Worker {
                             director.expire(now);
                         }
                     }
+                    // The last connection of a removed real server or a deleted service
+                    // ended: its entries leave the steering (applied off this thread).
+                    if director.services().freed() != c.freed {
+                        let v = c.spec(&director);
+                        let _ = c.steer.send(v);
+                    }
                     next_tick = Instant::now() + TICK;
                 }
                 drain_commands(c, &mut director, &shared);
@@ -266,7 +291,7 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                     fp.services_changed(director);
                     fp.adopt(director, shared.now());
                 }
-                let spec = applied.then(|| Spec::of(director, &c.local));
+                let spec = applied.then(|| c.spec(director));
                 let _ = reply.send((answer, spec));
             }
             Ok(Command::Net(table, local)) => {

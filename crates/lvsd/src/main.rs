@@ -330,12 +330,30 @@ fn start_data_path(
         stop: Arc::clone(stop),
         busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
     });
+    let applier = Arc::new(steering::Applier::default());
+    let (steer_tx, steer_rx) = channel::<steering::Versioned>();
+    let refresher = {
+        let a = Arc::clone(&applier);
+        std::thread::Builder::new()
+            .name("lvsd-steering".into())
+            .spawn(move || {
+                // Ends when the worker that sends is gone.
+                for v in steer_rx {
+                    if let Err(e) = a.apply(&v) {
+                        warn!(error = %format!("{e:#}"), "steering update after connections ended failed");
+                    }
+                }
+            })?
+    };
     let control_part = dataplane::ControlPart {
         commands: cmd_rx,
         wake: wake_rx,
         local,
         resolve: res_tx,
         fast,
+        steer: steer_tx,
+        seq: 0,
+        freed: 0,
     };
     let workers = spawn_workers(&shared, per_worker, control_part)?;
     let sync = {
@@ -346,8 +364,9 @@ fn start_data_path(
     };
     let running = Running {
         stop: Arc::clone(stop),
-        control: Arc::new(control::Control::new(cmd_tx, wake_tx)),
+        control: Arc::new(control::Control::new(cmd_tx, wake_tx, applier)),
         workers,
+        refresher,
         sync,
         attached,
         qdiscs,
@@ -489,6 +508,8 @@ struct Running {
     stop: Arc<AtomicBool>,
     control: Arc<control::Control>,
     workers: Vec<JoinHandle<Option<fastpath::FastPath>>>,
+    /// Applies the steering changes that follow expiring connections.
+    refresher: JoinHandle<()>,
     sync: JoinHandle<()>,
     attached: Vec<lvs_bpf::TcAttachment>,
     qdiscs: PathBuf,
@@ -523,6 +544,7 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
+        let _ = self.refresher.join();
         let keep = keep_forwarding && !self.attached.is_empty();
         if !keep {
             // The kernel stops forwarding before the steering rules go.
@@ -532,8 +554,10 @@ impl Running {
         let removed = if keep {
             Ok(())
         } else {
-            let _guard = self.control.steering.lock();
-            steering::remove().context("cannot remove the kernel steering rules")
+            self.control
+                .steering
+                .remove()
+                .context("cannot remove the kernel steering rules")
         };
         if let Some(socket) = &self.socket {
             let _ = std::fs::remove_file(socket);

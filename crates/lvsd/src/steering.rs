@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use lvs_core::Director;
@@ -24,25 +25,32 @@ pub const TABLE: &str = "lvsd";
 /// What must be taken from the kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Spec {
-    /// `(proto, VIP, port)` of every address service (port 0 = all ports).
+    /// `(proto, VIP, port)` of every address service (port 0 = all ports), and of every
+    /// deleted one whose connections have not ended.
     pub services: BTreeSet<(Protocol, IpAddr, u16)>,
-    /// `(proto, RIP, port)` of every NAT real server: its replies are lvsd's to rewrite.
+    /// `(proto, RIP, port)` of every NAT real server, and of every removed one whose
+    /// connections have not ended: its replies are lvsd's to rewrite.
     pub nat_replies: BTreeSet<(Protocol, IpAddr, u16)>,
     /// The director's own addresses: replies addressed to them (health checks) stay the kernel's.
     pub local: BTreeSet<IpAddr>,
 }
 
 impl Spec {
-    /// What the director's current service table needs.
+    /// What the director's current service table needs, lingering connections included: a
+    /// real server removed (`-d`, a reload, a failed health check) or a service deleted
+    /// (`-D`) keeps its entries while the core still forwards connections of it, as IPVS
+    /// does (`expire_nodest_conn=0`); otherwise the kernel would see its packets and reset
+    /// them. While a deleted service lingers, a new connection to it is dropped here
+    /// (not refused by the kernel) until its last connection ends.
     pub fn of(d: &Director, local: &BTreeSet<IpAddr>) -> Spec {
         let mut spec = Spec {
             local: local.clone(),
             ..Spec::default()
         };
-        for (_, svc) in d.services().iter() {
+        for (_, svc) in d.services().iter_all() {
             if let ServiceKey::Addr { proto, addr, port } = svc.config().key {
                 spec.services.insert((proto, addr, port));
-                for dest in svc.dests() {
+                for dest in svc.dests().iter().chain(svc.trash()) {
                     if dest.config.method == ForwardMethod::Masq {
                         spec.nat_replies.insert((proto, dest.addr(), dest.port()));
                     }
@@ -50,6 +58,45 @@ impl Spec {
             }
         }
         spec
+    }
+}
+
+/// A [`Spec`] with the order in which the data path made it: specs reach the kernel from
+/// several threads (control clients, the expiry refresh), and an older one must never
+/// replace a newer one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// Increases with every spec the data path makes.
+    pub seq: u64,
+    /// The rules.
+    pub spec: Spec,
+}
+
+/// The one writer of the installed table's sets: applies specs in order, skipping any older
+/// than one already applied, and nothing after [`Applier::remove`].
+#[derive(Debug, Default)]
+pub struct Applier {
+    /// Sequence number of the last spec applied; `u64::MAX` once the table was removed.
+    last: Mutex<u64>,
+}
+
+impl Applier {
+    /// Bring the installed sets in line with `v`, unless a newer spec is in already.
+    pub fn apply(&self, v: &Versioned) -> Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if v.seq <= *last {
+            return Ok(());
+        }
+        update(&v.spec)?;
+        *last = v.seq;
+        Ok(())
+    }
+
+    /// Remove the table; later specs are ignored.
+    pub fn remove(&self) -> Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = u64::MAX;
+        remove()
     }
 }
 
@@ -218,6 +265,84 @@ pub fn remove() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lvs_core::director::{RxMeta, Verdict};
+    use lvs_core::sim::{self, PacketSpec, addr, tcp_flags};
+    use lvs_core::types::SchedulerKind;
+    use lvs_core::{Director, Time};
+    use std::time::Duration;
+
+    /// A SYN from the client to VIP:80; the real server (index) it went to.
+    fn connect(d: &mut Director, now: Time, cport: u16) -> usize {
+        let (mut buf, len) =
+            PacketSpec::tcp((addr::CLIENT, cport), (addr::VIP, 80), tcp_flags::SYN).frame();
+        let meta = RxMeta {
+            ifindex: addr::FRONT,
+            ..RxMeta::default()
+        };
+        let Verdict::Transmit(t) = d.process(now, &meta, &mut buf, sim::HEADROOM, len) else {
+            panic!("SYN not forwarded");
+        };
+        let ip = &buf[t.start + 14..t.start + t.len];
+        let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        sim::rs_index(dst).expect("to a real server")
+    }
+
+    fn rip(i: usize) -> (Protocol, IpAddr, u16) {
+        (Protocol::Tcp, IpAddr::V4(addr::RIPS[i]), 8080)
+    }
+
+    /// A removed NAT real server and a deleted service keep their entries while a connection
+    /// of theirs lives, and lose them (with `freed` moving) once it expired.
+    #[test]
+    fn lingering_connections_keep_their_entries_until_they_expire() {
+        let t0 = Time::ZERO;
+        let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, t0);
+        let local = BTreeSet::new();
+        let rs = connect(&mut d, t0, 40000);
+        let key = sim::http_service();
+        let vip80 = (Protocol::Tcp, IpAddr::V4(addr::VIP), 80);
+        // An idle real server removed: gone at once.
+        let idle = (rs + 1) % 3;
+        d.delete_dest(&key, IpAddr::V4(addr::RIPS[idle]), 8080)
+            .unwrap();
+        assert!(!Spec::of(&d, &local).nat_replies.contains(&rip(idle)));
+        // The busy one removed: kept.
+        d.delete_dest(&key, IpAddr::V4(addr::RIPS[rs]), 8080)
+            .unwrap();
+        assert!(Spec::of(&d, &local).nat_replies.contains(&rip(rs)));
+        // The service deleted: its VIP:port and the real server stay.
+        d.delete_service(&key).unwrap();
+        let spec = Spec::of(&d, &local);
+        assert!(spec.services.contains(&vip80), "{spec:?}");
+        assert!(spec.nat_replies.contains(&rip(rs)), "{spec:?}");
+        let freed = d.services().freed();
+        // The connection (a SYN seen, SYN_RECV) expires; then both go.
+        d.expire(t0 + Duration::from_secs(3600));
+        assert_eq!(d.conns().len(), 0);
+        assert!(d.services().freed() > freed);
+        let spec = Spec::of(&d, &local);
+        assert!(!spec.services.contains(&vip80), "{spec:?}");
+        assert!(!spec.nat_replies.contains(&rip(rs)), "{spec:?}");
+    }
+
+    #[test]
+    fn applier_never_goes_back() {
+        let a = Applier::default();
+        *a.last.lock().unwrap() = 5;
+        // Older and equal specs are skipped without running nft.
+        let old = Versioned {
+            seq: 4,
+            spec: Spec::default(),
+        };
+        assert!(a.apply(&old).is_ok());
+        assert_eq!(*a.last.lock().unwrap(), 5);
+        *a.last.lock().unwrap() = u64::MAX;
+        let newer = Versioned {
+            seq: 6,
+            spec: Spec::default(),
+        };
+        assert!(a.apply(&newer).is_ok(), "nothing applies after removal");
+    }
 
     #[test]
     fn script_covers_services_and_nat_replies() {
