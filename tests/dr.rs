@@ -27,3 +27,14 @@ fn dr_reconfigure_under_load() {
     }
     reconfigure_under_load(Method::Dr, "dr_reconfigure_under_load");
 }
+
+#[test]
+fn dr_new_client_addresses_connect_without_retransmit() {
+    if skip("dr_new_client_addresses_connect_without_retransmit") {
+        return;
+    }
+    lvs_e2e::new_neighbours_cost_no_retransmit(
+        Method::Dr,
+        "dr_new_client_addresses_connect_without_retransmit",
+    );
+}

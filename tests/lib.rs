@@ -1245,3 +1245,103 @@ pub fn restart_keeps_downloads(method: Method, test: &str, restarts: &[Restart])
         "{method}: the adopted downloads must be listed by lvsadm -L -c:\n{list}"
     );
 }
+
+/// The first connection from each of 50 client addresses the director has never seen
+/// completes without a SYN retransmission: the director holds the frame that needs the new
+/// neighbour's MAC while the kernel resolves it, instead of dropping it. The clients are
+/// addresses added to the router's interface on the director's front network, so that in
+/// NAT every reply needs a fresh resolution on the director; before every tenth request the
+/// director's neighbour entries of the real servers are flushed too (all methods need those).
+/// Asserts each connection completes within 50 ms and `neighbour_unresolved` stays 0.
+pub fn new_neighbours_cost_no_retransmit(method: Method, test: &str) {
+    const CLIENTS: u8 = 50;
+    let d = Director::start(method, test);
+    d.add_services("rr", &[0, 1, 2]);
+    let router = d.lab().router_ns();
+    // The router has resolved the VIP once: new source addresses do not make it ARP again,
+    // so the director cannot learn them from an ARP request.
+    d.lab()
+        .exec_ok(
+            &router,
+            &["curl", "-sS", "-m", "5", &format!("http://{VIP}/")],
+        )
+        .unwrap_or_else(|e| panic!("{test}: warm-up request: {e:#}"));
+    let before = d.counters();
+    let mut times = Vec::new();
+    for n in 0..CLIENTS {
+        let addr = Ipv4Addr::new(10, 201, 2, 150 + n);
+        d.lab()
+            .exec_ok(
+                &router,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    lvs_lab::ROUTER_FRONT_IF,
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{test}: adding {addr}: {e:#}"));
+        if n % 10 == 0 {
+            d.in_director(&["ip", "neigh", "flush", "dev", lvs_lab::DIRECTOR_BACK_IF]);
+        }
+        let out = d
+            .lab()
+            .exec_ok(
+                &router,
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "5",
+                    "--interface",
+                    &addr.to_string(),
+                    "-w",
+                    "\n%{time_connect}",
+                    &format!("http://{VIP}/"),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{test}: request from {addr}: {e:#}\n{}", d.lvsd_log()));
+        let connect: f64 = out
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no time in {out:?}"));
+        assert_eq!(
+            client_seen(&out),
+            Some(addr),
+            "the real server saw the new client address: {out}"
+        );
+        times.push((addr, connect));
+    }
+    let after = d.counters();
+    let drop_of = |c: &lvs_api::CountersInfo| {
+        c.drops
+            .iter()
+            .find(|(r, _)| r == "neighbour_unresolved")
+            .map_or(0, |(_, n)| *n)
+    };
+    let mut sorted: Vec<f64> = times.iter().map(|t| t.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "{method}: first connections from {CLIENTS} new client addresses: median {:.1} ms, max {:.1} ms; \
+         neighbour_unresolved {} -> {}, held now {}",
+        sorted[sorted.len() / 2] * 1e3,
+        sorted[sorted.len() - 1] * 1e3,
+        drop_of(&before),
+        drop_of(&after),
+        after.held
+    );
+    let slow: Vec<_> = times.iter().filter(|t| t.1 >= 0.05).collect();
+    assert!(
+        slow.is_empty(),
+        "{method}: connections that took 50 ms or more (a retransmitted SYN takes 1 s): {slow:?}\n{}",
+        d.lvsd_log()
+    );
+    assert_eq!(
+        drop_of(&after),
+        drop_of(&before),
+        "{method}: frames dropped for an unresolved neighbour"
+    );
+}

@@ -27,3 +27,14 @@ fn nat_reconfigure_under_load() {
     }
     reconfigure_under_load(Method::Nat, "nat_reconfigure_under_load");
 }
+
+#[test]
+fn nat_new_client_addresses_connect_without_retransmit() {
+    if skip("nat_new_client_addresses_connect_without_retransmit") {
+        return;
+    }
+    lvs_e2e::new_neighbours_cost_no_retransmit(
+        Method::Nat,
+        "nat_new_client_addresses_connect_without_retransmit",
+    );
+}

@@ -130,3 +130,14 @@ fn tun_df_1500_gets_frag_needed_1480_and_tcp_still_works() {
     let reply = d.udp("small");
     assert!(reply.ends_with(" small"), "{reply:?}");
 }
+
+#[test]
+fn tun_new_client_addresses_connect_without_retransmit() {
+    if skip("tun_new_client_addresses_connect_without_retransmit") {
+        return;
+    }
+    lvs_e2e::new_neighbours_cost_no_retransmit(
+        Method::Tun,
+        "tun_new_client_addresses_connect_without_retransmit",
+    );
+}

@@ -391,6 +391,9 @@ pub struct CountersInfo {
     pub drops: Vec<(String, u64)>,
     /// Frames the io layer failed to send.
     pub tx_errors: u64,
+    /// Frames waiting now for their next hop's MAC address.
+    #[serde(default)]
+    pub held: u64,
     /// The data path forwarding established flows: `afpacket` (user space) or `tc` (the
     /// kernel fast path).
     #[serde(default)]

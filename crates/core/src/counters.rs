@@ -42,7 +42,8 @@ drop_reasons! {
     TableFull => "table_full",
     /// No route to the next hop.
     NoRoute => "no_route",
-    /// The next hop's MAC address is not known yet (resolution has been requested).
+    /// The next hop's MAC address could not be found: its resolution failed (3 s), or the
+    /// frame did not fit the queue held for it (see `director/hold.rs`).
     NeighbourUnresolved => "neighbour_unresolved",
     /// A direct-routing real server is not on a directly connected network.
     NotOnLink => "not_on_link",
@@ -89,6 +90,9 @@ pub struct Counters {
     /// Super-frames returned to the caller for segmentation (less those it could not cut,
     /// counted as `tx_errors`); each segment is then counted as a frame of its own.
     pub segment_requests: u64,
+    /// Frames waiting now for their next hop's MAC address (a gauge): each leaves as
+    /// `forwarded` once the neighbour is resolved or as a `neighbour_unresolved` drop.
+    pub held: u64,
     /// Connections created.
     pub conns_created: u64,
     /// Connections expired.

@@ -25,7 +25,11 @@ use crate::stats::Stats;
 use crate::time::Time;
 use crate::types::{Family, ForwardMethod, Protocol, ServiceKey};
 
+mod hold;
 mod offload;
+pub use hold::{
+    Held, MAX_NEIGHBOURS as HOLD_NEIGHBOURS, QUEUE_BYTES as HOLD_QUEUE_BYTES, RESOLVE_TIMEOUT,
+};
 pub use offload::{AdoptError, Adoptee, Journal, OffloadedDest, OffloadedService};
 
 /// Tunables, with IPVS's defaults.
@@ -137,6 +141,9 @@ pub enum Verdict {
     Pass,
     /// Dropped, for this reason (counted).
     Drop(DropReason),
+    /// Rewritten, and kept by the core until its next hop's MAC address is known (see
+    /// [`Director::release_held`]).
+    Held,
     /// A TCP/IPv4 super-frame that must be cut into segments of at most `mss` payload bytes,
     /// each handed to [`Director::process`] again (IP-in-IP has no offload type).
     Segment {
@@ -187,6 +194,11 @@ pub struct Director {
     /// Connection changes for a fast path below the core (see [`offload`]); `None` unless
     /// one asked for them.
     journal: Option<Journal>,
+    /// Frames waiting for their next hop's MAC address.
+    hold: hold::HoldQueues,
+    /// The unresolved neighbour the frame being processed waits for: set by the last
+    /// `next_hop` of a `process` call when that hop had no MAC.
+    waiting_for: Option<IpAddr>,
 }
 
 impl Director {
@@ -207,6 +219,8 @@ impl Director {
             expired: Vec::with_capacity(1024),
             next_estimate: now + crate::stats::ESTIMATOR_PERIOD,
             journal: None,
+            hold: hold::HoldQueues::default(),
+            waiting_for: None,
         }
     }
 
@@ -428,14 +442,71 @@ impl Director {
         len: usize,
     ) -> Verdict {
         self.counters.rx_frames += 1;
+        self.waiting_for = None;
         let v = self.decide(now, meta, buf, start, len);
+        let v = match (v, self.waiting_for.take()) {
+            (Verdict::Transmit(t), Some(addr)) => self.hold(now, addr, buf, t),
+            (v, _) => v,
+        };
         match v {
             Verdict::Transmit(_) => self.counters.forwarded += 1,
             Verdict::Pass => self.counters.passed += 1,
             Verdict::Drop(r) => self.counters.drop(r),
             Verdict::Segment { .. } => self.counters.segment_requests += 1,
+            Verdict::Held => self.counters.held += 1,
         }
         v
+    }
+
+    /// Keep the rewritten frame `t` until `addr` is resolved. A segmentation super-frame is
+    /// dropped instead: its offload state belongs to the driver, and the first frames
+    /// towards a new neighbour are handshakes anyway.
+    fn hold(&mut self, now: Time, addr: IpAddr, buf: &[u8], t: Tx) -> Verdict {
+        let Some(frame) = buf.get(t.start..t.start + t.len) else {
+            return Verdict::Drop(DropReason::NeighbourUnresolved);
+        };
+        if t.gso.is_some() {
+            return Verdict::Drop(DropReason::NeighbourUnresolved);
+        }
+        let held = Held {
+            ifindex: t.ifindex,
+            csum: t.csum,
+            frame: frame.to_vec(),
+        };
+        let Some(older) = self.hold.push(now, addr, held) else {
+            return Verdict::Drop(DropReason::NeighbourUnresolved);
+        };
+        // Frames dropped to make room were held: they leave `held` for the drop counter.
+        self.counters.held = self.counters.held.saturating_sub(older);
+        self.counters.drops[DropReason::NeighbourUnresolved as usize] += older;
+        Verdict::Held
+    }
+
+    /// The driver could not send a frame [`Director::release_held`] gave it: it moves from
+    /// `forwarded` to `tx_errors`.
+    pub fn held_send_failed(&mut self) {
+        self.send_failed(&Verdict::Transmit(Tx {
+            ifindex: 0,
+            start: 0,
+            len: 0,
+            csum: None,
+            gso: None,
+        }));
+    }
+
+    /// The frames held for neighbours that are resolved now (after the caller updated
+    /// [`Director::net`]), with their MAC addresses written, in arrival order per
+    /// neighbour; the caller sends them. Frames whose neighbour stayed unresolved for
+    /// [`RESOLVE_TIMEOUT`] are dropped (`neighbour_unresolved`). Call it after every table
+    /// update and on the timer tick.
+    pub fn release_held(&mut self, now: Time, out: &mut Vec<Held>) {
+        let before = out.len();
+        let dropped = self.hold.release(now, &self.net, out);
+        let sent = (out.len() - before) as u64;
+        let c = &mut self.counters;
+        c.held = c.held.saturating_sub(sent + dropped);
+        c.forwarded += sent;
+        c.drops[DropReason::NeighbourUnresolved as usize] += dropped;
     }
 
     /// The driver could not carry out `verdict` (returned by [`Director::process`]): the
@@ -446,7 +517,7 @@ impl Director {
         let from = match verdict {
             Verdict::Transmit(_) => &mut c.forwarded,
             Verdict::Segment { .. } => &mut c.segment_requests,
-            Verdict::Pass | Verdict::Drop(_) => return,
+            Verdict::Pass | Verdict::Drop(_) | Verdict::Held => return,
         };
         *from = from.saturating_sub(1);
         c.tx_errors += 1;
@@ -903,11 +974,20 @@ impl Director {
             .map_or(1500, |i| usize::from(i.mtu))
     }
 
+    /// The next hop towards `dst`. One whose MAC is unknown is given with an all-zero MAC
+    /// when the frame can be held for it: `process` then keeps the frame it transmits (the
+    /// last `next_hop` of a frame is the one whose MACs it carries).
     fn next_hop(&mut self, dst: IpAddr) -> Result<NextHop, DropReason> {
-        self.net.next_hop(dst).map_err(|e| match e {
-            HopError::NoRoute | HopError::UnknownInterface => DropReason::NoRoute,
-            HopError::Unresolved { .. } => DropReason::NeighbourUnresolved,
-        })
+        self.waiting_for = None;
+        match self.net.next_hop(dst) {
+            Ok(hop) => Ok(hop),
+            Err(HopError::NoRoute | HopError::UnknownInterface) => Err(DropReason::NoRoute),
+            Err(HopError::Unresolved { addr, hop, .. }) if self.hold.has_room(addr) => {
+                self.waiting_for = Some(addr);
+                Ok(hop)
+            }
+            Err(HopError::Unresolved { .. }) => Err(DropReason::NeighbourUnresolved),
+        }
     }
 
     /// Send a client → real server packet by the connection's method.

@@ -2,10 +2,8 @@
 //!
 //! The caller (the io layer, from rtnetlink) fills these tables; the core only reads them to
 //! pick the outgoing interface and the next hop's MAC address. A missing neighbour is never
-//! guessed: the packet is dropped with [`DropReason::NeighbourUnresolved`] and the address is
-//! queued for the caller to resolve.
-//!
-//! [`DropReason::NeighbourUnresolved`]: crate::counters::DropReason::NeighbourUnresolved
+//! guessed: the address is queued for the caller to resolve, and the director holds the frame
+//! until it is (`director/hold.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -92,6 +90,8 @@ pub enum HopError {
         ifindex: u32,
         /// Address to resolve.
         addr: IpAddr,
+        /// The hop as far as it is known: everything but `dst_mac` (all zeroes).
+        hop: NextHop,
     },
 }
 
@@ -179,6 +179,11 @@ impl NetTable {
         self.neighbours.insert(addr, (ifindex, mac));
     }
 
+    /// The MAC address of a known neighbour.
+    pub fn neighbour(&self, addr: IpAddr) -> Option<EthernetAddress> {
+        self.neighbours.get(&addr).map(|&(_, mac)| mac)
+    }
+
     /// Forget a neighbour.
     pub fn remove_neighbour(&mut self, addr: IpAddr) {
         self.neighbours.remove(&addr);
@@ -203,24 +208,29 @@ impl NetTable {
             .interface(route.ifindex)
             .ok_or(HopError::UnknownInterface)?;
         let (src_mac, mtu) = (iface.mac, iface.mtu);
-        let hop = route.gateway.unwrap_or(dst);
-        match self.neighbours.get(&hop) {
-            Some(&(_, dst_mac)) => Ok(NextHop {
-                ifindex: route.ifindex,
-                src_mac,
-                dst_mac,
-                mtu,
-                src_ip: route.src,
-                on_link: route.gateway.is_none(),
-            }),
+        let via = route.gateway.unwrap_or(dst);
+        let mut hop = NextHop {
+            ifindex: route.ifindex,
+            src_mac,
+            dst_mac: EthernetAddress([0; 6]),
+            mtu,
+            src_ip: route.src,
+            on_link: route.gateway.is_none(),
+        };
+        match self.neighbours.get(&via) {
+            Some(&(_, dst_mac)) => {
+                hop.dst_mac = dst_mac;
+                Ok(hop)
+            }
             None => {
-                let want = (route.ifindex, hop);
+                let want = (route.ifindex, via);
                 if self.unresolved.len() < UNRESOLVED_QUEUE && !self.unresolved.contains(&want) {
                     self.unresolved.push(want);
                 }
                 Err(HopError::Unresolved {
                     ifindex: route.ifindex,
-                    addr: hop,
+                    addr: via,
+                    hop,
                 })
             }
         }
@@ -262,13 +272,14 @@ mod tests {
         });
         assert_eq!(t.route(v4(10, 0, 0, 7)).unwrap().len, 24);
         assert_eq!(t.route(v4(8, 8, 8, 8)).unwrap().len, 0);
-        assert_eq!(
-            t.next_hop(v4(8, 8, 8, 8)),
-            Err(HopError::Unresolved {
-                ifindex: 2,
-                addr: v4(10, 0, 0, 254)
-            })
-        );
+        match t.next_hop(v4(8, 8, 8, 8)) {
+            Err(HopError::Unresolved { ifindex, addr, hop }) => {
+                assert_eq!((ifindex, addr), (2, v4(10, 0, 0, 254)));
+                assert_eq!(hop.src_mac, EthernetAddress([2, 0, 0, 0, 0, 1]));
+                assert_eq!(hop.dst_mac, EthernetAddress([0; 6]));
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             t.take_unresolved().collect::<Vec<_>>(),
             vec![(2, v4(10, 0, 0, 254))]

@@ -289,7 +289,7 @@ fn check_counters(d: &Director, ctx: &str) {
     let c = d.counters();
     assert_eq!(
         c.rx_frames,
-        c.forwarded + c.passed + c.total_drops() + c.segment_requests + c.tx_errors,
+        c.forwarded + c.passed + c.total_drops() + c.segment_requests + c.tx_errors + c.held,
         "{ctx}: counters do not add up: {c:?}"
     );
 }

@@ -570,14 +570,94 @@ fn full_table_drops_new_connections_and_counts() {
     );
 }
 
+/// The frames a director with every neighbour known sends for `pkts`, and those that `d`,
+/// missing `unknown`, holds and then releases once `unknown` is learnt: the same bytes.
+fn held_then_released(method: ForwardMethod, unknown: Ipv4Addr, pkts: &[(RxMeta, PacketSpec)]) {
+    let mut twin = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+    let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+    let mac = d.net.neighbour(IpAddr::V4(unknown)).expect("sim knows it");
+    d.net.remove_neighbour(IpAddr::V4(unknown));
+    let now = Time::from_secs(1);
+    let (last_meta, last) = pkts.last().unwrap();
+    for (meta, p) in &pkts[..pkts.len() - 1] {
+        let (a, _) = run(&mut twin, now, *meta, p);
+        let (b, _) = run(&mut d, now, *meta, p);
+        assert!(matches!(
+            (a, b),
+            (Verdict::Transmit(_), Verdict::Transmit(_))
+        ));
+    }
+    let (v, want) = run(&mut twin, now, *last_meta, last);
+    assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+    let (v, _) = run(&mut d, now, *last_meta, last);
+    assert_eq!(v, Verdict::Held);
+    assert_eq!(d.counters().held, 1);
+    let asked: Vec<_> = d.net.take_unresolved().collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].1, IpAddr::V4(unknown));
+
+    // Nothing leaves while the neighbour is unknown.
+    let mut out = Vec::new();
+    d.release_held(now + Duration::from_millis(500), &mut out);
+    assert!(out.is_empty());
+    d.net.set_neighbour(IpAddr::V4(unknown), asked[0].0, mac);
+    d.release_held(now + Duration::from_millis(600), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].frame, want,
+        "the released frame is the one a known hop gets"
+    );
+    assert_eq!(out[0].ifindex, asked[0].0);
+    let c = d.counters();
+    assert_eq!((c.held, c.forwarded), (0, pkts.len() as u64));
+    assert_eq!(c.drops(DropReason::NeighbourUnresolved), 0);
+    d.release_held(now + Duration::from_secs(5), &mut out);
+    assert_eq!(out.len(), 1, "released once");
+}
+
 #[test]
-fn unresolved_neighbour_is_dropped_and_queued() {
+fn a_syn_to_an_unresolved_real_server_is_held_then_sent() {
+    for method in [
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+        ForwardMethod::Masq,
+    ] {
+        held_then_released(method, addr::RIPS[0], &[(front(), client_pkt(SYN))]);
+    }
+}
+
+#[test]
+fn a_nat_reply_to_an_unresolved_router_is_held_then_sent() {
+    let reply = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), SYN | ACK);
+    held_then_released(
+        ForwardMethod::Masq,
+        addr::ROUTER,
+        &[(front(), client_pkt(SYN)), (back(), reply)],
+    );
+}
+
+#[test]
+fn held_frames_are_dropped_when_resolution_fails() {
     let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
     d.net.remove_neighbour(IpAddr::V4(addr::RIPS[0]));
-    let (v, _) = run(&mut d, Time::ZERO, front(), &client_pkt(SYN));
-    assert_eq!(v, Verdict::Drop(DropReason::NeighbourUnresolved));
+    let t = Time::from_secs(1);
+    for _ in 0..3 {
+        let (v, _) = run(&mut d, t, front(), &client_pkt(SYN));
+        assert_eq!(v, Verdict::Held);
+    }
     let want: Vec<_> = d.net.take_unresolved().collect();
-    assert_eq!(want, vec![(addr::BACK, IpAddr::V4(addr::RIPS[0]))]);
+    assert_eq!(
+        want,
+        vec![(addr::BACK, IpAddr::V4(addr::RIPS[0]))],
+        "asked once"
+    );
+    let mut out = Vec::new();
+    d.release_held(t + lvs_core::director::RESOLVE_TIMEOUT, &mut out);
+    assert!(out.is_empty());
+    let c = d.counters();
+    assert_eq!(c.held, 0);
+    assert_eq!(c.drops(DropReason::NeighbourUnresolved), 3);
+    assert_eq!(c.rx_frames, c.forwarded + c.total_drops());
 }
 
 #[test]

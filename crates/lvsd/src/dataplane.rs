@@ -71,8 +71,13 @@ pub struct ControlPart {
     pub wake: UnixStream,
     /// Addresses of this host.
     pub local: BTreeSet<IpAddr>,
-    /// Next hops the core could not resolve, for the netlink thread.
+    /// Next hops the core could not resolve: the worker asks the kernel to resolve them and
+    /// tells the netlink thread, which then reads the tables again soon.
     pub resolve: Sender<(u32, IpAddr)>,
+    /// Next hops to resolve once the core's lock is released (reused).
+    pub to_resolve: Vec<(u32, IpAddr)>,
+    /// Held frames whose neighbour became known, to send (reused).
+    pub released: Vec<lvs_core::director::Held>,
     /// The kernel fast path, when lvsd runs with one (`--datapath tc`).
     pub fast: Option<FastPath>,
     /// Steering that follows the expiry of lingering connections (not a control request):
@@ -207,9 +212,7 @@ impl Worker {
                 c.fetch_add(frames as u64, Ordering::Relaxed);
             }
             if let Some(c) = &mut self.control {
-                for (ifindex, addr) in director.net.take_unresolved() {
-                    let _ = c.resolve.send((ifindex, addr));
-                }
+                c.to_resolve.extend(director.net.take_unresolved());
                 if Instant::now() >= next_tick {
                     let now = shared.now();
                     match &mut c.fast {
@@ -229,15 +232,21 @@ impl Worker {
                         let v = c.spec(&director);
                         let _ = c.steer.send(v);
                     }
+                    // Held frames whose neighbour never answered are dropped.
+                    director.release_held(now, &mut c.released);
                     next_tick = Instant::now() + TICK;
                 }
                 drain_commands(c, &mut director, &shared);
+                send_released(c, &mut director, &mut self.sockets);
                 // What this pass changed reaches the kernel's maps before the next frames.
                 if let Some(fp) = &mut c.fast {
                     fp.sync(&mut director, shared.now());
                 }
             }
             drop(director);
+            if let Some(c) = &mut self.control {
+                resolve(c);
+            }
             // Send outside the lock so another worker can process meanwhile.
             for sock in &mut self.sockets {
                 use lvs_io::PacketIo;
@@ -297,6 +306,7 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
             Ok(Command::Net(table, local)) => {
                 director.net = *table;
                 c.local = local;
+                director.release_held(shared.now(), &mut c.released);
                 // Routes bound which new flows the kernel may schedule itself.
                 if let Some(fp) = &mut c.fast
                     && fp.set_routes(&director.net)
@@ -310,6 +320,36 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 return;
             }
         }
+    }
+}
+
+/// Queue the frames that waited for a neighbour on the first socket (any socket sends on
+/// any interface); one that cannot be queued counts as a transmit error.
+fn send_released(c: &mut ControlPart, director: &mut Director, sockets: &mut [AfPacket]) {
+    use lvs_io::PacketIo;
+    if c.released.is_empty() {
+        return;
+    }
+    let Some(sock) = sockets.first_mut() else {
+        c.released.clear();
+        return;
+    };
+    for h in c.released.drain(..) {
+        let v = csum_vnet(h.csum);
+        if !sock.tx_queue().push(h.ifindex, &v, &h.frame) {
+            director.held_send_failed();
+        }
+    }
+}
+
+/// Ask the kernel to resolve the next hops the core missed (it sends ARP or neighbour
+/// solicitations; the netlink monitor sees the answer) and tell the netlink thread.
+fn resolve(c: &mut ControlPart) {
+    for (ifindex, addr) in c.to_resolve.drain(..) {
+        if let Err(e) = lvs_io::netlink::resolve(ifindex, addr) {
+            tracing::debug!(%addr, error = %e, "neighbour resolution request failed");
+        }
+        let _ = c.resolve.send((ifindex, addr));
     }
 }
 
@@ -410,6 +450,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                     .map(|r| (r.name().to_string(), c.drops(*r)))
                     .collect(),
                 tx_errors: c.tx_errors,
+                held: c.held,
                 datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
                 kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })
@@ -453,17 +494,23 @@ fn gso_of(v: &VnetHdr) -> Option<Gso> {
 /// The vnet header for a transmitted frame: the received one with checksum offsets made
 /// relative to the new frame start, or a plain one for frames the core built.
 fn tx_vnet(rx: &VnetHdr, rx_head: usize, tx: &Tx) -> VnetHdr {
-    let mut v = VnetHdr::default();
-    if let Some(CsumOffload { start, offset }) = tx.csum {
-        v.flags = VNET_F_NEEDS_CSUM;
-        v.csum_start = start;
-        v.csum_offset = offset;
-    }
+    let mut v = csum_vnet(tx.csum);
     if tx.gso.is_some() {
         let delta = rx_head as i64 - tx.start as i64;
         v.gso_type = rx.gso_type;
         v.gso_size = rx.gso_size;
         v.hdr_len = (i64::from(rx.hdr_len) + delta).clamp(0, i64::from(u16::MAX)) as u16;
+    }
+    v
+}
+
+/// A vnet header asking for `csum` to be finished, and nothing else.
+fn csum_vnet(csum: Option<CsumOffload>) -> VnetHdr {
+    let mut v = VnetHdr::default();
+    if let Some(CsumOffload { start, offset }) = csum {
+        v.flags = VNET_F_NEEDS_CSUM;
+        v.csum_start = start;
+        v.csum_offset = offset;
     }
     v
 }
@@ -520,6 +567,7 @@ fn handle_frame(
                 }
             }
         }
-        Verdict::Pass | Verdict::Drop(_) => {}
+        // A held frame is sent by the worker once its neighbour is resolved.
+        Verdict::Pass | Verdict::Drop(_) | Verdict::Held => {}
     }
 }

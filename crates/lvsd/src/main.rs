@@ -350,6 +350,8 @@ fn start_data_path(
         wake: wake_rx,
         local,
         resolve: res_tx,
+        to_resolve: Vec::with_capacity(64),
+        released: Vec::new(),
         fast,
         steer: steer_tx,
         seq: 0,

@@ -379,6 +379,12 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         None,
         [(none(), c.tx_errors)],
     )?;
+    gauges(
+        enc,
+        "lvs_frames_held",
+        "Frames waiting for their next hop's MAC address (they leave forwarded, or dropped as neighbour_unresolved)",
+        [(none(), gauge_value(c.held))],
+    )?;
     if !c.kernel.is_empty() {
         counters(
             enc,
@@ -786,6 +792,7 @@ mod tests {
                 conn_limit: 4096,
                 drops: vec![("malformed".into(), 2), ("no_route".into(), 0)],
                 tx_errors: 3,
+                held: 5,
                 datapath: "tc".into(),
                 kernel: vec![("nat_in".into(), 11), ("to_user".into(), 4)],
             },
@@ -881,6 +888,7 @@ mod tests {
         assert_eq!(get(r#"lvs_drops_total{reason="malformed"}"#), 2.0);
         assert_eq!(get(r#"lvs_drops_total{reason="no_route"}"#), 0.0);
         assert_eq!(get("lvs_tx_errors_total"), 3.0);
+        assert_eq!(get("lvs_frames_held"), 5.0);
         assert_eq!(get(r#"lvs_kernel_fast_path_total{counter="nat_in"}"#), 11.0);
         assert_eq!(get("lvs_connection_table_entries"), 42.0);
         assert_eq!(get("lvs_connection_table_capacity"), 4096.0);

@@ -2,8 +2,9 @@
 //!
 //! A thread dumps the kernel's tables over rtnetlink at start, again whenever the netlink
 //! monitor reports a change (and at least every few seconds), and sends the result to the
-//! worker. Addresses the core could not resolve come back on a channel and are handed to the
-//! kernel's neighbour machinery; the next dump carries their MAC.
+//! worker. The worker asks the kernel to resolve the next hops the core is missing (it holds
+//! their frames meanwhile) and names them on a channel: the next dump, soon after, carries
+//! their MAC.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -18,7 +19,7 @@ use anyhow::Result;
 use lvs_core::net::{Interface, NetTable, Route};
 use lvs_io::netlink::{self, Monitor, Snapshot};
 use lvs_wire::ethernet::EthernetAddress;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::dataplane::Command;
 
@@ -69,7 +70,7 @@ pub fn snapshot(served: &[u32]) -> Result<(NetTable, BTreeSet<IpAddr>)> {
     Ok(table(&snap, served))
 }
 
-/// Run until `stop`: push fresh tables to the worker, resolve what it asks for.
+/// Run until `stop`: push fresh tables to the worker, soon after it asked for a resolution.
 pub fn run(
     served: Vec<u32>,
     commands: Sender<Command>,
@@ -95,11 +96,8 @@ pub fn run(
             }
         };
         let mut asked = false;
-        while let Ok((ifindex, addr)) = resolve.try_recv() {
+        while resolve.try_recv().is_ok() {
             asked = true;
-            if let Err(e) = netlink::resolve(ifindex, addr) {
-                debug!(%addr, error = %e, "neighbour resolution request failed");
-            }
         }
         pending_resolution |= asked;
         let due = last.elapsed() >= Duration::from_secs(if pending_resolution { 0 } else { 5 });
