@@ -3,6 +3,8 @@
 //! (SIGKILL) the next lvsd replaces the stale rules and starts clean.
 #![forbid(unsafe_code)]
 
+use std::time::{Duration, Instant};
+
 use lvs_e2e::{Director, HTTP_PORT, Method, VIP, answered_by, skip};
 
 /// Everything of the director namespace lvsd could change, as text. IPv6 (link-local
@@ -229,4 +231,139 @@ fn a_start_that_fails_after_the_data_path_is_up_leaves_nothing_behind() {
         director_state(&d),
         "director namespace changed by a failed start"
     );
+}
+
+/// Runs `args` in namespace `ns`; panics with the output if it fails.
+fn ip_ok(d: &Director, ns: &str, args: &[&str]) {
+    d.lab()
+        .exec_ok(ns, args)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", args.join(" ")));
+}
+
+fn wait_for_log(d: &Director, needle: &str, within: Duration) {
+    let t = Instant::now();
+    while !d.lvsd_log().contains(needle) {
+        assert!(
+            t.elapsed() < within,
+            "no '{needle}' in lvsd's log within {within:?}:\n{}",
+            d.lvsd_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (2 s at most) until lvsd's steering table satisfies `ok`.
+fn wait_for_steering(d: &Director, what: &str, ok: impl Fn(&str) -> bool) {
+    let t = Instant::now();
+    loop {
+        let table = steering_table(d).expect("steering table");
+        if ok(&table) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "steering not {what}:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An interface that appears after lvsd started (a veth moved into the director's namespace,
+/// renamed, with a second VIP on it) is served within a second: a service on that VIP,
+/// configured before the interface existed, answers. Removing the interface leaves lvsd
+/// running, says so in the log, and the first VIP keeps working.
+#[test]
+fn an_interface_added_later_is_served_and_its_removal_logged() {
+    if skip("an_interface_added_later_is_served_and_its_removal_logged") {
+        return;
+    }
+    let d = Director::start(Method::Nat, "iface_follow");
+    d.add_services("rr", &[0, 1, 2]);
+    let vip2 = "10.201.9.100";
+    let vp2 = format!("{vip2}:{HTTP_PORT}");
+    d.lvsadm_ok(&["-A", "-t", &vp2, "-s", "rr"]);
+    for i in 0..3 {
+        let rp = format!("{}:{HTTP_PORT}", lvs_e2e::RIPS[i]);
+        d.lvsadm_ok(&["-a", "-t", &vp2, "-r", &rp, "-m"]);
+    }
+    let (router, director) = (d.lab().router_ns(), d.lab().director_ns());
+    ip_ok(
+        &d,
+        &router,
+        &[
+            "ip", "link", "add", "lvsnew0", "type", "veth", "peer", "name", "lvsnew1",
+        ],
+    );
+    ip_ok(
+        &d,
+        &router,
+        &["ip", "addr", "add", "10.201.9.1/24", "dev", "lvsnew0"],
+    );
+    ip_ok(&d, &router, &["ip", "link", "set", "lvsnew0", "up"]);
+    ip_ok(
+        &d,
+        &router,
+        &["ip", "link", "set", "lvsnew1", "netns", &director],
+    );
+    ip_ok(
+        &d,
+        &director,
+        &["ip", "link", "set", "lvsnew1", "name", "eth9"],
+    );
+    ip_ok(
+        &d,
+        &director,
+        &["ip", "addr", "add", "10.201.9.2/24", "dev", "eth9"],
+    );
+    ip_ok(
+        &d,
+        &director,
+        &["ip", "addr", "add", &format!("{vip2}/24"), "dev", "eth9"],
+    );
+    ip_ok(&d, &director, &["ip", "link", "set", "eth9", "up"]);
+    let up = Instant::now();
+    let url = format!("http://{vip2}/");
+    let served_after = loop {
+        let out = d
+            .lab()
+            .exec(&d.lab().client_ns(), &["curl", "-sS", "-m", "0.3", &url])
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && answered_by(&body).is_some() {
+            break up.elapsed();
+        }
+        assert!(
+            up.elapsed() < Duration::from_secs(5),
+            "{url} not served 5 s after its interface came up: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.lvsd_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("a service on a new interface answered {served_after:?} after the link came up");
+    assert!(
+        served_after < Duration::from_secs(1),
+        "served only after {served_after:?}"
+    );
+    wait_for_log(&d, "new interface served", Duration::from_secs(1));
+    wait_for_steering(&d, "hooked on eth9", |t| t.contains("\"eth9\""));
+    for _ in 0..3 {
+        let body = d.curl(&url);
+        assert!(answered_by(&body).is_some(), "{body}");
+    }
+
+    ip_ok(&d, &router, &["ip", "link", "del", "lvsnew0"]);
+    wait_for_log(&d, "no longer served", Duration::from_secs(2));
+    wait_for_steering(&d, "eth9 unhooked", |t| !t.contains("\"eth9\""));
+    assert!(
+        d.lvsadm_ok(&["-L", "-n"]).contains(&vp2),
+        "lvsd still answers"
+    );
+    let body = d.curl_vip();
+    assert!(
+        answered_by(&body).is_some(),
+        "the first VIP still served: {body}"
+    );
+    let log = d.lvsd_log();
+    assert!(!log.contains("receive failed"), "{log}");
 }

@@ -418,8 +418,12 @@ impl Datapath {
             let mut hook = builder.hook(TC_INGRESS);
             hook.create().map_err(err)?;
             hook.attach().map_err(err)?;
+            let prog = fd.try_clone_to_owned().map_err(|e| Error::Program {
+                program: Prog::TcIngress.name(),
+                error: format!("cannot keep the program's descriptor: {e}"),
+            })?;
             Ok(TcAttachment {
-                hook,
+                prog,
                 ifindex,
                 created_qdisc: !had_qdisc,
             })
@@ -664,10 +668,12 @@ fn qdisc_exists(hook: &mut libbpf_rs::TcHook) -> bool {
     }
 }
 
-/// `lvs_tc_ingress` attached to one interface.
+/// `lvs_tc_ingress` attached to one interface. It holds the program's descriptor rather than
+/// libbpf's hook (which is not `Send`), so that whichever thread stops lvsd can detach it;
+/// the hook is made again from the same constants to detach.
 #[derive(Debug)]
 pub struct TcAttachment {
-    hook: libbpf_rs::TcHook,
+    prog: std::os::fd::OwnedFd,
     /// The interface.
     pub ifindex: u32,
     /// Whether attaching created the clsact qdisc.
@@ -676,16 +682,23 @@ pub struct TcAttachment {
 
 impl TcAttachment {
     /// Remove the filter, and the clsact qdisc if attaching created it.
-    pub fn detach(mut self) -> Result<(), Error> {
+    pub fn detach(self) -> Result<(), Error> {
         let err = |e: libbpf_rs::Error| Error::Program {
             program: Prog::TcIngress.name(),
             error: format!("cannot detach from interface {}: {e}", self.ifindex),
         };
-        self.hook.detach().map_err(err)?;
+        let idx = i32::try_from(self.ifindex).map_err(|_| Error::Program {
+            program: Prog::TcIngress.name(),
+            error: format!("interface index {} out of range", self.ifindex),
+        })?;
+        let mut builder = TcHookBuilder::new(self.prog.as_fd());
+        builder.ifindex(idx).handle(TC_HANDLE).priority(TC_PRIORITY);
+        let mut hook = builder.hook(TC_INGRESS);
+        hook.detach().map_err(err)?;
         if self.created_qdisc {
             // Both attach points: libbpf then deletes the clsact qdisc itself.
-            self.hook.attach_point(TC_INGRESS | libbpf_rs::TC_EGRESS);
-            self.hook.destroy().map_err(err)?;
+            hook.attach_point(TC_INGRESS | libbpf_rs::TC_EGRESS);
+            hook.destroy().map_err(err)?;
         }
         Ok(())
     }

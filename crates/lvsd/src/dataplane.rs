@@ -25,7 +25,8 @@ use lvs_io::{AfPacket, PacketTx, RxFrame, TxQueue, VnetHdr};
 use tracing::{info, warn};
 
 use crate::fastpath::FastPath;
-use crate::steering::{Spec, Versioned};
+use crate::ifaces::{Follow, SocketChange};
+use crate::steering::{self, Spec, Versioned};
 
 /// A request for the worker.
 pub enum Command {
@@ -33,6 +34,8 @@ pub enum Command {
     Api(Request, Sender<(Reply, Option<Versioned>)>),
     /// A fresh view of interfaces, routes and neighbours, with the local addresses.
     Net(Box<NetTable>, BTreeSet<IpAddr>),
+    /// The interfaces to serve from now on (index, name), sorted by index.
+    Interfaces(Vec<(u32, String)>),
 }
 
 /// `PACKET_HOST`: addressed to this host.
@@ -80,9 +83,11 @@ pub struct ControlPart {
     pub released: Vec<lvs_core::director::Held>,
     /// The kernel fast path, when lvsd runs with one (`--datapath tc`).
     pub fast: Option<FastPath>,
-    /// Steering that follows the expiry of lingering connections (not a control request):
-    /// to the thread that applies it.
-    pub steer: Sender<Versioned>,
+    /// Steering that follows the expiry of lingering connections and the served interfaces
+    /// (not a control request): to the thread that applies it.
+    pub steer: Sender<steering::Change>,
+    /// The served interfaces.
+    pub follow: Follow,
     /// Sequence number of the last spec made.
     pub seq: u64,
     /// [`lvs_core::service::ServiceTable::freed`] when the last spec was made.
@@ -111,6 +116,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     sockets: Vec<AfPacket>,
     control: Option<ControlPart>,
+    /// Sockets to add or close (the served interfaces changed).
+    changes: Receiver<SocketChange>,
     epoll: std::os::fd::OwnedFd,
     arena: Vec<u8>,
     segs: Vec<Segment>,
@@ -123,6 +130,7 @@ impl Worker {
         shared: Arc<Shared>,
         sockets: Vec<AfPacket>,
         control: Option<ControlPart>,
+        changes: Receiver<SocketChange>,
     ) -> std::io::Result<Worker> {
         use rustix::event::epoll;
         // One epoll set for the worker's sockets (and the wake-up pipe), made once, so
@@ -155,6 +163,7 @@ impl Worker {
             shared,
             sockets,
             control,
+            changes,
             epoll: ep,
             arena: vec![0u8; 256 * 1024],
             segs: vec![Segment::default(); MAX_SEGS],
@@ -230,7 +239,7 @@ impl Worker {
                     // ended: its entries leave the steering (applied off this thread).
                     if director.services().freed() != c.freed {
                         let v = c.spec(&director);
-                        let _ = c.steer.send(v);
+                        let _ = c.steer.send(steering::Change::Spec(v));
                     }
                     // Held frames whose neighbour never answered are dropped.
                     director.release_held(now, &mut c.released);
@@ -244,6 +253,7 @@ impl Worker {
                 }
             }
             drop(director);
+            self.change_sockets();
             if let Some(c) = &mut self.control {
                 resolve(c);
             }
@@ -255,6 +265,29 @@ impl Worker {
         }
         info!(worker = self.id, "data path worker stopped");
         self.control.and_then(|c| c.fast)
+    }
+
+    /// Add the sockets of new interfaces, close those of interfaces no longer served.
+    fn change_sockets(&mut self) {
+        use rustix::event::epoll;
+        while let Ok(change) = self.changes.try_recv() {
+            match change {
+                SocketChange::Add(s) => {
+                    if let Err(e) = epoll::add(
+                        &self.epoll,
+                        &s,
+                        epoll::EventData::new_u64(0),
+                        epoll::EventFlags::IN,
+                    ) {
+                        warn!(worker = self.id, ifindex = s.ifindex(), error = %e, "cannot wait on a new socket");
+                        continue;
+                    }
+                    self.sockets.push(s);
+                }
+                // Closing the socket takes it out of the epoll set.
+                SocketChange::Remove(ifindex) => self.sockets.retain(|s| s.ifindex() != ifindex),
+            }
+        }
     }
 
     /// Sleep until a socket is readable, a command arrives, or the timeout passes.
@@ -312,6 +345,12 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                     && fp.set_routes(&director.net)
                 {
                     fp.services_changed(director);
+                }
+            }
+            Ok(Command::Interfaces(wanted)) => {
+                if let Some(devices) = c.follow.change(wanted, c.fast.as_ref()) {
+                    let v = c.spec(director);
+                    let _ = c.steer.send(steering::Change::Devices(devices, v));
                 }
             }
             Err(TryRecvError::Empty) => return,

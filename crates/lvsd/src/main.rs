@@ -1,7 +1,8 @@
 //! `lvsd`: the LVS director daemon.
 //!
 //! Runs in the foreground (systemd `Type=simple`), serves every non-loopback interface of its
-//! network namespace unless `--interface` narrows it, takes the virtual services' traffic
+//! network namespace unless `--interface` narrows it (following them as they come and go:
+//! [`ifaces`]), takes the virtual services' traffic
 //! from the kernel (see [`steering`]), forwards it with NAT, DR or Tun, and answers
 //! `lvsadm` on its control socket. SIGTERM or SIGINT stops it and removes every rule it
 //! installed.
@@ -16,6 +17,7 @@ mod control;
 mod dataplane;
 mod fastpath;
 mod health;
+mod ifaces;
 mod metrics;
 mod netsync;
 mod steering;
@@ -33,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use lvs_core::director::Settings;
 use lvs_core::{Director, Time};
-use lvs_io::{AfPacket, AfPacketConfig};
+use lvs_io::AfPacket;
 use tracing::{error, info, warn};
 
 /// The LVS director daemon.
@@ -47,7 +49,8 @@ struct Args {
     /// Control socket path.
     #[arg(long, env = "LVSD_SOCKET", default_value = lvs_api::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Interface to serve (repeatable). Default: every non-loopback interface.
+    /// Interface to serve (repeatable; it must exist at start). Default: every non-loopback
+    /// interface. Interfaces that appear, go or are renamed later are followed (logged).
     #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
     /// Most connection entries kept (ipvsadm's table size).
@@ -330,21 +333,37 @@ fn start_data_path(
         stop: Arc::clone(stop),
         busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
     });
-    let applier = Arc::new(steering::Applier::default());
-    let (steer_tx, steer_rx) = channel::<steering::Versioned>();
+    let names: Vec<String> = ifaces.iter().map(|(_, n)| n.clone()).collect();
+    let applier = Arc::new(steering::Applier::new(names));
+    let (steer_tx, steer_rx) = channel::<steering::Change>();
     let refresher = {
         let a = Arc::clone(&applier);
         std::thread::Builder::new()
             .name("lvsd-steering".into())
             .spawn(move || {
                 // Ends when the worker that sends is gone.
-                for v in steer_rx {
-                    if let Err(e) = a.apply(&v) {
-                        warn!(error = %format!("{e:#}"), "steering update after connections ended failed");
+                for change in steer_rx {
+                    let (r, what) = match &change {
+                        steering::Change::Spec(v) => (a.apply(v), "after connections ended"),
+                        steering::Change::Devices(d, v) => {
+                            (a.set_devices(d.clone(), v), "for the new set of interfaces")
+                        }
+                    };
+                    if let Err(e) = r {
+                        warn!(error = %format!("{e:#}"), "steering update {what} failed");
                     }
                 }
             })?
     };
+    let attached = Arc::new(Mutex::new(attached));
+    let (to_workers, from_follow): (Vec<_>, Vec<_>) = (0..args.workers).map(|_| channel()).unzip();
+    let follow = ifaces::Follow::new(
+        ifaces.to_vec(),
+        socket_plan(args),
+        to_workers,
+        Arc::clone(&attached),
+        qdiscs.clone(),
+    );
     let control_part = dataplane::ControlPart {
         commands: cmd_rx,
         wake: wake_rx,
@@ -354,15 +373,20 @@ fn start_data_path(
         released: Vec::new(),
         fast,
         steer: steer_tx,
+        follow,
         seq: 0,
         freed: 0,
     };
-    let workers = spawn_workers(&shared, per_worker, control_part)?;
+    let workers = spawn_workers(&shared, per_worker, from_follow, control_part)?;
     let sync = {
-        let (c, w, s, idx) = (cmd_tx.clone(), wake, Arc::clone(stop), indexes);
+        let (c, w, s) = (cmd_tx.clone(), wake, Arc::clone(stop));
+        let (policy, served) = (
+            ifaces::Policy::from_names(&args.interfaces),
+            ifaces.to_vec(),
+        );
         std::thread::Builder::new()
             .name("lvsd-netsync".into())
-            .spawn(move || netsync::run(idx, c, w, res_rx, s))?
+            .spawn(move || netsync::run(policy, served, c, w, res_rx, s))?
     };
     let running = Running {
         stop: Arc::clone(stop),
@@ -436,20 +460,21 @@ fn start_servers(
     Ok(())
 }
 
+fn socket_plan(args: &Args) -> ifaces::SocketPlan {
+    ifaces::SocketPlan {
+        workers: args.workers,
+        ring: args.rx_ring,
+    }
+}
+
 /// One socket per (worker, interface); an interface's sockets share a fanout group.
 fn open_sockets(args: &Args, ifaces: &[(u32, String)]) -> Result<Vec<Vec<AfPacket>>> {
     let mut per_worker: Vec<Vec<AfPacket>> = (0..args.workers).map(|_| Vec::new()).collect();
     for (index, name) in ifaces {
-        let group = (std::process::id() as u16) ^ (*index as u16).rotate_left(8);
-        let cfg = AfPacketConfig {
-            fanout: (args.workers > 1).then(|| lvs_io::Fanout::hash(group)),
-            ring: args.rx_ring,
-            ..AfPacketConfig::default()
-        };
-        for sockets in per_worker.iter_mut() {
-            let s = AfPacket::open(*index, &cfg).with_context(|| {
-                format!("cannot open AF_PACKET socket on {name} (lvsd needs root / CAP_NET_RAW)")
-            })?;
+        for (sockets, s) in per_worker
+            .iter_mut()
+            .zip(socket_plan(args).open(*index, name)?)
+        {
             sockets.push(s);
         }
     }
@@ -489,12 +514,13 @@ fn new_director(
 fn spawn_workers(
     shared: &Arc<dataplane::Shared>,
     per_worker: Vec<Vec<AfPacket>>,
+    changes: Vec<std::sync::mpsc::Receiver<ifaces::SocketChange>>,
     control: dataplane::ControlPart,
 ) -> Result<Vec<JoinHandle<Option<fastpath::FastPath>>>> {
     let mut control = Some(control);
     let mut workers = Vec::new();
-    for (id, sockets) in per_worker.into_iter().enumerate() {
-        let w = dataplane::Worker::new(id, Arc::clone(shared), sockets, control.take())
+    for (id, (sockets, changes)) in per_worker.into_iter().zip(changes).enumerate() {
+        let w = dataplane::Worker::new(id, Arc::clone(shared), sockets, control.take(), changes)
             .context("cannot set up a data path worker")?;
         workers.push(
             std::thread::Builder::new()
@@ -513,7 +539,8 @@ struct Running {
     /// Applies the steering changes that follow expiring connections.
     refresher: JoinHandle<()>,
     sync: JoinHandle<()>,
-    attached: Vec<lvs_bpf::TcAttachment>,
+    /// The kernel fast path's attachments (worker 0 adds those of new interfaces).
+    attached: Arc<Mutex<Vec<lvs_bpf::TcAttachment>>>,
     qdiscs: PathBuf,
     /// The control server and the metrics server, once started.
     threads: Vec<JoinHandle<()>>,
@@ -547,10 +574,12 @@ impl Running {
             let _ = w.join();
         }
         let _ = self.refresher.join();
-        let keep = keep_forwarding && !self.attached.is_empty();
+        let attached =
+            std::mem::take(&mut *self.attached.lock().unwrap_or_else(|p| p.into_inner()));
+        let keep = keep_forwarding && !attached.is_empty();
         if !keep {
             // The kernel stops forwarding before the steering rules go.
-            fastpath::detach(self.attached, &self.qdiscs);
+            fastpath::detach(attached, &self.qdiscs);
         }
         let _ = self.sync.join();
         let removed = if keep {

@@ -22,6 +22,7 @@ use lvs_wire::ethernet::EthernetAddress;
 use tracing::warn;
 
 use crate::dataplane::Command;
+use crate::ifaces::{self, Policy};
 
 /// Build the core's table from a kernel snapshot, for the interfaces lvsd serves.
 pub fn table(snap: &Snapshot, served: &[u32]) -> (NetTable, BTreeSet<IpAddr>) {
@@ -72,7 +73,8 @@ pub fn snapshot(served: &[u32]) -> Result<(NetTable, BTreeSet<IpAddr>)> {
 
 /// Run until `stop`: push fresh tables to the worker, soon after it asked for a resolution.
 pub fn run(
-    served: Vec<u32>,
+    policy: Policy,
+    mut served: Vec<(u32, String)>,
     commands: Sender<Command>,
     wake: Arc<Mutex<UnixStream>>,
     resolve: Receiver<(u32, IpAddr)>,
@@ -108,10 +110,21 @@ pub fn run(
             // Give ARP a moment before the next dump.
             std::thread::sleep(Duration::from_millis(20));
         }
-        match snapshot(&served) {
-            Ok((table, local)) => {
+        match netlink::dump() {
+            Ok(snap) => {
                 pending_resolution = false;
                 last = Instant::now();
+                // Interfaces that appeared, went or were renamed: worker 0 changes what it
+                // serves before it sees a table of the new set.
+                let wanted = ifaces::wanted(&policy, &snap.links);
+                if wanted != served {
+                    served = wanted;
+                    if commands.send(Command::Interfaces(served.clone())).is_err() {
+                        return;
+                    }
+                }
+                let indexes: Vec<u32> = served.iter().map(|(i, _)| *i).collect();
+                let (table, local) = table(&snap, &indexes);
                 if commands.send(Command::Net(Box::new(table), local)).is_err() {
                     return;
                 }

@@ -72,30 +72,85 @@ pub struct Versioned {
     pub spec: Spec,
 }
 
-/// The one writer of the installed table's sets: applies specs in order, skipping any older
-/// than one already applied, and nothing after [`Applier::remove`].
+/// A change for the thread that applies steering off the data path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The sets, after connections ended.
+    Spec(Versioned),
+    /// The served interfaces changed: hook the table on these, with this spec.
+    Devices(Vec<String>, Versioned),
+}
+
+/// The one writer of the installed table: applies specs in order, skipping any older than
+/// one already applied, follows the served interfaces, and does nothing after
+/// [`Applier::remove`].
 #[derive(Debug, Default)]
 pub struct Applier {
+    installed: Mutex<Installed>,
+}
+
+/// What the kernel has now.
+#[derive(Debug, Default)]
+struct Installed {
     /// Sequence number of the last spec applied; `u64::MAX` once the table was removed.
-    last: Mutex<u64>,
+    last: u64,
+    spec: Spec,
+    devices: Vec<String>,
 }
 
 impl Applier {
+    /// The writer of a table installed (by [`install`]) with an empty spec on `devices`.
+    pub fn new(devices: Vec<String>) -> Applier {
+        Applier {
+            installed: Mutex::new(Installed {
+                devices,
+                ..Installed::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Installed> {
+        self.installed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Bring the installed sets in line with `v`, unless a newer spec is in already.
     pub fn apply(&self, v: &Versioned) -> Result<()> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if v.seq <= *last {
+        let mut st = self.lock();
+        if v.seq <= st.last {
             return Ok(());
         }
         update(&v.spec)?;
-        *last = v.seq;
+        st.last = v.seq;
+        st.spec = v.spec.clone();
         Ok(())
+    }
+
+    /// Hook the table on `devices` (the served interfaces changed), with `v` or the newer
+    /// spec already applied, in one transaction: the rules never lapse on the interfaces
+    /// that stay.
+    pub fn set_devices(&self, devices: Vec<String>, v: &Versioned) -> Result<()> {
+        let mut st = self.lock();
+        if st.last == u64::MAX {
+            return Ok(());
+        }
+        if v.seq > st.last {
+            st.last = v.seq;
+            st.spec = v.spec.clone();
+        }
+        install(&st.spec, &devices)?;
+        st.devices = devices;
+        Ok(())
+    }
+
+    /// The interfaces the table is hooked on.
+    #[cfg(test)]
+    pub fn devices(&self) -> Vec<String> {
+        self.lock().devices.clone()
     }
 
     /// Remove the table; later specs are ignored.
     pub fn remove(&self) -> Result<()> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        *last = u64::MAX;
+        self.lock().last = u64::MAX;
         remove()
     }
 }
@@ -327,21 +382,23 @@ mod tests {
 
     #[test]
     fn applier_never_goes_back() {
-        let a = Applier::default();
-        *a.last.lock().unwrap() = 5;
+        let a = Applier::new(vec!["eth0".into()]);
+        a.lock().last = 5;
         // Older and equal specs are skipped without running nft.
         let old = Versioned {
             seq: 4,
             spec: Spec::default(),
         };
         assert!(a.apply(&old).is_ok());
-        assert_eq!(*a.last.lock().unwrap(), 5);
-        *a.last.lock().unwrap() = u64::MAX;
+        assert_eq!(a.lock().last, 5);
+        a.lock().last = u64::MAX;
         let newer = Versioned {
             seq: 6,
             spec: Spec::default(),
         };
         assert!(a.apply(&newer).is_ok(), "nothing applies after removal");
+        assert!(a.set_devices(vec!["eth1".into()], &newer).is_ok());
+        assert_eq!(a.devices(), ["eth0"], "nor after removal");
     }
 
     #[test]
