@@ -1145,6 +1145,19 @@ UDP  10.201.2.100:5353                   0        0        0        0        0\n
     }
 }
 
+/// The connections the last lvsd took over from a handover, as its log says.
+fn handed_over(log: &str) -> u64 {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("handed-over connection"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("adopted="))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// How a restart happens in [`restart_keeps_downloads`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Restart {
@@ -1154,16 +1167,40 @@ pub enum Restart {
     Kill,
 }
 
-/// 20 downloads of 50 MB run while lvsd on the kernel fast path is stopped and started
-/// again, as in `restarts`, reconfigured each time (as a configuration file would): every
-/// download completes with its SHA-256 intact, and the new lvsd adopted connections of the
-/// old one.
-pub fn restart_keeps_downloads(method: Method, test: &str, restarts: &[Restart]) {
+/// `EstabResets` of `/proc/net/snmp` in namespace `ns`: TCP connections reset from
+/// ESTABLISHED or CLOSE_WAIT (a RST received, mostly).
+pub fn estab_resets(lab: &Lab, ns: &str) -> u64 {
+    let snmp = lab
+        .exec_ok(ns, &["cat", "/proc/net/snmp"])
+        .expect("/proc/net/snmp");
+    let tcp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Tcp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let [names, values] = &tcp[..] else {
+        panic!("no Tcp lines in /proc/net/snmp:\n{snmp}");
+    };
+    let i = names
+        .iter()
+        .position(|n| *n == "EstabResets")
+        .expect("EstabResets");
+    values[i].parse().expect("a number")
+}
+
+/// 20 downloads of 50 MB run while lvsd on `datapath` (`tc` or `afpacket`) is stopped and
+/// started again, as in `restarts`, reconfigured each time (as a configuration file would):
+/// every download completes with its SHA-256 intact, no client connection is reset, and the
+/// new lvsd adopted connections of the old one (on `afpacket` they are handed over in a file
+/// at SIGTERM: a `kill -9` cannot hand over, so only `Restart::Term` applies there).
+pub fn restart_keeps_downloads(method: Method, test: &str, datapath: &str, restarts: &[Restart]) {
     const SIZE: u64 = 50_000_000;
     const N: usize = 20;
+    let dp = format!("--datapath={datapath}");
     let mut d = Director::without_lvsd(method, test);
-    d.set_lvsd_args(&["--datapath=tc", "--keep-forwarding-on-exit"]);
+    d.set_lvsd_args(&[&dp, "--keep-forwarding-on-exit"]);
     d.start_lvsd();
+    let resets_before = estab_resets(d.lab(), &d.lab().client_ns());
     d.add_services("rr", &[0, 1, 2]);
     let script = format!(
         "set -o pipefail; curl -sS --limit-rate 3M -m 90 'http://{VIP}/blob?size={SIZE}' | sha256sum"
@@ -1191,13 +1228,17 @@ pub fn restart_keeps_downloads(method: Method, test: &str, restarts: &[Restart])
         }
         // The last lvsd cleans up after itself at the end of the test.
         if n + 1 == restarts.len() {
-            d.set_lvsd_args(&["--datapath=tc"]);
+            d.set_lvsd_args(&[&dp]);
         }
         std::thread::sleep(Duration::from_millis(500));
         d.start_lvsd();
         d.add_services("rr", &[0, 1, 2]);
         std::thread::sleep(Duration::from_secs(1));
-        adopted = d.kernel_counter("adopted");
+        adopted = if datapath == "tc" {
+            d.kernel_counter("adopted")
+        } else {
+            handed_over(&d.lvsd_log())
+        };
         eprintln!(
             "{method}: after {how:?} + start: kernel counters {:?}",
             d.counters().kernel
@@ -1234,11 +1275,16 @@ pub fn restart_keeps_downloads(method: Method, test: &str, restarts: &[Restart])
         broken.join("\n"),
         d.lvsd_log()
     );
+    let resets = estab_resets(d.lab(), &d.lab().client_ns()) - resets_before;
+    assert_eq!(
+        resets, 0,
+        "{method} on {datapath}: the client saw {resets} connections reset across {restarts:?}"
+    );
     // The adopted connections are the core's again: listed, and real-server counts back.
     let list = d.lvsadm_ok(&["-L", "-n", "-c"]);
     let tcp = list.lines().filter(|l| l.starts_with("TCP")).count();
     eprintln!(
-        "{method}: {N} downloads intact across {restarts:?}; last lvsd adopted {adopted}, lists {tcp} TCP connections"
+        "{method} on {datapath}: {N} downloads intact and 0 client connections reset across {restarts:?}; last lvsd adopted {adopted}, lists {tcp} TCP connections"
     );
     assert!(
         tcp >= N,

@@ -25,6 +25,7 @@ use lvs_io::{AfPacket, PacketTx, RxFrame, TxQueue, VnetHdr};
 use tracing::{info, warn};
 
 use crate::fastpath::FastPath;
+use crate::handover::Pending;
 use crate::ifaces::{Follow, SocketChange};
 use crate::steering::{self, Spec, Versioned};
 
@@ -61,7 +62,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn now(&self) -> Time {
+    pub fn now(&self) -> Time {
         Time::from_nanos(self.start.elapsed().as_nanos() as u64)
     }
 }
@@ -88,6 +89,8 @@ pub struct ControlPart {
     pub steer: Sender<steering::Change>,
     /// The served interfaces.
     pub follow: Follow,
+    /// Connections a predecessor handed over, waiting for their services.
+    pub handover: Pending,
     /// Sequence number of the last spec made.
     pub seq: u64,
     /// [`lvs_core::service::ServiceTable::freed`] when the last spec was made.
@@ -99,9 +102,11 @@ impl ControlPart {
     fn spec(&mut self, director: &Director) -> Versioned {
         self.seq += 1;
         self.freed = director.services().freed();
+        let mut spec = Spec::of(director, &self.local);
+        self.handover.extend(&mut spec);
         Versioned {
             seq: self.seq,
-            spec: Spec::of(director, &self.local),
+            spec,
         }
     }
 }
@@ -237,7 +242,10 @@ impl Worker {
                     }
                     // The last connection of a removed real server or a deleted service
                     // ended: its entries leave the steering (applied off this thread).
-                    if director.services().freed() != c.freed {
+                    // Handed-over connections whose service is back are taken over; when
+                    // none waits any more, their inherited entries leave the steering.
+                    let ended = c.handover.adopt(&mut director, now);
+                    if ended || director.services().freed() != c.freed {
                         let v = c.spec(&director);
                         let _ = c.steer.send(steering::Change::Spec(v));
                     }
@@ -332,6 +340,9 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 if let (true, Some(fp)) = (applied, &mut c.fast) {
                     fp.services_changed(director);
                     fp.adopt(director, shared.now());
+                }
+                if applied {
+                    c.handover.adopt(director, shared.now());
                 }
                 let spec = applied.then(|| c.spec(director));
                 let _ = reply.send((answer, spec));

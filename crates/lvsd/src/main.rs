@@ -16,6 +16,7 @@ mod config;
 mod control;
 mod dataplane;
 mod fastpath;
+mod handover;
 mod health;
 mod ifaces;
 mod metrics;
@@ -84,8 +85,9 @@ struct Args {
     datapath: DatapathArg,
     /// On SIGTERM/SIGINT, leave the kernel fast path attached and the steering table in
     /// place, so established flows keep being forwarded by the kernel until the next lvsd
-    /// (which adopts them) starts: for restarts and upgrades. Without it a stop removes
-    /// everything lvsd attached.
+    /// (which adopts them) starts: for restarts and upgrades. On `afpacket` the steering table
+    /// stays and the connections are handed over to the next lvsd in `SOCKET.handover`.
+    /// Without it a stop removes everything lvsd attached.
     #[arg(long)]
     keep_forwarding_on_exit: bool,
     /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
@@ -246,19 +248,37 @@ fn run(args: Args) -> Result<()> {
         .context("cannot install signal handler")?;
 
     let per_worker = open_sockets(&args, &ifaces)?;
-    // Replace whatever a crashed predecessor left, then start with no rule.
-    steering::install(&steering::Spec::default(), &names)
-        .context("cannot install kernel steering")?;
+    // Replace whatever a predecessor left: with the entries it handed over (its connections
+    // are taken over as their services come back), else with no rule (after a crash).
+    let handed = handover::take(&handover::path(&args.socket)).map(|h| {
+        let indexes: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
+        let spec = steering::Spec {
+            local: netsync::snapshot(&indexes)
+                .map(|(_, l)| l)
+                .unwrap_or_default(),
+            ..h.spec.clone()
+        };
+        (h, spec)
+    });
+    let first = handed.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+    steering::install(&first, &names).context("cannot install kernel steering")?;
 
     // Until `Running` exists (it undoes everything itself), a failure removes the table here.
-    let (running, shared, datapath) =
-        match start_data_path(&args, initial.as_ref(), &ifaces, per_worker, &stop, start) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = steering::remove();
-                return Err(e);
-            }
-        };
+    let (running, shared, datapath) = match start_data_path(
+        &args,
+        initial.as_ref(),
+        &ifaces,
+        per_worker,
+        &stop,
+        start,
+        handed,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = steering::remove();
+            return Err(e);
+        }
+    };
     let reloader = args
         .config
         .clone()
@@ -298,6 +318,7 @@ fn start_data_path(
     per_worker: Vec<Vec<AfPacket>>,
     stop: &Arc<AtomicBool>,
     start: Instant,
+    handed: Option<(handover::Handover, steering::Spec)>,
 ) -> Result<(Running, Arc<dataplane::Shared>, &'static str)> {
     let indexes: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
     let (mut director, local) = new_director(args, initial, &indexes);
@@ -334,7 +355,11 @@ fn start_data_path(
         busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
     });
     let names: Vec<String> = ifaces.iter().map(|(_, n)| n.clone()).collect();
-    let applier = Arc::new(steering::Applier::new(names));
+    let (handed, installed) = match handed {
+        Some((h, spec)) => (Some(h), spec),
+        None => (None, steering::Spec::default()),
+    };
+    let applier = Arc::new(steering::Applier::new(names, installed));
     let (steer_tx, steer_rx) = channel::<steering::Change>();
     let refresher = {
         let a = Arc::clone(&applier);
@@ -374,6 +399,7 @@ fn start_data_path(
         fast,
         steer: steer_tx,
         follow,
+        handover: handed.map_or_else(Default::default, |h| handover::Pending::new(h, now)),
         seq: 0,
         freed: 0,
     };
@@ -396,6 +422,8 @@ fn start_data_path(
         sync,
         attached,
         qdiscs,
+        shared: Arc::clone(&shared),
+        handover: handover::path(&args.socket),
         threads: Vec::new(),
         socket: None,
     };
@@ -542,6 +570,10 @@ struct Running {
     /// The kernel fast path's attachments (worker 0 adds those of new interfaces).
     attached: Arc<Mutex<Vec<lvs_bpf::TcAttachment>>>,
     qdiscs: PathBuf,
+    /// The data path's state (the connections to hand over at a stop).
+    shared: Arc<dataplane::Shared>,
+    /// Where the connections are handed over (see [`handover`]).
+    handover: PathBuf,
     /// The control server and the metrics server, once started.
     threads: Vec<JoinHandle<()>>,
     /// The control socket, once bound by this process.
@@ -576,7 +608,13 @@ impl Running {
         let _ = self.refresher.join();
         let attached =
             std::mem::take(&mut *self.attached.lock().unwrap_or_else(|p| p.into_inner()));
-        let keep = keep_forwarding && !attached.is_empty();
+        let on_tc = !attached.is_empty();
+        // On afpacket the connections go to the next lvsd in a file, and the rules stay so
+        // that the kernel never answers their packets meanwhile.
+        let handed = (keep_forwarding && !on_tc)
+            .then(|| hand_over(&self.shared, &self.handover))
+            .flatten();
+        let keep = keep_forwarding && (on_tc || handed.is_some());
         if !keep {
             // The kernel stops forwarding before the steering rules go.
             fastpath::detach(attached, &self.qdiscs);
@@ -593,13 +631,40 @@ impl Running {
         if let Some(socket) = &self.socket {
             let _ = std::fs::remove_file(socket);
         }
-        match (&removed, keep) {
-            (Err(_), _) => {}
-            (Ok(()), true) => info!(
+        match (&removed, keep, handed) {
+            (Err(_), _, _) => {}
+            (Ok(()), true, None) => info!(
                 "stopped; the kernel fast path stays attached and keeps forwarding established flows (--keep-forwarding-on-exit): the next lvsd adopts them"
             ),
-            (Ok(()), false) => info!("stopped; steering rules removed"),
+            (Ok(()), true, Some(n)) => info!(
+                connections = n,
+                file = %self.handover.display(),
+                "stopped; the steering rules stay and the connections are handed over to the next lvsd (--keep-forwarding-on-exit)"
+            ),
+            (Ok(()), false, _) => info!("stopped; steering rules removed"),
         }
         removed
+    }
+}
+
+/// Write the connections and the steering entries for the next lvsd (after the workers
+/// stopped: nothing changes any more). Returns how many connections, or `None` (logged)
+/// when the file could not be written.
+fn hand_over(shared: &dataplane::Shared, path: &std::path::Path) -> Option<usize> {
+    let director = shared.director.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = steering::Spec::of(&director, &std::collections::BTreeSet::new());
+    let text = handover::render(&director, &spec, shared.now());
+    match handover::write(path, &text) {
+        Ok(()) => Some(
+            director
+                .conns()
+                .iter()
+                .filter(|(_, c)| !c.is_template())
+                .count(),
+        ),
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "cannot hand the connections over: removing the steering rules");
+            None
+        }
     }
 }

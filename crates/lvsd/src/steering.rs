@@ -99,12 +99,13 @@ struct Installed {
 }
 
 impl Applier {
-    /// The writer of a table installed (by [`install`]) with an empty spec on `devices`.
-    pub fn new(devices: Vec<String>) -> Applier {
+    /// The writer of a table installed (by [`install`]) with `spec` on `devices`.
+    pub fn new(devices: Vec<String>, spec: Spec) -> Applier {
         Applier {
             installed: Mutex::new(Installed {
                 devices,
-                ..Installed::default()
+                spec,
+                last: 0,
             }),
         }
     }
@@ -382,7 +383,7 @@ mod tests {
 
     #[test]
     fn applier_never_goes_back() {
-        let a = Applier::new(vec!["eth0".into()]);
+        let a = Applier::new(vec!["eth0".into()], Spec::default());
         a.lock().last = 5;
         // Older and equal specs are skipped without running nft.
         let old = Versioned {
