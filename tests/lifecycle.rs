@@ -270,8 +270,9 @@ fn wait_for_steering(d: &Director, what: &str, ok: impl Fn(&str) -> bool) {
 
 /// An interface that appears after lvsd started (a veth moved into the director's namespace,
 /// renamed, with a second VIP on it) is served within a second: a service on that VIP,
-/// configured before the interface existed, answers. Removing the interface leaves lvsd
-/// running, says so in the log, and the first VIP keeps working.
+/// configured before the interface existed, answers. Renamed again, it stays served under
+/// its new name. Removing it leaves lvsd running, says so in the log, and the first VIP keeps
+/// working.
 #[test]
 fn an_interface_added_later_is_served_and_its_removal_logged() {
     if skip("an_interface_added_later_is_served_and_its_removal_logged") {
@@ -352,9 +353,37 @@ fn an_interface_added_later_is_served_and_its_removal_logged() {
         assert!(answered_by(&body).is_some(), "{body}");
     }
 
+    // Renamed (every non-loopback interface is served): still served, under its new name.
+    ip_ok(&d, &director, &["ip", "link", "set", "eth9", "down"]);
+    ip_ok(
+        &d,
+        &director,
+        &["ip", "link", "set", "eth9", "name", "eth8"],
+    );
+    ip_ok(&d, &director, &["ip", "link", "set", "eth8", "up"]);
+    wait_for_log(&d, "from=eth9 to=eth8", Duration::from_secs(2));
+    wait_for_steering(&d, "re-hooked on eth8", |t| {
+        t.contains("\"eth8\"") && !t.contains("\"eth9\"")
+    });
+    let renamed = Instant::now();
+    while d
+        .try_curl(&url)
+        .map(|b| answered_by(&b))
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            renamed.elapsed() < Duration::from_secs(5),
+            "{url} not served after the rename:\n{}",
+            d.lvsd_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     ip_ok(&d, &router, &["ip", "link", "del", "lvsnew0"]);
     wait_for_log(&d, "no longer served", Duration::from_secs(2));
-    wait_for_steering(&d, "eth9 unhooked", |t| !t.contains("\"eth9\""));
+    wait_for_steering(&d, "eth8 unhooked", |t| !t.contains("\"eth8\""));
     assert!(
         d.lvsadm_ok(&["-L", "-n"]).contains(&vp2),
         "lvsd still answers"
