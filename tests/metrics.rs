@@ -4,7 +4,8 @@
 //! the reference OpenMetrics parser (Python's `prometheus_client`, through
 //! `scripts/parse-metrics.py`), and compared with `lvsadm -L -n --stats --exact`,
 //! `lvsadm -L -n` and `lvsadm -L -n -c` read just before and just after the scrape with no
-//! traffic in between. See `lib.rs` for the fixture.
+//! traffic in between: lvsd's own families and node_exporter's `node_ipvs_*` ones. See
+//! `lib.rs` for the fixture.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -189,6 +190,20 @@ fn nat_metrics_agree_with_lvsadm() {
         }
     }
     assert_eq!((services, reals), (2, 6), "{before:?}");
+    // node_exporter's ipvs totals: the sums of `--stats --exact` over the services.
+    for (name, f) in [
+        (
+            "node_ipvs_connections_total",
+            (|c: &Counters| c.conns) as fn(&Counters) -> u64,
+        ),
+        ("node_ipvs_incoming_packets_total", |c| c.in_pkts),
+        ("node_ipvs_outgoing_packets_total", |c| c.out_pkts),
+        ("node_ipvs_incoming_bytes_total", |c| c.in_bytes),
+        ("node_ipvs_outgoing_bytes_total", |c| c.out_bytes),
+    ] {
+        let want: u64 = before.stats.iter().map(|s| f(&s.counters)).sum();
+        assert_eq!(m.get(name).copied(), Some(want as f64), "{name}");
+    }
     let tcp = &before.stats.iter().find(|s| s.proto == "TCP").expect("TCP");
     assert_eq!(tcp.counters.conns, 12, "{tcp:?}");
     assert!(
@@ -212,12 +227,25 @@ fn nat_metrics_agree_with_lvsadm() {
             let (ra, rp) = f[1].rsplit_once(':').expect("RIP:port");
             let mut l: Vec<(&str, &str)> = svc.iter().map(|(k, v)| (*k, v.as_str())).collect();
             l.extend([("real_server", ra), ("real_port", rp), ("method", "masq")]);
-            for (name, want) in [
-                ("lvs_real_server_weight", f[3]),
-                ("lvs_real_server_active_connections", f[4]),
-                ("lvs_real_server_inactive_connections", f[5]),
+            // node_exporter's ipvs collector labels, as dashboards for kernel IPVS use them.
+            let proto = svc[0].1.to_ascii_uppercase();
+            let node = [
+                ("local_address", svc[1].1.as_str()),
+                ("local_port", svc[2].1.as_str()),
+                ("remote_address", ra),
+                ("remote_port", rp),
+                ("proto", proto.as_str()),
+                ("local_mark", ""),
+            ];
+            for (name, labels, want) in [
+                ("lvs_real_server_weight", &l[..], f[3]),
+                ("lvs_real_server_active_connections", &l[..], f[4]),
+                ("lvs_real_server_inactive_connections", &l[..], f[5]),
+                ("node_ipvs_backend_weight", &node[..], f[3]),
+                ("node_ipvs_backend_connections_active", &node[..], f[4]),
+                ("node_ipvs_backend_connections_inactive", &node[..], f[5]),
             ] {
-                let k = key(name, &l);
+                let k = key(name, labels);
                 assert_eq!(
                     m.get(&k).copied(),
                     Some(want.parse::<f64>().expect("number")),

@@ -264,6 +264,7 @@ impl Collector for SnapshotCollector {
         director(&mut enc, s)?;
         services(&mut enc, &s.services)?;
         real_servers(&mut enc, &s.services)?;
+        node_ipvs(&mut enc, &s.services)?;
         if !s.health_servers.is_empty() || !s.health_services.is_empty() {
             health(&mut enc, &s.health_servers, &s.health_services)?;
         }
@@ -417,6 +418,104 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
             .iter()
             .enumerate()
             .map(|(i, n)| (vec![("worker", i.to_string())], *n)),
+    )
+}
+
+/// The family node_exporter's `ipvs` collector exports for kernel IPVS, with its names,
+/// types, help texts and labels, so that dashboards and alerts written for it work unchanged:
+/// totals over the services (from `/proc/net/ip_vs_stats` there; here summed over the
+/// services configured now, so a deleted service's share leaves them), and per real server
+/// (`local_address`, `local_port`, `remote_address`, `remote_port`, `proto` as IPVS prints
+/// it, `local_mark` for firewall-mark services with an empty address and port 0, as the
+/// collector does), with rows of identical labels summed as the collector sums them.
+fn node_ipvs(enc: &mut DescriptorEncoder, svcs: &[ServiceInfo]) -> std::fmt::Result {
+    let mut total = Stats::default();
+    for s in svcs {
+        // Saturating: a counter must never go back.
+        let t = &s.stats;
+        total.conns = total.conns.saturating_add(t.conns);
+        total.inpkts = total.inpkts.saturating_add(t.inpkts);
+        total.outpkts = total.outpkts.saturating_add(t.outpkts);
+        total.inbytes = total.inbytes.saturating_add(t.inbytes);
+        total.outbytes = total.outbytes.saturating_add(t.outbytes);
+    }
+    let none = || Labels::new();
+    for (name, help, v) in [
+        (
+            "node_ipvs_connections",
+            "The total number of connections made.",
+            total.conns,
+        ),
+        (
+            "node_ipvs_incoming_packets",
+            "The total number of incoming packets.",
+            total.inpkts,
+        ),
+        (
+            "node_ipvs_outgoing_packets",
+            "The total number of outgoing packets.",
+            total.outpkts,
+        ),
+        (
+            "node_ipvs_incoming_bytes",
+            "The total amount of incoming data.",
+            total.inbytes,
+        ),
+        (
+            "node_ipvs_outgoing_bytes",
+            "The total amount of outgoing data.",
+            total.outbytes,
+        ),
+    ] {
+        counters(enc, name, help, None, [(none(), v)])?;
+    }
+    // (active, inactive, weight) per label set.
+    let mut rows: std::collections::BTreeMap<Labels, (u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for s in svcs {
+        let (addr, port, proto, mark) = match s.config.key {
+            ServiceKey::Addr { proto, addr, port } => (
+                addr.to_string(),
+                port,
+                core::Protocol::from(proto).name().to_ascii_uppercase(),
+                String::new(),
+            ),
+            ServiceKey::Fwmark { mark, .. } => {
+                (String::new(), 0, "FWM".to_string(), mark.to_string())
+            }
+        };
+        for d in &s.dests {
+            let labels = vec![
+                ("local_address", addr.clone()),
+                ("local_port", port.to_string()),
+                ("remote_address", d.config.addr.to_string()),
+                ("remote_port", d.config.port.to_string()),
+                ("proto", proto.clone()),
+                ("local_mark", mark.clone()),
+            ];
+            let e = rows.entry(labels).or_default();
+            e.0 = e.0.saturating_add(u64::from(d.active));
+            e.1 = e.1.saturating_add(u64::from(d.inactive));
+            e.2 = e.2.saturating_add(u64::from(d.config.weight));
+        }
+    }
+    gauges(
+        enc,
+        "node_ipvs_backend_connections_active",
+        "The current active connections by local and remote address.",
+        rows.iter().map(|(l, v)| (l.clone(), gauge_value(v.0))),
+    )?;
+    gauges(
+        enc,
+        "node_ipvs_backend_connections_inactive",
+        "The current inactive connections by local and remote address.",
+        rows.iter().map(|(l, v)| (l.clone(), gauge_value(v.1))),
+    )?;
+    gauges(
+        enc,
+        "node_ipvs_backend_weight",
+        "The current backend weight by local and remote address.",
+        rows.iter().map(|(l, v)| (l.clone(), gauge_value(v.2))),
     )
 }
 
@@ -921,6 +1020,33 @@ mod tests {
             15.0
         );
         assert_eq!(get(&format!("lvs_service_real_servers{{{TCP}}}")), 2.0);
+        // node_exporter's ipvs family: totals over both services (3 + 4 connections).
+        assert_eq!(get("node_ipvs_connections_total"), 7.0);
+        assert_eq!(get("node_ipvs_incoming_packets_total"), 70.0);
+        assert_eq!(get("node_ipvs_outgoing_packets_total"), 56.0);
+        assert_eq!(get("node_ipvs_incoming_bytes_total"), 7000.0);
+        assert_eq!(get("node_ipvs_outgoing_bytes_total"), 63000.0);
+        let backend = r#"local_address="10.0.0.1",local_mark="",local_port="80",proto="TCP",remote_address="10.0.1.2",remote_port="8080""#;
+        assert_eq!(
+            get(&format!(
+                "node_ipvs_backend_connections_active{{{backend}}}"
+            )),
+            2.0
+        );
+        assert_eq!(
+            get(&format!(
+                "node_ipvs_backend_connections_inactive{{{backend}}}"
+            )),
+            5.0
+        );
+        assert_eq!(get(&format!("node_ipvs_backend_weight{{{backend}}}")), 3.0);
+        let fwm = r#"local_address="",local_mark="7",local_port="0",proto="FWM",remote_address="2001:db8::5",remote_port="0""#;
+        assert_eq!(get(&format!("node_ipvs_backend_weight{{{fwm}}}")), 3.0);
+        assert!(
+            text.contains("# TYPE node_ipvs_backend_weight gauge\n")
+                && text.contains("# TYPE node_ipvs_connections counter\n"),
+            "{text}"
+        );
         assert_eq!(
             get(r#"lvs_service_connections_total{family="ipv6",fwmark="7"}"#),
             4.0
