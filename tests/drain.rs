@@ -301,8 +301,12 @@ fn run(method: Method, removal: Removal, test: &str) {
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
+            assert!(
+                seen,
+                "{removal:?}: {u:?} left steering at once, while its UDP flow lived"
+            );
             eprintln!(
-                "{method} {removal:?}: {u:?} left steering {:?} after the removal (present before: {seen})",
+                "{method} {removal:?}: {u:?} left steering {:?} after the removal",
                 removed_at.elapsed()
             );
             assert!(

@@ -311,6 +311,16 @@ fn an_interface_added_later_is_served_and_its_removal_logged() {
         &director,
         &["ip", "link", "set", "lvsnew1", "name", "eth9"],
     );
+    // Served while still down: its sockets carry an error (ENETDOWN) that lvsd must read,
+    // or its workers would spin on them.
+    wait_for_log(&d, "new interface served", Duration::from_secs(2));
+    let cpu = d.lvsd_cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = d.lvsd_cpu_ticks() - cpu;
+    assert!(
+        used < 30,
+        "lvsd used {used}/100 s of CPU in 1 s with an idle, down interface"
+    );
     ip_ok(
         &d,
         &director,

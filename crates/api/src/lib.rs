@@ -394,6 +394,9 @@ pub struct CountersInfo {
     /// Frames waiting now for their next hop's MAC address.
     #[serde(default)]
     pub held: u64,
+    /// Frames that had to wait for their next hop's MAC address, since the start.
+    #[serde(default)]
+    pub held_total: u64,
     /// The data path forwarding established flows: `afpacket` (user space) or `tc` (the
     /// kernel fast path).
     #[serde(default)]

@@ -254,6 +254,7 @@ fn replies() -> Vec<Reply> {
                 .collect(),
             tx_errors: 0,
             held: 0,
+            held_total: 0,
             datapath: "tc".into(),
             kernel: [
                 ("rx", 91230),

@@ -93,6 +93,8 @@ pub struct Counters {
     /// Frames waiting now for their next hop's MAC address (a gauge): each leaves as
     /// `forwarded` once the neighbour is resolved or as a `neighbour_unresolved` drop.
     pub held: u64,
+    /// Frames that had to wait for their next hop's MAC address, since the start.
+    pub held_total: u64,
     /// Connections created.
     pub conns_created: u64,
     /// Connections expired.

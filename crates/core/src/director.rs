@@ -453,7 +453,10 @@ impl Director {
             Verdict::Pass => self.counters.passed += 1,
             Verdict::Drop(r) => self.counters.drop(r),
             Verdict::Segment { .. } => self.counters.segment_requests += 1,
-            Verdict::Held => self.counters.held += 1,
+            Verdict::Held => {
+                self.counters.held += 1;
+                self.counters.held_total += 1;
+            }
         }
         v
     }
@@ -1066,6 +1069,9 @@ impl Director {
         f: Flow,
         mtu: u16,
     ) -> Verdict {
+        // The answer goes back the way the packet came, with its MACs swapped: it does not
+        // wait for the next hop it was going to.
+        self.waiting_for = None;
         let df = buf
             .get(start + ETH..)
             .and_then(|ip| Ipv4Packet::new_checked_truncated(ip).ok())

@@ -179,9 +179,9 @@ impl NetTable {
         self.neighbours.insert(addr, (ifindex, mac));
     }
 
-    /// The MAC address of a known neighbour.
-    pub fn neighbour(&self, addr: IpAddr) -> Option<EthernetAddress> {
-        self.neighbours.get(&addr).map(|&(_, mac)| mac)
+    /// The interface and MAC address of a known neighbour.
+    pub fn neighbour(&self, addr: IpAddr) -> Option<(u32, EthernetAddress)> {
+        self.neighbours.get(&addr).copied()
     }
 
     /// Forget a neighbour.

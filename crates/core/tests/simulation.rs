@@ -575,7 +575,7 @@ fn full_table_drops_new_connections_and_counts() {
 fn held_then_released(method: ForwardMethod, unknown: Ipv4Addr, pkts: &[(RxMeta, PacketSpec)]) {
     let mut twin = sim::director(method, SchedulerKind::Rr, Time::ZERO);
     let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
-    let mac = d.net.neighbour(IpAddr::V4(unknown)).expect("sim knows it");
+    let (_, mac) = d.net.neighbour(IpAddr::V4(unknown)).expect("sim knows it");
     d.net.remove_neighbour(IpAddr::V4(unknown));
     let now = Time::from_secs(1);
     let (last_meta, last) = pkts.last().unwrap();
@@ -634,6 +634,22 @@ fn a_nat_reply_to_an_unresolved_router_is_held_then_sent() {
         addr::ROUTER,
         &[(front(), client_pkt(SYN)), (back(), reply)],
     );
+}
+
+/// A "fragmentation needed" answer goes straight back to the client even when the real server
+/// it was going to is unresolved: it is not held for the real server's MAC.
+#[test]
+fn frag_needed_does_not_wait_for_the_real_servers_neighbour() {
+    let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
+    d.net.remove_neighbour(IpAddr::V4(addr::RIPS[0]));
+    let spec = client_pkt(SYN).payload(&vec![0u8; 1460]);
+    let (v, out) = run(&mut d, Time::from_secs(1), front(), &spec);
+    let Verdict::Transmit(tx) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(tx.ifindex, addr::FRONT);
+    assert_eq!(&out[0..6], &addr::ROUTER_MAC);
+    assert_eq!(d.counters().held, 0);
 }
 
 #[test]

@@ -926,6 +926,22 @@ impl AfPacket {
         self.ring.len()
     }
 
+    /// Reads and clears the socket's pending error (`SO_ERROR`): the kernel sets one, such
+    /// as `ENETDOWN` when the interface is or goes down, and `epoll` reports the socket
+    /// ready (`EPOLLERR`) until it is read.
+    pub fn take_error(&self) -> Option<io::Error> {
+        match sys::getsockopt::<libc::c_int>(
+            self.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            "read SO_ERROR",
+        ) {
+            Ok(0) => None,
+            Ok(e) => Some(io::Error::from_raw_os_error(e)),
+            Err(e) => Some(e),
+        }
+    }
+
     /// Reads and resets the kernel's ring statistics.
     pub fn stats(&self) -> io::Result<RingStats> {
         let s: StatsV3 = sys::getsockopt(

@@ -111,6 +111,15 @@ impl ControlPart {
     }
 }
 
+/// What worker 0 hands back when it stops.
+pub struct Leftovers {
+    /// The kernel fast path, closed when the stop is complete (its attachments are
+    /// detached apart, or kept for the next lvsd).
+    pub _fast: Option<FastPath>,
+    /// Handed-over connections still waiting, to hand over again.
+    pub handover: Pending,
+}
+
 /// One data path worker: its own socket on each served interface. All workers' sockets on
 /// an interface form one fanout group hashed by flow (symmetric over addresses and ports),
 /// which keeps one direction of a flow on one worker but not a NAT connection's replies:
@@ -142,7 +151,7 @@ impl Worker {
         // waiting costs one syscall and no allocation.
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         for s in &sockets {
-            epoll::add(&ep, s, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
+            epoll::add(&ep, s, socket_tag(s), epoll::EventFlags::IN)?;
         }
         if let Some(c) = &control {
             epoll::add(
@@ -175,8 +184,8 @@ impl Worker {
         })
     }
 
-    /// Run until the stop flag is set; gives back the fast path (for the caller to detach).
-    pub fn run(mut self) -> Option<FastPath> {
+    /// Run until the stop flag is set; worker 0 gives back what outlives it.
+    pub fn run(mut self) -> Option<Leftovers> {
         if let Some(c) = &self.control {
             let _ = c.wake.set_nonblocking(true);
         }
@@ -261,7 +270,6 @@ impl Worker {
                 }
             }
             drop(director);
-            self.change_sockets();
             if let Some(c) = &mut self.control {
                 resolve(c);
             }
@@ -270,9 +278,14 @@ impl Worker {
                 use lvs_io::PacketIo;
                 sock.flush();
             }
+            // After the flush: a socket closed here takes no queued frame with it.
+            self.change_sockets();
         }
         info!(worker = self.id, "data path worker stopped");
-        self.control.and_then(|c| c.fast)
+        self.control.map(|c| Leftovers {
+            _fast: c.fast,
+            handover: c.handover,
+        })
     }
 
     /// Add the sockets of new interfaces, close those of interfaces no longer served.
@@ -281,12 +294,9 @@ impl Worker {
         while let Ok(change) = self.changes.try_recv() {
             match change {
                 SocketChange::Add(s) => {
-                    if let Err(e) = epoll::add(
-                        &self.epoll,
-                        &s,
-                        epoll::EventData::new_u64(0),
-                        epoll::EventFlags::IN,
-                    ) {
+                    if let Err(e) =
+                        epoll::add(&self.epoll, &s, socket_tag(&s), epoll::EventFlags::IN)
+                    {
                         warn!(worker = self.id, ifindex = s.ifindex(), error = %e, "cannot wait on a new socket");
                         continue;
                     }
@@ -306,12 +316,33 @@ impl Worker {
             tv_nsec: i64::from(timeout.subsec_nanos()),
         };
         let mut events = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 8];
-        let _ = epoll::wait(&self.epoll, &mut events, Some(&ts));
+        if let Ok((ready, _)) = epoll::wait(&self.epoll, &mut events, Some(&ts)) {
+            // A socket with a pending error (its interface is down) stays ready until the
+            // error is read: read it, or the worker would spin.
+            for e in ready.iter() {
+                let (flags, data) = (e.flags, e.data);
+                if !flags.contains(epoll::EventFlags::ERR) {
+                    continue;
+                }
+                let tag = data.u64();
+                if let Some(s) = self.sockets.iter().find(|s| socket_tag(s).u64() == tag)
+                    && let Some(err) = s.take_error()
+                {
+                    tracing::debug!(worker = self.id, ifindex = s.ifindex(), error = %err, "socket error");
+                }
+            }
+        }
         if let Some(c) = &mut self.control {
             let mut sink = [0u8; 64];
             while matches!(c.wake.read(&mut sink), Ok(n) if n > 0) {}
         }
     }
+}
+
+/// The epoll data of a socket: its interface index above the tags of the wake-up pipe (1)
+/// and the fast path's ring (2).
+fn socket_tag(s: &AfPacket) -> rustix::event::epoll::EventData {
+    rustix::event::epoll::EventData::new_u64(16 + u64::from(s.ifindex()))
 }
 
 fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared) {
@@ -381,7 +412,9 @@ fn send_released(c: &mut ControlPart, director: &mut Director, sockets: &mut [Af
         return;
     }
     let Some(sock) = sockets.first_mut() else {
-        c.released.clear();
+        for _ in c.released.drain(..) {
+            director.held_send_failed();
+        }
         return;
     };
     for h in c.released.drain(..) {
@@ -501,6 +534,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                     .collect(),
                 tx_errors: c.tx_errors,
                 held: c.held,
+                held_total: c.held_total,
                 datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
                 kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })

@@ -79,31 +79,67 @@ fn state_of(name: &str) -> Option<TcpState> {
         .find(|s| s.name() == name)
 }
 
-/// The text of the handover of `director` at `now` (its steering `spec`).
-pub fn render(director: &Director, spec: &Spec, now: Time) -> String {
-    let mut s = format!("{MAGIC}\n");
+/// Milliseconds since the Unix epoch, by the wall clock (the one clock two processes share).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn spec_lines(s: &mut String, spec: &Spec) {
     for (p, a, port) in &spec.services {
         let _ = writeln!(s, "svc {} {a} {port}", p.number());
     }
     for (p, a, port) in &spec.nat_replies {
         let _ = writeln!(s, "nat {} {a} {port}", p.number());
     }
+}
+
+fn conn_line(s: &mut String, a: &Adoptee, remaining: Duration) {
+    let _ = writeln!(
+        s,
+        "conn {} {} {} {} {} {} {} {} {} {} {}",
+        a.proto.number(),
+        a.client.0,
+        a.client.1,
+        a.vip.0,
+        a.vip.1,
+        a.dest.0,
+        a.dest.1.unwrap_or(a.vip.1),
+        a.method.name(),
+        a.state.name(),
+        u8::from(a.no_output),
+        remaining.as_millis(),
+    );
+}
+
+/// The text of the handover of `director` at `now` (its steering `spec`), with the
+/// connections a predecessor handed over that are still waiting (`pending`).
+pub fn render(director: &Director, spec: &Spec, pending: Option<&Pending>, now: Time) -> String {
+    let mut s = format!("{MAGIC}\nat {}\n", wall_ms());
+    spec_lines(&mut s, spec);
     for (_, c) in director.conns().iter().filter(|(_, c)| !c.is_template()) {
-        let _ = writeln!(
-            s,
-            "conn {} {} {} {} {} {} {} {} {} {} {}",
-            c.proto.number(),
-            c.caddr,
-            c.cport,
-            c.vaddr,
-            c.vport,
-            c.daddr,
-            c.dport,
-            c.method.name(),
-            c.state.name(),
-            u8::from(c.flags.has(lvs_core::conn::ConnFlags::NO_OUTPUT)),
-            c.remaining(now).as_millis(),
-        );
+        let a = Adoptee {
+            proto: c.proto,
+            client: (c.caddr, c.cport),
+            vip: (c.vaddr, c.vport),
+            dest: (c.daddr, Some(c.dport)),
+            method: c.method,
+            state: c.state,
+            no_output: c.flags.has(lvs_core::conn::ConnFlags::NO_OUTPUT),
+            seen: now,
+        };
+        conn_line(&mut s, &a, c.remaining(now));
+    }
+    if let Some(p) = pending.filter(|p| p.active()) {
+        spec_lines(&mut s, &p.spec);
+        let waited = now.saturating_since(p.since);
+        for h in &p.conns {
+            let left = h.remaining.saturating_sub(waited);
+            if !left.is_zero() {
+                conn_line(&mut s, &h.conn, left);
+            }
+        }
     }
     s
 }
@@ -115,10 +151,24 @@ pub fn parse(text: &str) -> Result<Handover> {
         bail!("not an lvsd handover (version 1)");
     }
     let mut h = Handover::default();
+    let mut written = None;
     for line in lines {
-        if parse_line(line, &mut h).is_none() {
+        if let Some(ms) = line.strip_prefix("at ") {
+            written = ms.parse::<u64>().ok();
+            if written.is_none() {
+                h.bad_lines += 1;
+            }
+        } else if parse_line(line, &mut h).is_none() {
             h.bad_lines += 1;
         }
+    }
+    // The time no lvsd ran counts against every connection's remaining life.
+    if let Some(at) = written {
+        let down = Duration::from_millis(wall_ms().saturating_sub(at));
+        h.conns.retain_mut(|c| {
+            c.remaining = c.remaining.saturating_sub(down);
+            !c.remaining.is_zero()
+        });
     }
     Ok(h)
 }
@@ -184,7 +234,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Read and remove the handover a predecessor left, if any.
 pub fn take(path: &Path) -> Option<Handover> {
-    let text = match std::fs::read_to_string(path) {
+    let bytes = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
@@ -192,8 +242,12 @@ pub fn take(path: &Path) -> Option<Handover> {
             return None;
         }
     };
+    // Read once, whatever it holds.
     let _ = std::fs::remove_file(path);
-    match parse(&text) {
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(parse);
+    match parsed {
         Ok(h) => {
             if h.bad_lines > 0 {
                 warn!(path = %path.display(), lines = h.bad_lines, "handover lines skipped (malformed)");
@@ -218,6 +272,8 @@ pub fn take(path: &Path) -> Option<Handover> {
 pub struct Pending {
     conns: Vec<Handed>,
     spec: Spec,
+    /// When the handover was read (the connections' `remaining` counts from then).
+    since: Time,
     until: Option<Time>,
     adopted: u64,
 }
@@ -228,6 +284,7 @@ impl Pending {
         Pending {
             conns: h.conns,
             spec: h.spec,
+            since: now,
             until: Some(now + WAIT),
             adopted: 0,
         }
@@ -255,13 +312,18 @@ impl Pending {
         };
         let mut lost = 0u64;
         let adopted = &mut self.adopted;
+        let waited = now.saturating_since(self.since);
         self.conns.retain(|h| {
             let timeout = match h.conn.proto {
                 Protocol::Tcp => director.timeouts().tcp(h.conn.state),
                 p => director.timeouts().initial(p),
             };
+            // Last seen so long before `now` that it has its remaining life left. (The
+            // core's clock starts at this lvsd's start: a connection idle for longer than
+            // that is taken as seen at the start, and lives that much longer.)
+            let left = h.remaining.saturating_sub(waited);
             let a = Adoptee {
-                seen: now - timeout.saturating_sub(h.remaining),
+                seen: now - timeout.saturating_sub(left),
                 ..h.conn
             };
             match director.adopt(&a, now) {
@@ -326,7 +388,7 @@ mod tests {
             connect(&mut old, t, 5000 + p);
         }
         let spec = Spec::of(&old, &BTreeSet::new());
-        let text = render(&old, &spec, t);
+        let text = render(&old, &spec, None, t);
         let h = parse(&text).unwrap();
         assert_eq!(h.bad_lines, 0);
         assert_eq!(h.conns.len(), 4);
@@ -349,10 +411,14 @@ mod tests {
             .iter()
             .map(|(_, c)| (c.cport, c.daddr, c.dport, c.state, c.remaining(now)))
             .collect();
+        // The 2 s between reading the handover and taking over count against each one.
         let mut before: Vec<_> = old
             .conns()
             .iter()
-            .map(|(_, c)| (c.cport, c.daddr, c.dport, c.state, c.remaining(t)))
+            .map(|(_, c)| {
+                let left = c.remaining(t) - Duration::from_secs(2);
+                (c.cport, c.daddr, c.dport, c.state, left)
+            })
             .collect();
         listed.sort();
         before.sort();
@@ -378,9 +444,29 @@ mod tests {
     fn waiting_connections_are_given_up_at_the_deadline() {
         let mut old = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
         connect(&mut old, Time::from_secs(1), 5000);
-        let h = parse(&render(&old, &Spec::default(), Time::from_secs(1))).unwrap();
+        let spec = Spec::of(&old, &BTreeSet::new());
+        let h = parse(&render(&old, &spec, None, Time::from_secs(1))).unwrap();
         let mut new = lvs_core::Director::new(Default::default(), Time::ZERO);
         let mut pending = Pending::new(h, Time::ZERO);
+        assert!(!pending.adopt(&mut new, Time::from_secs(5)));
+        // Stopped again while it waits: what waits is handed over again, less the 5 s.
+        let again = parse(&render(
+            &new,
+            &Spec::default(),
+            Some(&pending),
+            Time::from_secs(5),
+        ))
+        .unwrap();
+        assert_eq!(again.spec, spec);
+        assert_eq!(again.conns.len(), 1);
+        assert_eq!(again.conns[0].conn, pending.conns[0].conn);
+        // (Less the wall-clock time between writing and reading too: a millisecond or so.)
+        let want = pending.conns[0].remaining - Duration::from_secs(5);
+        let got = again.conns[0].remaining;
+        assert!(
+            got <= want && want - got < Duration::from_millis(500),
+            "{got:?} {want:?}"
+        );
         assert!(!pending.adopt(&mut new, Time::ZERO + WAIT - Duration::from_millis(1)));
         assert!(pending.active());
         assert!(pending.adopt(&mut new, Time::ZERO + WAIT));

@@ -406,13 +406,10 @@ fn start_data_path(
     let workers = spawn_workers(&shared, per_worker, from_follow, control_part)?;
     let sync = {
         let (c, w, s) = (cmd_tx.clone(), wake, Arc::clone(stop));
-        let (policy, served) = (
-            ifaces::Policy::from_names(&args.interfaces),
-            ifaces.to_vec(),
-        );
+        let policy = ifaces::Policy::from_names(&args.interfaces);
         std::thread::Builder::new()
             .name("lvsd-netsync".into())
-            .spawn(move || netsync::run(policy, served, c, w, res_rx, s))?
+            .spawn(move || netsync::run(policy, c, w, res_rx, s))?
     };
     let running = Running {
         stop: Arc::clone(stop),
@@ -544,7 +541,7 @@ fn spawn_workers(
     per_worker: Vec<Vec<AfPacket>>,
     changes: Vec<std::sync::mpsc::Receiver<ifaces::SocketChange>>,
     control: dataplane::ControlPart,
-) -> Result<Vec<JoinHandle<Option<fastpath::FastPath>>>> {
+) -> Result<Vec<JoinHandle<Option<dataplane::Leftovers>>>> {
     let mut control = Some(control);
     let mut workers = Vec::new();
     for (id, (sockets, changes)) in per_worker.into_iter().zip(changes).enumerate() {
@@ -563,7 +560,7 @@ fn spawn_workers(
 struct Running {
     stop: Arc<AtomicBool>,
     control: Arc<control::Control>,
-    workers: Vec<JoinHandle<Option<fastpath::FastPath>>>,
+    workers: Vec<JoinHandle<Option<dataplane::Leftovers>>>,
     /// Applies the steering changes that follow expiring connections.
     refresher: JoinHandle<()>,
     sync: JoinHandle<()>,
@@ -602,8 +599,11 @@ impl Running {
             use std::io::Write;
             let _ = w.write_all(&[1]);
         }
+        let mut left = None;
         for w in self.workers {
-            let _ = w.join();
+            if let Ok(Some(l)) = w.join() {
+                left = Some(l);
+            }
         }
         let _ = self.refresher.join();
         let attached =
@@ -612,7 +612,7 @@ impl Running {
         // On afpacket the connections go to the next lvsd in a file, and the rules stay so
         // that the kernel never answers their packets meanwhile.
         let handed = (keep_forwarding && !on_tc)
-            .then(|| hand_over(&self.shared, &self.handover))
+            .then(|| hand_over(&self.shared, &self.handover, left.as_ref()))
             .flatten();
         let keep = keep_forwarding && (on_tc || handed.is_some());
         if !keep {
@@ -650,10 +650,15 @@ impl Running {
 /// Write the connections and the steering entries for the next lvsd (after the workers
 /// stopped: nothing changes any more). Returns how many connections, or `None` (logged)
 /// when the file could not be written.
-fn hand_over(shared: &dataplane::Shared, path: &std::path::Path) -> Option<usize> {
+fn hand_over(
+    shared: &dataplane::Shared,
+    path: &std::path::Path,
+    left: Option<&dataplane::Leftovers>,
+) -> Option<usize> {
     let director = shared.director.lock().unwrap_or_else(|p| p.into_inner());
     let spec = steering::Spec::of(&director, &std::collections::BTreeSet::new());
-    let text = handover::render(&director, &spec, shared.now());
+    let pending = left.map(|l| &l.handover);
+    let text = handover::render(&director, &spec, pending, shared.now());
     match handover::write(path, &text) {
         Ok(()) => Some(
             director

@@ -386,6 +386,13 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         "Frames waiting for their next hop's MAC address (they leave forwarded, or dropped as neighbour_unresolved)",
         [(none(), gauge_value(c.held))],
     )?;
+    counters(
+        enc,
+        "lvs_neighbour_waits",
+        "Frames that had to wait for their next hop's MAC address (held while the kernel resolved it)",
+        None,
+        [(none(), c.held_total)],
+    )?;
     if !c.kernel.is_empty() {
         counters(
             enc,
@@ -892,6 +899,7 @@ mod tests {
                 drops: vec![("malformed".into(), 2), ("no_route".into(), 0)],
                 tx_errors: 3,
                 held: 5,
+                held_total: 9,
                 datapath: "tc".into(),
                 kernel: vec![("nat_in".into(), 11), ("to_user".into(), 4)],
             },
@@ -988,6 +996,7 @@ mod tests {
         assert_eq!(get(r#"lvs_drops_total{reason="no_route"}"#), 0.0);
         assert_eq!(get("lvs_tx_errors_total"), 3.0);
         assert_eq!(get("lvs_frames_held"), 5.0);
+        assert_eq!(get("lvs_neighbour_waits_total"), 9.0);
         assert_eq!(get(r#"lvs_kernel_fast_path_total{counter="nat_in"}"#), 11.0);
         assert_eq!(get("lvs_connection_table_entries"), 42.0);
         assert_eq!(get("lvs_connection_table_capacity"), 4096.0);

@@ -74,7 +74,6 @@ pub fn snapshot(served: &[u32]) -> Result<(NetTable, BTreeSet<IpAddr>)> {
 /// Run until `stop`: push fresh tables to the worker, soon after it asked for a resolution.
 pub fn run(
     policy: Policy,
-    mut served: Vec<(u32, String)>,
     commands: Sender<Command>,
     wake: Arc<Mutex<UnixStream>>,
     resolve: Receiver<(u32, IpAddr)>,
@@ -115,13 +114,12 @@ pub fn run(
                 pending_resolution = false;
                 last = Instant::now();
                 // Interfaces that appeared, went or were renamed: worker 0 changes what it
-                // serves before it sees a table of the new set.
-                let wanted = ifaces::wanted(&policy, &snap.links);
-                if wanted != served {
-                    served = wanted;
-                    if commands.send(Command::Interfaces(served.clone())).is_err() {
-                        return;
-                    }
+                // serves before it sees a table of the new set. Sent with every table, so an
+                // interface worker 0 could not serve is tried again (it ignores an unchanged
+                // set).
+                let served = ifaces::wanted(&policy, &snap.links);
+                if commands.send(Command::Interfaces(served.clone())).is_err() {
+                    return;
                 }
                 let indexes: Vec<u32> = served.iter().map(|(i, _)| *i).collect();
                 let (table, local) = table(&snap, &indexes);

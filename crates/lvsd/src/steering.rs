@@ -96,6 +96,8 @@ struct Installed {
     last: u64,
     spec: Spec,
     devices: Vec<String>,
+    /// Interfaces a re-hook failed for: the next spec is installed with them (retried).
+    retry_devices: Option<Vec<String>>,
 }
 
 impl Applier {
@@ -106,6 +108,7 @@ impl Applier {
                 devices,
                 spec,
                 last: 0,
+                retry_devices: None,
             }),
         }
     }
@@ -120,7 +123,14 @@ impl Applier {
         if v.seq <= st.last {
             return Ok(());
         }
-        update(&v.spec)?;
+        match st.retry_devices.clone() {
+            Some(devices) => {
+                install(&v.spec, &devices)?;
+                st.devices = devices;
+                st.retry_devices = None;
+            }
+            None => update(&v.spec)?,
+        }
         st.last = v.seq;
         st.spec = v.spec.clone();
         Ok(())
@@ -138,8 +148,12 @@ impl Applier {
             st.last = v.seq;
             st.spec = v.spec.clone();
         }
-        install(&st.spec, &devices)?;
+        if let Err(e) = install(&st.spec, &devices) {
+            st.retry_devices = Some(devices);
+            return Err(e);
+        }
         st.devices = devices;
+        st.retry_devices = None;
         Ok(())
     }
 

@@ -111,11 +111,17 @@ impl HoldQueues {
     pub fn release(&mut self, now: Time, net: &NetTable, out: &mut Vec<Held>) -> u64 {
         let mut dropped = 0;
         self.queues.retain_mut(|w| {
-            if let Some(mac) = net.neighbour(w.addr) {
-                out.extend(w.frames.drain(..).map(|mut h| {
-                    write_dst_mac(&mut h.frame, mac);
-                    h
-                }));
+            if let Some((ifindex, mac)) = net.neighbour(w.addr) {
+                // A frame routed out another interface than the one the neighbour is on
+                // now (the routes changed meanwhile) is dropped rather than misdelivered.
+                for mut h in w.frames.drain(..) {
+                    if h.ifindex == ifindex {
+                        write_dst_mac(&mut h.frame, mac);
+                        out.push(h);
+                    } else {
+                        dropped += 1;
+                    }
+                }
                 false
             } else if now.saturating_since(w.since) >= RESOLVE_TIMEOUT {
                 dropped += w.frames.len() as u64;
