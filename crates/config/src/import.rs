@@ -35,6 +35,32 @@ const KEEPALIVED_PERSISTENCE: u64 = 360;
 /// get one note each. The configuration is valid: everything that [`crate::parse`] would
 /// refuse is left out and noted.
 pub fn keepalived(text: &str) -> (Config, Vec<String>) {
+    let (cfg, notes) = keepalived_report(text);
+    (cfg, notes.iter().map(ToString::to_string).collect())
+}
+
+/// One thing [`keepalived_report`] says about the input.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    /// Line of the input it is about.
+    pub line: usize,
+    /// What was not translated, and why.
+    pub message: String,
+    /// Whether the traffic differs from keepalived's because of it (a service, real server,
+    /// weight, scheduler or check left out or changed). `false` for what lvsd leaves to
+    /// other tools or what has no effect (VRRP, alerts, `global_defs`, `hashed`, a port
+    /// keepalived itself would replace).
+    pub affects_traffic: bool,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// [`keepalived`], with each note saying whether it affects traffic.
+pub fn keepalived_report(text: &str) -> (Config, Vec<Note>) {
     let mut cx = Import::default();
     let nodes = parse_tree(text, &mut cx.notes);
     for n in &nodes {
@@ -46,15 +72,23 @@ pub fn keepalived(text: &str) -> (Config, Vec<String>) {
         cx.top(n);
     }
     // A group's services share their block: say each thing about it once.
-    cx.notes.sort();
-    cx.notes.dedup();
-    (
-        cx.cfg,
-        cx.notes
-            .into_iter()
-            .map(|(l, m)| format!("line {l}: {m}"))
-            .collect(),
-    )
+    let mut notes: Vec<Note> = cx
+        .notes
+        .into_iter()
+        .map(|(line, message)| Note {
+            line,
+            message,
+            affects_traffic: true,
+        })
+        .chain(cx.infos.into_iter().map(|(line, message)| Note {
+            line,
+            message,
+            affects_traffic: false,
+        }))
+        .collect();
+    notes.sort();
+    notes.dedup();
+    (cx.cfg, notes)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -224,7 +258,10 @@ fn block(
 #[derive(Default)]
 struct Import {
     cfg: Config,
+    /// What was not translated and changes the traffic.
     notes: Vec<(usize, String)>,
+    /// What was not translated and does not (see [`Note::affects_traffic`]).
+    infos: Vec<(usize, String)>,
     keys: BTreeSet<ServiceKey>,
     groups: std::collections::BTreeMap<String, Vec<Head>>,
 }
@@ -291,6 +328,10 @@ impl Import {
         self.notes.push((line, msg.into()));
     }
 
+    fn info(&mut self, line: usize, msg: impl Into<String>) {
+        self.infos.push((line, msg.into()));
+    }
+
     fn top(&mut self, n: &Node) {
         let name = n.words.first().map_or("", String::as_str);
         match name {
@@ -303,17 +344,25 @@ impl Import {
                     n.words.get(1).map_or("", String::as_str)
                 ),
             ),
-            w if w.starts_with("vrrp_") => self.note(
+            w if w.starts_with("vrrp_") => self.info(
                 n.line,
                 format!(
                     "{} ignored: VRRP (moving the VIPs between directors) is not part of lvsd; keep keepalived or another VRRP daemon for it",
                     n.words.join(" ")
                 ),
             ),
+            // keepalived's other sections: VRRP helpers, process settings, static
+            // addresses and routes. Anything else is unknown (a typo may hide a service).
+            w @ ("global_defs" | "static_ipaddress" | "static_routes" | "static_rules"
+            | "linkbeat_interfaces" | "track_file" | "track_process" | "garp_group"
+            | "net_namespace" | "instance" | "use_pid_dir") => self.info(
+                n.line,
+                format!("{w} ignored: only virtual_server blocks are translated"),
+            ),
             _ => self.note(
                 n.line,
                 format!(
-                    "{} ignored: only virtual_server blocks are translated",
+                    "{} ignored: unknown section (only virtual_server blocks are translated)",
                     n.words.first().map_or("(empty)", String::as_str)
                 ),
             ),
@@ -416,7 +465,7 @@ impl Import {
     /// `virtual_server` block `n`.
     fn service(&mut self, n: &Node, head: Head, children: &[Node]) {
         let header = n.words.join(" ");
-        let mut proto = Protocol::Tcp;
+        let mut proto = None;
         let mut sched = SchedulerKind::Wlc;
         let mut method = ForwardMethod::Masq;
         let mut flags = SchedFlags::default();
@@ -456,13 +505,16 @@ impl Import {
                     ),
                 },
                 "protocol" => match arg.map(str::to_ascii_uppercase).as_deref() {
-                    Some("TCP") => proto = Protocol::Tcp,
-                    Some("UDP") => proto = Protocol::Udp,
-                    Some("SCTP") => proto = Protocol::Sctp,
-                    _ => self.note(
-                        c.line,
-                        format!("protocol '{}' not supported (TCP, UDP, SCTP); TCP used", arg.unwrap_or("")),
-                    ),
+                    Some("TCP") => proto = Some(Protocol::Tcp),
+                    Some("UDP") => proto = Some(Protocol::Udp),
+                    Some("SCTP") => proto = Some(Protocol::Sctp),
+                    _ => {
+                        proto = Some(Protocol::Tcp);
+                        self.note(
+                            c.line,
+                            format!("protocol '{}' not supported (TCP, UDP, SCTP); TCP used", arg.unwrap_or("")),
+                        )
+                    }
                 },
                 "persistence_timeout" => match arg.map(str::parse::<u64>) {
                     None => persist = Some(KEEPALIVED_PERSISTENCE),
@@ -482,7 +534,7 @@ impl Import {
                     Some("inet6") => family = Some(Family::V6),
                     _ => self.note(c.line, "ip_family must be inet or inet6; ignored"),
                 },
-                "hashed" => self.note(c.line, "'hashed' not translated: it has no meaning for lvsd"),
+                "hashed" => self.info(c.line, "'hashed' not translated: it has no meaning for lvsd"),
                 "sh-fallback" | "mh-fallback" | "flag-1" => flags = flags.union(SchedFlags::FLAG1),
                 "sh-port" | "mh-port" | "flag-2" => flags = flags.union(SchedFlags::FLAG2),
                 "flag-3" => flags = flags.union(SchedFlags::FLAG3),
@@ -499,11 +551,11 @@ impl Import {
                         self.note(c.line, format!("{e}: ignored"));
                     }
                 }
-                "omega" | "ha_suspend" => self.note(
+                "omega" | "ha_suspend" => self.info(
                     c.line,
                     format!("{} not translated: lvsd has no equivalent (checks always run; quorum_down runs on loss, not on a restart)", c.words.join(" ")),
                 ),
-                k if k.starts_with("notify") || k.starts_with("smtp") => self.note(
+                k if k.starts_with("notify") || k.starts_with("smtp") => self.info(
                     c.line,
                     format!("{} not translated: notify scripts and alerts are not supported", c.words.join(" ")),
                 ),
@@ -523,6 +575,14 @@ impl Import {
                         "ip_family does not match the virtual address; the address wins",
                     );
                 }
+                // keepalived (since 2017) sets UDP, the kernel's default, and warns.
+                let proto = proto.unwrap_or_else(|| {
+                    self.info(
+                        n.line,
+                        format!("'{header}': no protocol set: UDP, as keepalived defaults to (say `protocol TCP` if that was meant)"),
+                    );
+                    Protocol::Udp
+                });
                 ServiceKey::Addr { proto, addr, port }
             }
             Head::Fwmark(mark) => ServiceKey::Fwmark {
@@ -720,7 +780,7 @@ impl Import {
             return None;
         }
         if vport.is_none() && d.method != ForwardMethod::Masq && d.port != 0 {
-            self.note(
+            self.info(
                 n.line,
                 format!("'{header}': a DR/TUN real server of a firewall-mark service receives on the packet's own port; port {} cleared, as keepalived does", d.port),
             );
@@ -731,7 +791,7 @@ impl Import {
             && d.method != ForwardMethod::Masq
             && d.port != vp
         {
-            self.note(
+            self.info(
                 n.line,
                 format!("'{header}': DR/TUN real servers receive on the virtual port; port {} replaced by {vp}", d.port),
             );
@@ -740,7 +800,7 @@ impl Import {
         if checkers.is_empty() {
             for c in own_settings {
                 let what = c.words.join(" ");
-                self.note(c.line, format!("{what} not translated: {header} has no checker for it to apply to (as in keepalived, it does nothing)"));
+                self.info(c.line, format!("{what} not translated: {header} has no checker for it to apply to (as in keepalived, it does nothing)"));
             }
         }
         if d.port != written_port && written_port != 0 && !settings.contains_key("connect_port") {

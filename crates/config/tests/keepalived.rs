@@ -158,8 +158,19 @@ fn keepalived_defaults_and_oddities() {
         "keepalived's default is NAT"
     );
     assert_eq!(s.dests[0].weight, 1);
+    assert_eq!(
+        s.config.key.to_string(),
+        "UDP 10.0.0.1:80",
+        "no protocol: UDP, as keepalived defaults"
+    );
     assert!(
-        note_at(&notes, 5)[0].contains("defined twice"),
+        note_at(&notes, 1)[0].contains("no protocol set: UDP"),
+        "{notes:#?}"
+    );
+    assert!(
+        note_at(&notes, 5)
+            .iter()
+            .any(|n| n.contains("defined twice")),
         "{notes:#?}"
     );
     let smtp = &cfg.services[1];
@@ -340,14 +351,15 @@ virtual_server 192.0.2.30 80 {
         .collect();
     assert_eq!(
         keys,
+        // No `protocol`: UDP, keepalived's default (the mark has none).
         [
-            "TCP 192.0.2.10:80",
-            "TCP 192.0.2.11:80",
-            "TCP 192.0.2.12:80",
-            "TCP [2001:db8::a]:80",
-            "TCP [2001:db8::b]:80",
+            "UDP 192.0.2.10:80",
+            "UDP 192.0.2.11:80",
+            "UDP 192.0.2.12:80",
+            "UDP [2001:db8::a]:80",
+            "UDP [2001:db8::b]:80",
             "FWM 9",
-            "TCP 192.0.2.20:0",
+            "UDP 192.0.2.20:0",
         ],
         "{notes:#?}"
     );

@@ -9,12 +9,22 @@ use crate::args::{self, Command};
 use crate::names::Resolve;
 use crate::restore::words;
 
-const USAGE: &str = "usage: lvsadm import ipvsadm-save FILE | lvsadm import keepalived FILE (FILE may be - for standard input)";
+const USAGE: &str = "usage: lvsadm import ipvsadm-save|keepalived FILE [--allow-partial] (FILE may be - for standard input)";
+
+/// Exit status of an import that left out something affecting traffic (without
+/// `--allow-partial`): the TOML is still printed, for review.
+pub const EXIT_PARTIAL: i32 = 3;
 
 /// Run `import` with its arguments (after the word `import`).
 pub fn run(argv: &[String], names: &dyn Resolve) -> Outcome {
-    let (kind, file) = match argv {
-        [k, f] => (k.as_str(), f.as_str()),
+    let allow_partial = argv.iter().any(|a| a == "--allow-partial");
+    let rest: Vec<&str> = argv
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--allow-partial")
+        .collect();
+    let (kind, file) = match rest.as_slice() {
+        [k, f] => (*k, *f),
         _ => return Outcome::err(args::EXIT_INVALID, USAGE),
     };
     if !matches!(kind, "ipvsadm-save" | "keepalived") {
@@ -45,17 +55,38 @@ pub fn run(argv: &[String], names: &dyn Resolve) -> Outcome {
             }
         }
     };
-    let (cfg, notes) = if kind == "keepalived" {
-        lvs_config::import::keepalived(&text)
+    // (note, affects traffic): every ipvsadm-save line left out changes the table.
+    let (cfg, notes): (Config, Vec<(String, bool)>) = if kind == "keepalived" {
+        let (cfg, notes) = lvs_config::import::keepalived_report(&text);
+        let notes = notes
+            .into_iter()
+            .map(|n| (n.to_string(), n.affects_traffic))
+            .collect();
+        (cfg, notes)
     } else {
-        ipvsadm_save(&text, names)
+        let (cfg, notes) = ipvsadm_save(&text, names);
+        (cfg, notes.into_iter().map(|n| (n, true)).collect())
     };
     let mut stderr = String::new();
-    for n in &notes {
-        stderr.push_str(&format!("{file}: {n}\n"));
+    for (n, traffic) in &notes {
+        let tag = if *traffic {
+            ""
+        } else {
+            "(no effect on traffic) "
+        };
+        stderr.push_str(&format!("{file}: {tag}{n}\n"));
     }
+    let partial = notes.iter().filter(|(_, t)| *t).count();
+    let code = if partial > 0 && !allow_partial {
+        stderr.push_str(&format!(
+            "{file}: {partial} item(s) affecting traffic were not translated (above): the configuration printed would not forward as the original does; review it, then rerun with --allow-partial to accept it\n"
+        ));
+        EXIT_PARTIAL
+    } else {
+        0
+    };
     Outcome {
-        code: 0,
+        code,
         stdout: lvs_config::to_toml(&cfg),
         stderr,
     }

@@ -368,7 +368,7 @@ pub fn help(program: &str) -> String {
   {p} -Z [virtual-service]
   {p} --set tcp tcpfin udp
   {p} --reload
-  {p} import ipvsadm-save|keepalived FILE
+  {p} import ipvsadm-save|keepalived FILE [--allow-partial]
   {p} -h
 
 Commands:
@@ -390,6 +390,8 @@ Either long or short options are allowed.
   --reload                    make lvsd re-read its configuration file
   import ipvsadm-save FILE    print ipvsadm-save rules as lvsd TOML configuration
   import keepalived FILE      print keepalived.conf virtual servers as lvsd TOML
+                              (exit 3 if something affecting traffic is left out,
+                              unless --allow-partial)
   --help            -h        display this help message
   --version         -v        display the version
 

@@ -1012,7 +1012,19 @@ fn import_ipvsadm_save_and_keepalived() {
     let line = format!("import ipvsadm-save {}", save.display());
     let (out, sent) = exec(&line, Ok(Reply::Ok));
     assert!(sent.is_empty());
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Lines left out change the table: a failure, unless accepted; the TOML comes anyway.
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.lines().last().is_some_and(
+            |l| l.contains("4 item(s) affecting traffic") && l.contains("--allow-partial")
+        ),
+        "{}",
+        out.stderr
+    );
+    let (accepted, _) = exec(&format!("{line} --allow-partial"), Ok(Reply::Ok));
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    assert_eq!(accepted.stdout, out.stdout);
+    let out = accepted;
     let cfg = lvs_config::parse(&out.stdout).expect("the TOML parses back");
     assert_eq!(cfg.services.len(), 1);
     assert_eq!(cfg.services[0].dests.len(), 1);
@@ -1048,6 +1060,36 @@ fn import_ipvsadm_save_and_keepalived() {
     assert_eq!(check.kind, lvs_health::CheckKind::Http);
     assert_eq!(check.path.as_deref(), Some("/"));
     assert!(out.stderr.is_empty(), "{}", out.stderr);
+
+    // What lvsd leaves to keepalived (VRRP) is reported, and is no failure; a checker lvsd
+    // lacks is one.
+    std::fs::write(
+        &ka,
+        "vrrp_instance VI_1 {\n  state MASTER\n}\nvirtual_server 10.0.0.1 80 {\n  protocol TCP\n  real_server 10.0.1.2 80 {\n  }\n}\n",
+    )
+    .unwrap();
+    let (out, _) = exec(
+        &format!("import keepalived {}", ka.display()),
+        Ok(Reply::Ok),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("(no effect on traffic) line 1: vrrp_instance"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(
+        &ka,
+        "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  real_server 10.0.1.2 80 {\n    DNS_CHECK {\n    }\n  }\n}\n",
+    )
+    .unwrap();
+    let (out, _) = exec(
+        &format!("import keepalived {}", ka.display()),
+        Ok(Reply::Ok),
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("line 4: DNS_CHECK"), "{}", out.stderr);
 
     let (out, _) = exec("import nginx x", Ok(Reply::Ok));
     assert_eq!(out.code, 2);
