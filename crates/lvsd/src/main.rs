@@ -73,6 +73,10 @@ struct Args {
     /// exits 1, or prints a summary and exits 0. Needs no privileges.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// Print a shell completion script for lvsd (bash, zsh, fish, elvish, powershell) and
+    /// exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
     /// Keep polling the receive rings this many microseconds after the last frame before
     /// sleeping (0 = sleep at once). Spends CPU to save wake-ups at moderate packet rates.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
@@ -188,6 +192,11 @@ fn random_seed() -> u64 {
 
 fn main() {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Args::command(), "lvsd", &mut std::io::stdout());
+        return;
+    }
     if let Some(path) = &args.check_config {
         std::process::exit(config::check(path));
     }
