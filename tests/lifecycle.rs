@@ -287,6 +287,12 @@ fn an_interface_added_later_is_served_and_its_removal_logged() {
         let rp = format!("{}:{HTTP_PORT}", lvs_e2e::RIPS[i]);
         d.lvsadm_ok(&["-a", "-t", &vp2, "-r", &rp, "-m"]);
     }
+    // Applied changes are logged in ipvsadm's words.
+    let first_rs = format!(
+        "configuration applied change=-a -t {vp2} -r {}:{HTTP_PORT} -m -w 1",
+        lvs_e2e::RIPS[0]
+    );
+    assert!(d.lvsd_log().contains(&first_rs), "{}", d.lvsd_log());
     let (router, director) = (d.lab().router_ns(), d.lab().director_ns());
     ip_ok(
         &d,

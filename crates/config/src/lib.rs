@@ -135,6 +135,7 @@ use lvs_health::{CheckConfig, ServiceHealth};
 
 pub mod import;
 mod parse;
+pub mod rules;
 pub mod table;
 
 pub use parse::parse;

@@ -194,3 +194,103 @@ fn replay(cfg: &mut Config, command: Command) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lvs_api::Request;
+    use lvs_core::service::{DestConfig, ServiceConfig};
+    use lvs_core::types::{
+        ForwardMethod, Netmask, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
+    };
+    use std::time::Duration;
+
+    /// lvsd logs each change in ipvsadm's words (`lvs_config::rules::request_words`):
+    /// replayed as ipvsadm-save lines, they rebuild exactly the table the requests make.
+    #[test]
+    fn logged_changes_are_ipvsadm_commands_that_rebuild_the_table() {
+        let key = ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            addr: "10.1.0.100".parse().unwrap(),
+            port: 80,
+        };
+        let v6 = ServiceKey::Addr {
+            proto: Protocol::Udp,
+            addr: "2001:db8::1".parse().unwrap(),
+            port: 53,
+        };
+        let mut svc = ServiceConfig::new(key).with_scheduler(SchedulerKind::Sh);
+        svc.persistence = Some(Persistence {
+            timeout: Duration::from_secs(300),
+            netmask: Netmask::V4(24),
+        });
+        svc.flags = SchedFlags::FLAG2;
+        let mut rs = DestConfig::new("192.168.10.13".parse().unwrap(), 8080, ForwardMethod::Masq)
+            .with_weight(3);
+        rs.upper_threshold = 100;
+        rs.lower_threshold = 10;
+        let dr = DestConfig::new(
+            "192.168.10.14".parse().unwrap(),
+            80,
+            ForwardMethod::DirectRoute,
+        );
+        let tun = DestConfig::new("2001:db8::9".parse().unwrap(), 53, ForwardMethod::Tunnel);
+        let requests = [
+            Request::AddService {
+                service: svc.into(),
+            },
+            Request::AddDest {
+                key: key.into(),
+                dest: rs.into(),
+            },
+            Request::AddDest {
+                key: key.into(),
+                dest: dr.into(),
+            },
+            Request::EditDest {
+                key: key.into(),
+                dest: dr.with_weight(0).into(),
+            },
+            Request::AddService {
+                service: ServiceConfig::new(v6)
+                    .with_scheduler(SchedulerKind::Rr)
+                    .into(),
+            },
+            Request::AddDest {
+                key: v6.into(),
+                dest: tun.into(),
+            },
+            Request::DeleteDest {
+                key: v6.into(),
+                addr: tun.addr,
+                port: tun.port,
+            },
+            Request::SetTimeouts {
+                tcp: 0,
+                tcpfin: 60,
+                udp: 0,
+            },
+        ];
+        let lines: Vec<String> = requests
+            .iter()
+            .map(|r| lvs_config::rules::request_words(r).expect("a table change"))
+            .collect();
+        assert_eq!(
+            lines[0],
+            "-A -t 10.1.0.100:80 -s sh -p 300 -M 255.255.255.0 -b sh-port"
+        );
+        assert_eq!(
+            lines[1],
+            "-a -t 10.1.0.100:80 -r 192.168.10.13:8080 -m -w 3 -x 100 -y 10"
+        );
+        assert_eq!(lines[6], "-d -u [2001:db8::1]:53 -r [2001:db8::9]:53");
+        let (cfg, notes) = ipvsadm_save(&lines.join("\n"), &crate::names::Numeric);
+        assert!(notes.is_empty(), "{notes:?}\n{lines:#?}");
+        assert_eq!(cfg.services.len(), 2);
+        assert_eq!(cfg.services[0].config, svc);
+        assert_eq!(cfg.services[0].dests, vec![rs, dr.with_weight(0)]);
+        assert!(cfg.services[1].dests.is_empty());
+        assert_eq!(cfg.timeouts.map(|t| t.tcpfin), Some(60));
+        assert_eq!(lvs_config::rules::request_words(&Request::List), None);
+    }
+}

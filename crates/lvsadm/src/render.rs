@@ -15,23 +15,15 @@ use std::net::IpAddr;
 use lvs_api::{ConnInfo, DestInfo, ServiceInfo};
 use lvs_core::service::{DestConfig, ServiceConfig};
 use lvs_core::stats::{Rates, Stats};
-use lvs_core::types::{
-    Family, ForwardMethod, Netmask, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
-};
+use lvs_core::types::{Family, ForwardMethod, Protocol, ServiceKey};
+
+pub use lvs_config::rules::{addrport, has_sched_flags, mask_text, sched_flags, v4_mask};
 
 use crate::args::Format;
 use crate::names::{Numeric, Resolve};
 
 /// The IPVS version ipvsadm prints in its header; lvsd implements its semantics.
 pub const IPVS_VERSION: &str = "1.2.1";
-
-/// `addrport_to_anyname` with `FMT_NUMERIC`: `a.b.c.d:port` or `[v6]:port`.
-pub fn addrport(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
-}
 
 /// `addrport_to_anyname`: host and service names where `names` knows them, numbers
 /// otherwise; cut at 59 characters as ipvsadm's 60-byte buffer does.
@@ -111,38 +103,6 @@ pub fn service_rule(key: &ServiceKey, names: &dyn Resolve) -> String {
     }
 }
 
-/// `print_sched_flags`: names depend on the scheduler (sh and mh name flags 1 and 2).
-pub fn sched_flags(scheduler: SchedulerKind, flags: SchedFlags) -> String {
-    let mut names: Vec<&str> = Vec::new();
-    match scheduler {
-        SchedulerKind::Sh | SchedulerKind::Mh => {
-            let p = scheduler.name();
-            if flags.contains(SchedFlags::FLAG1) {
-                names.push(if p == "sh" {
-                    "sh-fallback"
-                } else {
-                    "mh-fallback"
-                });
-            }
-            if flags.contains(SchedFlags::FLAG2) {
-                names.push(if p == "sh" { "sh-port" } else { "mh-port" });
-            }
-        }
-        _ => {
-            for (bit, name) in [
-                (SchedFlags::FLAG1, "flag-1"),
-                (SchedFlags::FLAG2, "flag-2"),
-                (SchedFlags::FLAG3, "flag-3"),
-            ] {
-                if flags.contains(bit) {
-                    names.push(name);
-                }
-            }
-        }
-    }
-    names.join(",")
-}
-
 /// `print_title`: the two heading lines under the version line.
 pub fn title(format: &Format) -> String {
     if format.stats {
@@ -206,29 +166,6 @@ fn rate_columns(out: &mut String, r: &Rates, exact: bool) {
     for v in [r.cps, r.inpps, r.outpps, r.inbps, r.outbps] {
         largenum(out, v, exact);
     }
-}
-
-/// The IPv4 dotted form of a prefix length.
-fn v4_mask(len: u8) -> std::net::Ipv4Addr {
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    };
-    std::net::Ipv4Addr::from(mask)
-}
-
-/// The persistence netmask as ipvsadm prints it, if not the family's full mask.
-fn mask_text(c: &ServiceConfig, p: &Persistence) -> Option<String> {
-    match (c.key.family(), p.netmask) {
-        (Family::V4, Netmask::V4(len)) if len < 32 => Some(v4_mask(len).to_string()),
-        (Family::V6, Netmask::V6(len)) if len != 128 => Some(len.to_string()),
-        _ => None,
-    }
-}
-
-fn has_sched_flags(c: &ServiceConfig) -> bool {
-    c.flags.0 & (SchedFlags::FLAG1.0 | SchedFlags::FLAG2.0 | SchedFlags::FLAG3.0) != 0
 }
 
 /// The flags ipvsadm appends to a service line: ` (flags)`, ` persistent T`, ` mask M`, ` ops`.
@@ -394,30 +331,15 @@ pub fn save(services: &[ServiceInfo], names: &dyn Resolve) -> String {
         let c = &ServiceConfig::from(s.config);
         let svc = service_rule(&c.key, names);
         let proto = key_proto(&c.key);
-        let _ = write!(out, "-A {svc} -s {}", c.scheduler.name());
-        if let Some(p) = &c.persistence {
-            let _ = write!(out, " -p {}", p.timeout.as_secs());
-            if let Some(m) = mask_text(c, p) {
-                let _ = write!(out, " -M {m}");
-            }
-        }
-        if c.one_packet {
-            out.push_str(" -o");
-        }
-        if has_sched_flags(c) {
-            let _ = write!(out, " -b {}", sched_flags(c.scheduler, c.flags));
-        }
+        let _ = write!(out, "-A {svc}");
+        lvs_config::rules::service_options(&mut out, c);
         out.push('\n');
         let mut dests: Vec<&DestInfo> = s.dests.iter().collect();
         dests.sort_by(|a, b| cmp_dests(a, b));
         for d in dests {
             let dc = &DestConfig::from(d.config);
             let dname = anyname(dc.addr, dc.port, proto, names);
-            let switch = match dc.method {
-                ForwardMethod::Masq => "-m",
-                ForwardMethod::DirectRoute => "-g",
-                ForwardMethod::Tunnel => "-i",
-            };
+            let switch = lvs_config::rules::method_switch(dc.method);
             let _ = write!(out, "-a {svc} -r {dname} {switch} -w {}", dc.weight);
             if dc.method == ForwardMethod::Tunnel {
                 out.push_str(" --tun-type ipip");
@@ -471,6 +393,7 @@ pub fn timeouts(tcp: u64, tcpfin: u64, udp: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lvs_core::types::{SchedFlags, SchedulerKind};
 
     #[test]
     fn largenum_units() {

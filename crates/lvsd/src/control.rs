@@ -103,8 +103,11 @@ impl Control {
             lvs_api::Request::Batch { requests } => {
                 Some(format!("batch: {}", lvs_config::Summary::of(requests)))
             }
-            // The request as the protocol writes it (docs/control-api.md), not a Rust value.
-            _ if change => serde_json::to_string(&req).ok(),
+            // In ipvsadm's words (`-a -t 10.1.0.100:80 -r 192.168.10.13:80 -m -w 1`), else
+            // the request as the protocol writes it (docs/control-api.md).
+            _ if change => {
+                lvs_config::rules::request_words(&req).or_else(|| serde_json::to_string(&req).ok())
+            }
             _ => None,
         };
         if self

@@ -97,10 +97,23 @@ struct Args {
     /// Log filter (tracing syntax), e.g. `info` or `lvsd=debug`.
     #[arg(long, env = "LVSD_LOG", default_value = "info")]
     log: String,
+    /// Log line format: `text` (colour only on a terminal) or `json` (one object per line,
+    /// for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Serve Prometheus / OpenMetrics metrics over HTTP at `GET /metrics` on this address,
     /// e.g. `127.0.0.1:9101` or `[::]:9101`. Off unless set.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--datapath`.
@@ -200,14 +213,18 @@ fn main() {
     if let Some(path) = &args.check_config {
         std::process::exit(config::check(path));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => log.json().init(),
         // Colour only for a person at a terminal: not in the journal or a log file.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+        LogFormat::Text => log
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
     if let Err(e) = run(args) {
         // Once, through the log (which is stderr), with the whole chain of causes.
         error!("{e:#}");
