@@ -432,3 +432,111 @@ fn health_quorum_lost_brings_in_the_sorry_server() {
         let _ = c.wait();
     }
 }
+
+/// A keepalived.conf with HTTP_GET, TCP_CHECK and MISC_CHECK, imported with `lvsadm import
+/// keepalived` and run by lvsd: a stopped real server is taken out as keepalived would (its
+/// weight set to 0 with `inhibit_on_failure`, removed without), within `delay_loop +
+/// connect_timeout`, and put back when it answers again.
+#[test]
+fn keepalived_import_checks_act_as_keepalived() {
+    let test = "keepalived_import_checks_act_as_keepalived";
+    if skip(test) {
+        return;
+    }
+    let mut d = Director::without_lvsd(Method::Nat, test);
+    let conf = format!(
+        "! Configuration File for keepalived
+global_defs {{
+    router_id LVS_LAB
+}}
+virtual_server {VIP} {HTTP_PORT} {{
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server {r1} {HTTP_PORT} {{
+        weight 1
+        inhibit_on_failure
+        HTTP_GET {{
+            url {{
+                path /
+                status_code 200
+            }}
+            connect_timeout 1
+            retry 0
+        }}
+    }}
+    real_server {r2} {HTTP_PORT} {{
+        weight 1
+        TCP_CHECK {{
+            connect_timeout 1
+            retry 0
+        }}
+    }}
+    real_server {r3} {HTTP_PORT} {{
+        weight 1
+        MISC_CHECK {{
+            misc_path \"curl -sf -m 1 -o /dev/null http://{r3}:{HTTP_PORT}/\"
+            misc_timeout 1
+        }}
+    }}
+}}
+",
+        r1 = RIPS[0],
+        r2 = RIPS[1],
+        r3 = RIPS[2],
+    );
+    let base = d.socket().display().to_string();
+    let (ka, toml) = (format!("{base}.keepalived.conf"), format!("{base}.toml"));
+    std::fs::write(&ka, conf).unwrap();
+    let out = d.lvsadm(&["import", "keepalived", &ka]);
+    let notes = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "import: {notes}");
+    assert!(
+        notes.lines().all(|l| l.contains("(no effect on traffic)")),
+        "only global_defs is left out: {notes}"
+    );
+    std::fs::write(&toml, &out.stdout).unwrap();
+    d.set_lvsd_args(&["--config", &toml]);
+    d.start_lvsd();
+    wait_for(&d, "all up", |l| (0..3).all(|i| l.get(&rs(i)) == Some(&1)));
+
+    let mut children = Vec::new();
+    for (i, inhibit, what) in [
+        (0, true, "HTTP_GET with inhibit_on_failure: weight 0"),
+        (1, false, "TCP_CHECK: removed"),
+        (2, false, "MISC_CHECK: removed"),
+    ] {
+        stop_server(&d, i);
+        let took = wait_for(&d, what, |l| {
+            if inhibit {
+                l.get(&rs(i)) == Some(&0)
+            } else {
+                !l.contains_key(&rs(i))
+            }
+        });
+        eprintln!("imported {what} after {took:?}");
+        assert!(took <= BOUND, "{what}: after {took:?} > {BOUND:?}");
+        // The others are untouched.
+        let l = listed(&d);
+        for j in (i + 1)..3 {
+            assert_eq!(l.get(&rs(j)), Some(&1), "rs{} stays up: {l:?}", j + 1);
+        }
+    }
+    for i in 0..3 {
+        children.push(start_server(&d, i, &format!("rs{}", i + 1), HTTP_PORT));
+    }
+    let took = wait_for(&d, "all back", |l| {
+        (0..3).all(|i| l.get(&rs(i)) == Some(&1))
+    });
+    eprintln!("imported checks: all back {took:?} after the servers restarted");
+    for _ in 0..3 {
+        d.curl_vip();
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_file(&ka);
+    let _ = std::fs::remove_file(&toml);
+}
