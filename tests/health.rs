@@ -309,18 +309,25 @@ fn down_and_up(d: &Director, i: usize, check: &str, inhibit: bool) -> Child {
     child
 }
 
-#[test]
-fn health_checks_take_stopped_servers_out_and_back() {
-    let test = "health_checks_take_stopped_servers_out_and_back";
+/// The NAT lab with VIP:80 (rr) over rs1..rs3, or `None` when the test skips.
+fn rr_over_three(test: &str) -> Option<Director> {
     if skip(test) {
-        return;
+        return None;
     }
     let d = Director::start(Method::Nat, test);
-    let vp = vip_port(HTTP_PORT);
-    d.lvsadm_ok(&["-A", "-t", &vp, "-s", "rr"]);
+    d.lvsadm_ok(&["-A", "-t", &vip_port(HTTP_PORT), "-s", "rr"]);
     for i in 0..3 {
         d.add_real("-t", HTTP_PORT, i, 1);
     }
+    Some(d)
+}
+
+#[test]
+fn health_checks_take_stopped_servers_out_and_back() {
+    let Some(d) = rr_over_three("health_checks_take_stopped_servers_out_and_back") else {
+        return;
+    };
+    let vp = vip_port(HTTP_PORT);
     let common = r#""delay_loop":1,"connect_timeout":1,"retry":0,"warmup":0.5"#;
     let mut children = Vec::new();
     // http with inhibit_on_failure: stays listed with weight 0.
@@ -539,4 +546,108 @@ virtual_server {VIP} {HTTP_PORT} {{
     }
     let _ = std::fs::remove_file(&ka);
     let _ = std::fs::remove_file(&toml);
+}
+
+/// A one-line SMTP responder: `220` greeting, `250` to HELO, `221` to QUIT.
+const SMTP_PY: &str = "import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('0.0.0.0',int(sys.argv[1]))); s.listen(16)
+while True:
+    c,_=s.accept(); c.settimeout(5)
+    try:
+        c.sendall(b'220 lab ESMTP\\r\\n')
+        for line in c.makefile('rb'):
+            w=line.upper()
+            if w.startswith(b'HELO'): c.sendall(b'250 lab\\r\\n')
+            elif w.startswith(b'QUIT'): c.sendall(b'221 bye\\r\\n'); break
+            else: c.sendall(b'500 what\\r\\n')
+    except Exception: pass
+    c.close()
+";
+
+/// A DNS responder that answers every query with its own question, NOERROR.
+const DNS_PY: &str = "import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',int(sys.argv[1])))
+while True:
+    d,a=s.recvfrom(512)
+    if len(d)>=12: s.sendto(d[:2]+bytes([d[2]|0x80,d[3]&0xf0])+d[4:],a)
+";
+
+/// keepalived's SMTP_CHECK, DNS_CHECK and PING_CHECK in lvsd's terms (`smtp`, `dns`, `ping`)
+/// against real servers in the lab: each passes while its server answers, and takes the real
+/// server out within the bound when it stops (the SMTP or DNS responder killed, ICMP echo
+/// ignored), and back when it answers again.
+#[test]
+fn smtp_dns_and_ping_checks_follow_their_servers() {
+    let Some(d) = rr_over_three("smtp_dns_and_ping_checks_follow_their_servers") else {
+        return;
+    };
+    let spawn = |i: usize, script: &str, port: &str| {
+        d.lab()
+            .spawn(&d.lab().rs_ns(i), &["python3", "-c", script, port])
+            .expect("python3")
+    };
+    let mut smtp = spawn(0, SMTP_PY, "2525");
+    let mut dns = spawn(1, DNS_PY, "5300");
+    std::thread::sleep(Duration::from_millis(300));
+    let common = r#""delay_loop":1,"connect_timeout":1,"retry":0,"warmup":0"#;
+    set_check(
+        &d,
+        0,
+        &format!(r#"{{"type":"smtp","connect_port":2525,{common}}}"#),
+    );
+    set_check(
+        &d,
+        1,
+        &format!(
+            r#"{{"type":"dns","connect_port":5300,"query_type":"A","query_name":"www.example.org",{common}}}"#
+        ),
+    );
+    set_check(&d, 2, &format!(r#"{{"type":"ping",{common}}}"#));
+    // Every check has run and passed.
+    let t = Instant::now();
+    loop {
+        let h = control(&d, r#"{"v":1,"op":"health"}"#);
+        let passed = ["HELO answered 250", "NOERROR", "echo reply"]
+            .iter()
+            .all(|w| h.contains(w));
+        if passed && h.matches(r#""up":true"#).count() == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "checks did not pass: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let down = |i: usize, what: &str| {
+        let took = wait_for(&d, what, |l| !l.contains_key(&rs(i)));
+        eprintln!("{what}: rs{} removed after {took:?}", i + 1);
+        assert!(took <= BOUND, "{what}: after {took:?} > {BOUND:?}");
+    };
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    down(0, "smtp responder stopped");
+    let _ = dns.kill();
+    let _ = dns.wait();
+    down(1, "dns responder stopped");
+    let rs3 = d.lab().rs_ns(2);
+    let echo = |v: &str| {
+        d.lab()
+            .sysctls(&rs3, &[format!("net.ipv4.icmp_echo_ignore_all={v}")])
+            .expect("sysctl");
+    };
+    echo("1");
+    down(2, "icmp echo ignored");
+    echo("0");
+    let mut smtp = spawn(0, SMTP_PY, "2525");
+    let mut dns = spawn(1, DNS_PY, "5300");
+    let took = wait_for(&d, "all back", |l| {
+        (0..3).all(|i| l.get(&rs(i)) == Some(&1))
+    });
+    eprintln!("smtp, dns and ping: all back {took:?} after their servers answered again");
+    for c in [&mut smtp, &mut dns] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

@@ -752,7 +752,7 @@ impl Import {
                 k if checks::checker_type(k).is_some() => checkers.push(c),
                 k if CHECKERS.contains(&k) => self.note(
                     c.line,
-                    format!("{k} of {header} not translated: lvsd has no {k} checker yet, so this check does not run (tcp, http, https, udp and exec do: docs/health-checks.md)"),
+                    format!("{k} of {header} not translated: lvsd has no {k} checker yet, so this check does not run (TCP_CHECK, HTTP_GET, SSL_GET, UDP_CHECK, MISC_CHECK, SMTP_CHECK, DNS_CHECK and PING_CHECK do: docs/health-checks.md)"),
                 ),
                 k if checks::is_inherited(k) || k == "notify_up" || k == "notify_down" => {
                     match checks::add_setting(&mut settings, c) {

@@ -54,7 +54,7 @@
 //!   lower_threshold = 0      # -y, 0 = none; not above upper_threshold
 //!
 //!     [service.real_server.check]  # one health check (lvs_health::CheckConfig), with
-//!     type = "http"                # keepalived's names: tcp | http | https | udp | exec
+//!     type = "http"                # keepalived's names: tcp | http | https | udp | exec | smtp | dns | ping
 //!     path = "/health"
 //!     delay_loop = 2
 //! ```

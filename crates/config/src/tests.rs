@@ -580,7 +580,7 @@ fn with_check(check: &str) -> String {
 fn bad_checks_point_at_the_key() {
     // Line 9 is the [service.real_server.check] header; the keys follow from line 10.
     for (check, line, col, words) in [
-        ("    type = \"ping\"\n", 10, 5, "unknown variant `ping`"),
+        ("    type = \"icmp\"\n", 10, 5, "unknown variant `icmp`"),
         (
             "    type = \"tcp\"\n    bogus = 1\n",
             11,

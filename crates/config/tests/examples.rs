@@ -41,7 +41,10 @@ fn dist_example_parses_with_a_check_of_every_type() {
         .map(|c| c.kind.name())
         .collect();
     kinds.sort();
-    assert_eq!(kinds, ["exec", "http", "https", "tcp", "udp"]);
+    assert_eq!(
+        kinds,
+        ["dns", "exec", "http", "https", "ping", "smtp", "tcp", "udp"]
+    );
     assert!(
         cfg.services[0]
             .health

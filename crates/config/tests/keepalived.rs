@@ -225,7 +225,23 @@ virtual_server 192.0.2.1 443 {
     }
     real_server 10.0.1.2 8443 {
         SMTP_CHECK {
-            helo_name x
+            helo_name x.example
+        }
+    }
+    real_server 10.0.1.4 8443 {
+        DNS_CHECK {
+            type A
+            name www.example.org
+        }
+    }
+    real_server 10.0.1.5 8443 {
+        PING_CHECK {
+            connect_timeout 2
+        }
+    }
+    real_server 10.0.1.6 8443 {
+        BFD_CHECK {
+            name bfd1
         }
     }
     real_server 10.0.1.3 8443 {
@@ -268,14 +284,23 @@ virtual_server 192.0.2.1 53 {
         n.contains("TCP_CHECK of real_server 10.0.1.1 8443 not translated: lvsd runs one check")
     });
     assert!(second_url && second_checker, "{notes:#?}");
-    assert!(
-        !s.checks.contains_key(&("10.0.1.2".parse().unwrap(), 8443)),
-        "no SMTP checker in lvsd"
+    // SMTP, DNS and PING checkers with keepalived's parameters; BFD is not in lvsd.
+    let smtp = &s.checks[&("10.0.1.2".parse().unwrap(), 8443)];
+    assert_eq!(smtp.kind, CheckKind::Smtp);
+    assert_eq!(smtp.helo_name.as_deref(), Some("x.example"));
+    let dns = &s.checks[&("10.0.1.4".parse().unwrap(), 8443)];
+    assert_eq!(dns.kind, CheckKind::Dns);
+    assert_eq!(
+        (dns.query_type.as_deref(), dns.query_name.as_deref()),
+        (Some("A"), Some("www.example.org"))
     );
+    let ping = &s.checks[&("10.0.1.5".parse().unwrap(), 8443)];
+    assert_eq!((ping.kind, ping.connect_timeout), (CheckKind::Ping, 2.0));
+    assert!(!s.checks.contains_key(&("10.0.1.6".parse().unwrap(), 8443)));
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("lvsd has no SMTP_CHECK checker")),
+            .any(|n| n.contains("lvsd has no BFD_CHECK checker")),
         "{notes:#?}"
     );
     let exec = &s.checks[&("10.0.1.3".parse().unwrap(), 8443)];

@@ -56,6 +56,12 @@ pub enum CheckKind {
     Udp,
     /// Run a command (keepalived `MISC_CHECK`).
     Exec,
+    /// SMTP greeting and `HELO` (keepalived `SMTP_CHECK`).
+    Smtp,
+    /// A DNS query answered NOERROR (keepalived `DNS_CHECK`).
+    Dns,
+    /// An ICMP echo answered (keepalived `PING_CHECK`).
+    Ping,
 }
 
 impl CheckKind {
@@ -67,6 +73,9 @@ impl CheckKind {
             CheckKind::Https => "https",
             CheckKind::Udp => "udp",
             CheckKind::Exec => "exec",
+            CheckKind::Smtp => "smtp",
+            CheckKind::Dns => "dns",
+            CheckKind::Ping => "ping",
         }
     }
 }
@@ -250,6 +259,16 @@ pub struct CheckConfig {
     /// `exec`: exit codes 2..=255 pass with weight `code - 2` (keepalived `misc_dynamic`).
     #[serde(default, alias = "misc_dynamic")]
     pub dynamic: bool,
+    /// `smtp`: the name said in `HELO` (default keepalived's, `smtpchecker.keepalived.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helo_name: Option<String>,
+    /// `dns`: the query type (A, NS, CNAME, SOA, MX, TXT, AAAA, RRSIG, DNSKEY; default SOA;
+    /// keepalived's `type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_type: Option<String>,
+    /// `dns`: the name asked for (default `.`, the root; keepalived's `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_name: Option<String>,
 }
 
 impl CheckConfig {
@@ -282,13 +301,20 @@ impl CheckConfig {
             command: None,
             timeout: None,
             dynamic: false,
+            helo_name: None,
+            query_type: None,
+            query_name: None,
         }
     }
 
-    /// The effective `retry`: as set, else 1 (0 for `exec`, as keepalived's `MISC_CHECK`).
+    /// The effective `retry`: as set, else keepalived's default: 1, 0 for `exec`
+    /// (`MISC_CHECK`), 3 for `dns` (`DNS_CHECK`).
     pub fn retry(&self) -> u32 {
-        self.retry
-            .unwrap_or(if self.kind == CheckKind::Exec { 0 } else { 1 })
+        self.retry.unwrap_or(match self.kind {
+            CheckKind::Exec => 0,
+            CheckKind::Dns => 3,
+            _ => 1,
+        })
     }
 
     /// The timing rules.
@@ -311,9 +337,16 @@ impl CheckConfig {
     pub fn compile(&self, rs: SocketAddr) -> Result<Check, String> {
         let timing = self.timing()?;
         let timeout = secs("connect_timeout", self.connect_timeout, false)?;
+        // SMTP and DNS checks knock on their service's port unless told otherwise, as
+        // keepalived's do.
+        let default_port = match self.kind {
+            CheckKind::Smtp => 25,
+            CheckKind::Dns => 53,
+            _ => rs.port(),
+        };
         let target = SocketAddr::new(
             self.connect_ip.unwrap_or(rs.ip()),
-            self.connect_port.unwrap_or(rs.port()),
+            self.connect_port.unwrap_or(default_port),
         );
         let kind = self.kind;
         let only = |field: &str, set: bool, kinds: &str| -> Result<(), String> {
@@ -352,6 +385,20 @@ impl CheckConfig {
                 only(f, set, "udp")?;
             }
         }
+        if kind != CheckKind::Smtp {
+            only("helo_name", self.helo_name.is_some(), "smtp")?;
+        }
+        if kind != CheckKind::Dns {
+            only("query_type", self.query_type.is_some(), "dns")?;
+            only("query_name", self.query_name.is_some(), "dns")?;
+        }
+        if kind == CheckKind::Ping {
+            only(
+                "connect_port",
+                self.connect_port.is_some(),
+                "tcp, http, https, udp, smtp and dns",
+            )?;
+        }
         if kind != CheckKind::Exec {
             for (f, set) in [
                 ("command", self.command.is_some()),
@@ -365,7 +412,7 @@ impl CheckConfig {
                 ("connect_ip", self.connect_ip.is_some()),
                 ("connect_port", self.connect_port.is_some()),
             ] {
-                only(f, set, "tcp, http, https and udp")?;
+                only(f, set, "tcp, http, https, udp, smtp, dns and ping")?;
             }
         }
         let probe = match kind {
@@ -443,6 +490,35 @@ impl CheckConfig {
                     rport: rs.port(),
                 })
             }
+            CheckKind::Smtp => {
+                let helo = self
+                    .helo_name
+                    .clone()
+                    .unwrap_or_else(|| crate::probe_more::SMTP_DEFAULT_HELO.into());
+                if helo.is_empty() || helo.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return Err(format!("helo_name '{helo}' is not a host name"));
+                }
+                Probe::Smtp(crate::probe_more::SmtpProbe {
+                    target,
+                    timeout,
+                    helo,
+                })
+            }
+            CheckKind::Dns => {
+                let qtype = self.query_type.clone().unwrap_or_else(|| "SOA".into());
+                let name = self.query_name.clone().unwrap_or_else(|| ".".into());
+                let query = crate::probe_more::dns_query(&name, &qtype)?;
+                Probe::Dns(crate::probe_more::DnsProbe {
+                    target,
+                    timeout,
+                    query,
+                    question: format!("{} {name}", qtype.to_ascii_uppercase()),
+                })
+            }
+            CheckKind::Ping => Probe::Ping(crate::probe_more::PingProbe {
+                target: target.ip(),
+                timeout,
+            }),
         };
         Ok(Check {
             probe: Arc::new(probe),
@@ -702,7 +778,7 @@ mod tests {
         assert!(e(r#"{"type":"http","regex":"("}"#).contains("regular expression"));
         assert!(e(r#"{"type":"tcp","delay_loop":0}"#).contains("delay_loop"));
         assert!(e(r#"{"type":"tcp","bogus":1}"#).contains("unknown field"));
-        assert!(e(r#"{"type":"ping"}"#).contains("unknown variant"));
+        assert!(e(r#"{"type":"icmp"}"#).contains("unknown variant"));
         assert!(e(r#"{"type":"udp","payload":"a","payload_hex":"61"}"#).contains("not both"));
     }
 

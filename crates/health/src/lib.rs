@@ -19,6 +19,7 @@
 pub mod config;
 pub mod engine;
 pub mod probe;
+pub mod probe_more;
 pub mod quorum;
 
 pub use config::{
@@ -232,7 +233,7 @@ mod tests {
                 Some("bogus"),
                 "unknown key 'bogus'",
             ),
-            (json!({"type": "ping"}), Some("type"), "unknown variant"),
+            (json!({"type": "icmp"}), Some("type"), "unknown variant"),
             (json!({"delay_loop": 1}), None, "'type' is required"),
             (
                 json!({"type": "tcp", "delay_loop": "x"}),

@@ -53,6 +53,12 @@ pub enum Probe {
     Udp(UdpProbe),
     /// A command.
     Exec(ExecProbe),
+    /// SMTP greeting and HELO.
+    Smtp(crate::probe_more::SmtpProbe),
+    /// A DNS query.
+    Dns(crate::probe_more::DnsProbe),
+    /// An ICMP echo.
+    Ping(crate::probe_more::PingProbe),
 }
 
 impl Probe {
@@ -63,6 +69,9 @@ impl Probe {
             Probe::Http(p) => p.run().await,
             Probe::Udp(p) => p.run().await,
             Probe::Exec(p) => p.run().await,
+            Probe::Smtp(p) => p.run().await,
+            Probe::Dns(p) => p.run().await,
+            Probe::Ping(p) => p.run().await,
         }
     }
 
@@ -79,6 +88,9 @@ impl Probe {
             ),
             Probe::Udp(p) => format!("udp {}", p.target),
             Probe::Exec(p) => format!("exec '{}'", p.command),
+            Probe::Smtp(p) => format!("smtp {}", p.target),
+            Probe::Dns(p) => format!("dns {} {}", p.target, p.question),
+            Probe::Ping(p) => format!("ping {}", p.target),
         }
     }
 }

@@ -1081,7 +1081,7 @@ fn import_ipvsadm_save_and_keepalived() {
     );
     std::fs::write(
         &ka,
-        "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  real_server 10.0.1.2 80 {\n    DNS_CHECK {\n    }\n  }\n}\n",
+        "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  real_server 10.0.1.2 80 {\n    FILE_CHECK {\n    }\n  }\n}\n",
     )
     .unwrap();
     let (out, _) = exec(
@@ -1089,7 +1089,7 @@ fn import_ipvsadm_save_and_keepalived() {
         Ok(Reply::Ok),
     );
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("line 4: DNS_CHECK"), "{}", out.stderr);
+    assert!(out.stderr.contains("line 4: FILE_CHECK"), "{}", out.stderr);
 
     let (out, _) = exec("import nginx x", Ok(Reply::Ok));
     assert_eq!(out.code, 2);

@@ -47,6 +47,7 @@ fn setting(keyword: &str) -> Option<Setting> {
         "misc_dynamic" => Flag("dynamic"),
         "payload" => Text("payload"),
         "require_reply" => Flag("require_reply"),
+        "helo_name" => Text("helo_name"),
         _ => return None,
     })
 }
@@ -76,6 +77,9 @@ pub(super) fn checker_type(keyword: &str) -> Option<&'static str> {
         "SSL_GET" => "https",
         "UDP_CHECK" => "udp",
         "MISC_CHECK" => "exec",
+        "SMTP_CHECK" => "smtp",
+        "DNS_CHECK" => "dns",
+        "PING_CHECK" => "ping",
         _ => return None,
     })
 }
@@ -132,6 +136,21 @@ pub(super) fn checker(
                 continue;
             }
             url(&mut json, c, notes);
+            continue;
+        }
+        // DNS_CHECK's own `type` and `name`: the query's.
+        if kind == "dns" && matches!(k, "type" | "name") {
+            match c.words.get(1) {
+                Some(v) => {
+                    let key = if k == "type" {
+                        "query_type"
+                    } else {
+                        "query_name"
+                    };
+                    json.insert(key.into(), Value::String(v.clone()));
+                }
+                None => notes.push((c.line, format!("{k} without a value: ignored"))),
+            }
             continue;
         }
         if let Err(e) = add_setting(&mut json, c) {
