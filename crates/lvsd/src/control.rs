@@ -3,12 +3,17 @@
 //! Root only (the socket is mode 0600 in a root-owned directory). Each client gets a thread;
 //! requests go to the data path worker, which applies them between packet batches; after a
 //! change the steering rules are brought in line before the reply is written.
+//!
+//! Bounded, so that no client (a stuck script, a hostile local process) can take the control
+//! plane down: at most [`Limits::clients`] connections at once (one more is answered with an
+//! error and closed), each closed after [`Limits::idle`] without a request, and a request
+//! line of at most [`Limits::line`] bytes; a line that is not UTF-8 gets an error reply.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -171,14 +176,75 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Accept clients until `stop` is set.
-pub fn serve(listener: UnixListener, control: Arc<Control>, stop: Arc<AtomicBool>, path: PathBuf) {
+/// The bounds of the control socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once.
+    pub clients: usize,
+    /// A connection with no request for this long is closed.
+    pub idle: Duration,
+    /// Longest request line, in bytes (a whole configuration as one batch fits).
+    pub line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            clients: 32,
+            idle: Duration::from_secs(60),
+            line: 32 << 20,
+        }
+    }
+}
+
+fn error_line(message: String) -> String {
+    let mut text = serde_json::to_string(&Reply::Error { message })
+        .unwrap_or_else(|_| r#"{"result":"error","message":"internal"}"#.into());
+    text.push('\n');
+    text
+}
+
+/// Accept clients until `stop` is set, within `limits`.
+pub fn serve(
+    listener: UnixListener,
+    control: Arc<Control>,
+    stop: Arc<AtomicBool>,
+    path: PathBuf,
+    limits: Limits,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
     let _ = listener.set_nonblocking(true);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => {
-                let c = Arc::clone(&control);
-                std::thread::spawn(move || client(stream, &c));
+            Ok((mut stream, _)) => {
+                if active.fetch_add(1, Ordering::SeqCst) >= limits.clients {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    warn!(
+                        limit = limits.clients,
+                        "control connection refused: too many at once"
+                    );
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = stream.write_all(
+                        error_line(format!(
+                            "too many control connections at once ({}): try again",
+                            limits.clients
+                        ))
+                        .as_bytes(),
+                    );
+                    continue;
+                }
+                let (c, a) = (Arc::clone(&control), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("lvsd-client".into())
+                    .spawn(move || {
+                        client(stream, &c, &limits);
+                        a.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    warn!(error = %e, "cannot start a thread for a control connection: closed");
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50))
@@ -192,26 +258,149 @@ pub fn serve(listener: UnixListener, control: Arc<Control>, stop: Arc<AtomicBool
     let _ = std::fs::remove_file(&path);
 }
 
-fn client(stream: UnixStream, control: &Control) {
+/// Serve one connection: a reply per request line, within `limits`.
+fn client(stream: UnixStream, control: &Control, limits: &Limits) {
     let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(limits.idle));
+    let _ = stream.set_write_timeout(Some(limits.idle));
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
-    let reader = BufReader::new(stream);
-    for line in reader.lines() {
-        let Ok(line) = line else { return };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match parse_request(&line) {
-            Ok(req) => control.call(req),
-            Err(message) => Reply::Error { message },
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // One byte more than the limit tells an over-long line from one that fits.
+        let n = match std::io::Read::take(&mut reader, limits.line as u64 + 1)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) | Err(_) => return, // closed, idle too long, or broken
+            Ok(n) => n,
         };
-        let mut text = serde_json::to_string(&reply)
-            .unwrap_or_else(|_| r#"{"result":"error","message":"internal"}"#.into());
-        text.push('\n');
+        if n > limits.line {
+            let _ = out.write_all(
+                error_line(format!(
+                    "request longer than {} bytes, the control socket's limit: closing",
+                    limits.line
+                ))
+                .as_bytes(),
+            );
+            return;
+        }
+        let text = match std::str::from_utf8(&buf) {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => {
+                let reply = match parse_request(line.trim_end()) {
+                    Ok(req) => control.call(req),
+                    Err(message) => Reply::Error { message },
+                };
+                let mut text = serde_json::to_string(&reply)
+                    .unwrap_or_else(|_| r#"{"result":"error","message":"internal"}"#.into());
+                text.push('\n');
+                text
+            }
+            Err(e) => error_line(format!(
+                "request is not UTF-8 (invalid byte at offset {}): send JSON text",
+                e.valid_up_to()
+            )),
+        };
         if out.write_all(text.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::Instant;
+
+    /// A control whose worker never answers: the requests here never reach it.
+    fn control() -> (Arc<Control>, std::sync::mpsc::Receiver<Command>) {
+        let (tx, rx) = channel();
+        let (wake, _other) = UnixStream::pair().unwrap();
+        let applier = Arc::new(steering::Applier::new(
+            Vec::new(),
+            steering::Spec::default(),
+        ));
+        (Arc::new(Control::new(tx, wake, applier)), rx)
+    }
+
+    fn read_line(s: &mut UnixStream) -> String {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn bad_bytes_long_lines_and_idle_clients_are_bounded() {
+        let (c, _rx) = control();
+        let limits = Limits {
+            clients: 4,
+            idle: Duration::from_millis(300),
+            line: 64,
+        };
+        let (mut us, them) = UnixStream::pair().unwrap();
+        let (c2, l2) = (Arc::clone(&c), limits);
+        let t = std::thread::spawn(move || client(them, &c2, &l2));
+        // Not UTF-8: an error reply, and the connection stays usable.
+        us.write_all(b"{\"v\":1,\"op\":\xff}\n").unwrap();
+        let r = read_line(&mut us);
+        assert!(r.contains("not UTF-8"), "{r}");
+        us.write_all(b"not json\n").unwrap();
+        let r = read_line(&mut us);
+        assert!(r.contains(r#""result":"error""#), "{r}");
+        // Longer than the limit: an error, then closed.
+        us.write_all(&[b'x'; 100]).unwrap();
+        us.write_all(b"\n").unwrap();
+        let r = read_line(&mut us);
+        assert!(r.contains("longer than 64 bytes"), "{r}");
+        t.join().unwrap();
+        assert_eq!(us.read(&mut [0u8; 8]).unwrap_or(0), 0, "closed");
+
+        // Idle: closed after the limit.
+        let (_us, them) = UnixStream::pair().unwrap();
+        let (c3, l3) = (Arc::clone(&c), limits);
+        let start = Instant::now();
+        std::thread::spawn(move || client(them, &c3, &l3))
+            .join()
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn one_client_too_many_is_told_and_closed() {
+        let (c, _rx) = control();
+        let dir = std::env::temp_dir().join(format!("lvsd-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let listener = bind(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            clients: 1,
+            idle: Duration::from_secs(5),
+            line: 1024,
+        };
+        let (s, p) = (Arc::clone(&stop), path.clone());
+        let server = std::thread::spawn(move || serve(listener, c, s, p, limits));
+        let _first = UnixStream::connect(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        let mut second = UnixStream::connect(&path).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let r = read_line(&mut second);
+        assert!(r.contains("too many control connections"), "{r}");
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

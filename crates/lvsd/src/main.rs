@@ -506,7 +506,7 @@ fn start_servers(
     );
     let server = std::thread::Builder::new()
         .name("lvsd-control".into())
-        .spawn(move || control::serve(listener, c, s, p))?;
+        .spawn(move || control::serve(listener, c, s, p, control::Limits::default()))?;
     running.threads.push(server);
     Ok(())
 }
