@@ -897,6 +897,8 @@ impl Director {
         }
         c.expires = now + c.timeout;
         let (is_active, svc, dest) = (c.is_active(), c.svc, c.dest);
+        // A shorter timeout (a FIN, a RST) must move the entry's timer too.
+        self.conns.expiry_moved(id);
         if was_active != is_active
             && let Some(d) = self.services.get_mut(svc).and_then(|s| s.dest_mut(dest))
         {

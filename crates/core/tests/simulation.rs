@@ -886,3 +886,42 @@ fn a_failed_send_is_counted_once_as_a_tx_error() {
         c.forwarded + c.tx_errors + c.passed + c.total_drops()
     );
 }
+
+/// A state with a shorter timeout moves the entry's expiry with it: an established DR
+/// connection (900 s) that is reset is gone 10 s later (CLOSE), and one that ends with FIN
+/// goes by its FIN_WAIT timeout, not 900 s after its last ESTABLISHED packet.
+#[test]
+fn a_shorter_timeout_expires_the_entry_on_time() {
+    for (flags, state, secs) in [
+        (RST | ACK, TcpState::Close, 10u64),
+        (FIN | ACK, TcpState::FinWait, 120),
+    ] {
+        let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
+        let t0 = Time::from_secs(1);
+        run(&mut d, t0, front(), &client_pkt(SYN));
+        run(&mut d, t0, front(), &client_pkt(ACK));
+        assert_eq!(conn_state(&d), Some(TcpState::Established));
+        // The timers run as in lvsd (every tick): the entry's timer is filed under its
+        // ESTABLISHED deadline by then.
+        for s in 2..100 {
+            d.expire(Time::from_secs(s));
+        }
+        let t1 = Time::from_secs(100);
+        run(&mut d, t1, front(), &client_pkt(flags));
+        assert_eq!(conn_state(&d), Some(state));
+        for s in 1..secs {
+            d.expire(t1 + Duration::from_secs(s));
+        }
+        assert_eq!(
+            d.conns().len(),
+            1,
+            "{state:?}: still there before its timeout"
+        );
+        d.expire(t1 + Duration::from_secs(secs + 1));
+        assert_eq!(
+            d.conns().len(),
+            0,
+            "{state:?}: gone {secs} s after the change, not at the ESTABLISHED deadline"
+        );
+    }
+}

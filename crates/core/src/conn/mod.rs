@@ -98,6 +98,10 @@ pub struct Conn {
     pub n_control: u32,
     generation: u32,
     live: bool,
+    /// Sequence of the entry's one valid timer (see [`wheel::Timer`]).
+    timer_seq: u32,
+    /// The deadline that timer is filed under.
+    filed: Time,
 }
 
 impl Conn {
@@ -136,6 +140,8 @@ impl Conn {
             n_control: 0,
             generation: 0,
             live: false,
+            timer_seq: 0,
+            filed: Time::ZERO,
         }
     }
 
@@ -342,10 +348,29 @@ impl ConnTable {
             index,
             generation: c.generation,
         };
-        let expires = c.expires;
-        self.wheel.schedule((index, id.generation), expires);
+        let (expires, seq) = (c.expires, c.timer_seq);
+        self.entries[index as usize].filed = expires;
+        self.wheel.schedule((index, id.generation, seq), expires);
         self.len += 1;
         Ok(id)
+    }
+
+    /// After `id`'s `expires` moved: when it is now earlier than the deadline its timer is
+    /// filed under (a state with a shorter timeout, e.g. ESTABLISHED to TIME_WAIT), file a
+    /// new timer for it and make the old one stale, so the entry goes when it is due and not
+    /// at the old deadline. Later deadlines need nothing: the timer re-files itself.
+    #[inline]
+    pub fn expiry_moved(&mut self, id: ConnId) {
+        let Some(c) = self.get_mut(id) else {
+            return;
+        };
+        if c.expires >= c.filed {
+            return;
+        }
+        c.timer_seq = c.timer_seq.wrapping_add(1);
+        c.filed = c.expires;
+        let (seq, at) = (c.timer_seq, c.expires);
+        self.wheel.schedule((id.index, id.generation, seq), at);
     }
 
     /// Remove an entry now, returning it.
@@ -377,23 +402,33 @@ impl ConnTable {
         mut expired: impl FnMut(ConnId, Conn),
     ) -> usize {
         let mut wheel = std::mem::take(&mut self.wheel);
-        let n = wheel.advance(now, |(index, generation)| {
+        let n = wheel.advance(now, |(index, generation, seq)| {
             let id = ConnId { index, generation };
             let Some(c) = self.get_mut(id) else {
                 return Due::Stale;
             };
+            if c.timer_seq != seq {
+                return Due::Stale; // replaced by an earlier timer
+            }
+            let later = |c: &mut Conn, at: Time| {
+                c.filed = at;
+                Due::Later(at)
+            };
             if c.expires > now {
-                return Due::Later(c.expires);
+                let at = c.expires;
+                return later(c, at);
             }
             if c.is_template() && c.n_control > 0 {
                 c.expires = now + c.timeout;
-                return Due::Later(c.expires);
+                let at = c.expires;
+                return later(c, at);
             }
             if let Some(seen) = last_seen(c)
                 && seen + c.timeout > now
             {
                 c.expires = seen + c.timeout;
-                return Due::Later(c.expires);
+                let at = c.expires;
+                return later(c, at);
             }
             match self.remove(id) {
                 Some(conn) => {

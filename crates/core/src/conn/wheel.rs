@@ -8,8 +8,10 @@
 
 use crate::time::Time;
 
-/// One filed timer: an entry index and the generation it had when filed.
-pub type Timer = (u32, u32);
+/// One filed timer: an entry index, the generation it had when filed, and the entry's timer
+/// sequence then (an entry whose deadline moved earlier gets a new timer with the next
+/// sequence; the old one is then stale).
+pub type Timer = (u32, u32, u32);
 
 /// The wheel. `Default` is an empty wheel with no slots (a placeholder; use [`TimerWheel::new`]).
 #[derive(Debug, Default)]
@@ -125,12 +127,12 @@ mod tests {
         let mut deadlines: HashMap<u32, Time> = HashMap::new();
         for (id, secs) in [(1u32, 3u64), (2, 5), (3, 20), (4, 1)] {
             deadlines.insert(id, Time::from_secs(secs));
-            w.schedule((id, 0), Time::from_secs(secs));
+            w.schedule((id, 0, 0), Time::from_secs(secs));
         }
         let mut fired = Vec::new();
         for s in 1..=25u64 {
             let now = Time::from_secs(s);
-            w.advance(now, |(id, _)| {
+            w.advance(now, |(id, _, _)| {
                 let d = deadlines[&id];
                 if d <= now {
                     fired.push((id, s));
@@ -148,7 +150,7 @@ mod tests {
     fn long_pause_visits_everything_once() {
         let mut w = TimerWheel::new(4, 10, Time::ZERO);
         for id in 0..10u32 {
-            w.schedule((id, 0), Time::from_nanos(u64::from(id) * 10 + 10));
+            w.schedule((id, 0, 0), Time::from_nanos(u64::from(id) * 10 + 10));
         }
         let mut seen = 0;
         let n = w.advance(Time::from_nanos(1_000_000), |_| {
@@ -161,7 +163,7 @@ mod tests {
     #[test]
     fn extended_deadline_is_honoured() {
         let mut w = TimerWheel::new(16, 1, Time::ZERO);
-        w.schedule((7, 0), Time::from_nanos(2));
+        w.schedule((7, 0, 0), Time::from_nanos(2));
         let mut deadline = Time::from_nanos(40);
         let mut fired_at = None;
         for t in 1..=50u64 {
