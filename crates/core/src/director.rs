@@ -114,6 +114,9 @@ pub struct RxMeta {
     pub fwmark: u32,
     /// The capture cut the frame short.
     pub truncated: bool,
+    /// The frame carried a VLAN tag that the kernel (or NIC) moved out of the bytes into
+    /// metadata before the capture: it belongs to a VLAN interface, not to this one.
+    pub vlan: bool,
 }
 
 /// A frame to transmit: `buf[start..start + len]`.
@@ -541,7 +544,9 @@ impl Director {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return Verdict::Pass;
         };
-        if !eth.dst_addr().is_unicast() || eth.vlan_id().is_some() {
+        // A tagged frame is the VLAN interface's (served there, if at all), whether the tag
+        // is still in the bytes or was taken off into metadata.
+        if !eth.dst_addr().is_unicast() || eth.vlan_id().is_some() || meta.vlan {
             return Verdict::Pass;
         }
         match eth.ethertype() {

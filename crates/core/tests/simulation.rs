@@ -887,6 +887,22 @@ fn a_failed_send_is_counted_once_as_a_tx_error() {
     );
 }
 
+/// A frame whose VLAN tag the kernel took off into metadata belongs to the VLAN interface:
+/// it is left to the kernel, never forwarded (untagged) to a real server.
+#[test]
+fn a_vlan_tagged_frame_is_not_forwarded() {
+    let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
+    let tagged = RxMeta {
+        vlan: true,
+        ..front()
+    };
+    let (v, _) = run(&mut d, Time::from_secs(1), tagged, &client_pkt(SYN));
+    assert_eq!(v, Verdict::Pass);
+    assert_eq!(d.conns().len(), 0);
+    let (v, _) = run(&mut d, Time::from_secs(1), front(), &client_pkt(SYN));
+    assert!(matches!(v, Verdict::Transmit(_)), "untagged: forwarded");
+}
+
 /// A state with a shorter timeout moves the entry's expiry with it: an established DR
 /// connection (900 s) that is reset is gone 10 s later (CLOSE), and one that ends with FIN
 /// goes by its FIN_WAIT timeout, not 900 s after its last ESTABLISHED packet.

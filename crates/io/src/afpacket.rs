@@ -670,6 +670,10 @@ fn read_u16(b: &[u8], off: usize) -> Option<u16> {
 }
 
 /// Per-frame metadata read from a slot header.
+/// `TP_STATUS_VLAN_VALID` (linux/if_packet.h): `tp_vlan_tci` holds the tag the kernel took
+/// off the frame (the libc crate does not export it at its root).
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+
 #[derive(Clone, Copy)]
 struct Meta {
     wire_len: u32,
@@ -714,6 +718,7 @@ fn make_frame(
         vnet: vh,
         csum_not_ready: m.status & libc::TP_STATUS_CSUMNOTREADY != 0,
         csum_valid: m.status & libc::TP_STATUS_CSUM_VALID != 0,
+        vlan_tagged: m.status & TP_STATUS_VLAN_VALID != 0,
     })
 }
 
@@ -1380,7 +1385,7 @@ mod tests {
     #[test]
     fn v2_slot_is_delivered_with_metadata() {
         let mut s = slot(4096, 140, b"v2-frame");
-        let status = libc::TP_STATUS_USER | libc::TP_STATUS_CSUM_VALID;
+        let status = libc::TP_STATUS_USER | libc::TP_STATUS_CSUM_VALID | TP_STATUS_VLAN_VALID;
         let mut got = None;
         let ok = AfPacket::deliver_v2(
             &mut s,
@@ -1393,6 +1398,7 @@ mod tests {
                 assert_eq!(f.vnet.gso_size, 1400);
                 assert_eq!(f.vnet.gso_type, 4);
                 assert!(f.csum_valid && !f.csum_not_ready);
+                assert!(f.vlan_tagged, "TP_STATUS_VLAN_VALID");
                 assert_eq!(f.head, 140 - HDRLEN2);
                 assert!(f.truncated(), "tp_len > tp_snaplen");
                 got = Some(f.frame().to_vec());

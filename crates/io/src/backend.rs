@@ -139,6 +139,9 @@ pub struct RxFrame<'a> {
     pub csum_not_ready: bool,
     /// The kernel already verified the frame's checksum (`TP_STATUS_CSUM_VALID`).
     pub csum_valid: bool,
+    /// The frame had a VLAN tag, which the kernel took out of the bytes
+    /// (`TP_STATUS_VLAN_VALID`; the tag itself is in `tp_vlan_tci`).
+    pub vlan_tagged: bool,
 }
 
 impl RxFrame<'_> {

@@ -616,6 +616,7 @@ fn handle_frame(
         gso: gso_of(&frame.vnet),
         fwmark: 0,
         truncated: frame.truncated(),
+        vlan: frame.vlan_tagged,
     };
     let (head, len, vnet) = (frame.head, frame.len, frame.vnet);
     let verdict = director.process(now, &meta, frame.buf, head, len);

@@ -319,6 +319,7 @@ mod tests {
             gso: None,
             fwmark: 0,
             truncated: false,
+            vlan: false,
         }
     }
 
