@@ -12,6 +12,10 @@ use lvs_core::Director;
 use lvs_core::director::Settings;
 use lvs_core::time::Time;
 
+/// The largest timeout `--set` takes: IPVS refuses more than `INT_MAX / HZ` seconds (with
+/// Debian's HZ = 250).
+pub const MAX_TIMEOUT: u64 = i32::MAX as u64 / 250;
+
 /// Apply one change request to `d`. A request that is not a change (or a batch, which holds
 /// changes) is refused, and nothing is changed on any error.
 pub fn apply_change(d: &mut Director, r: Request) -> Result<(), String> {
@@ -27,6 +31,11 @@ pub fn apply_change(d: &mut Director, r: Request) -> Result<(), String> {
         Request::EditDest { key, dest } => d.edit_dest(&key.into(), dest.into()),
         Request::DeleteDest { key, addr, port } => d.delete_dest(&key.into(), addr, port),
         Request::SetTimeouts { tcp, tcpfin, udp } => {
+            if let Some(big) = [tcp, tcpfin, udp].into_iter().find(|t| *t > MAX_TIMEOUT) {
+                return Err(format!(
+                    "timeout {big} s is larger than IPVS allows ({MAX_TIMEOUT} s, INT_MAX / HZ)"
+                ));
+            }
             d.set_timeouts(
                 Duration::from_secs(tcp),
                 Duration::from_secs(tcpfin),

@@ -896,3 +896,32 @@ fn listing_round_trip() {
     assert_eq!(run, c);
     assert!(diff(&run, &c).is_empty());
 }
+
+/// `--set` refuses what IPVS refuses (more than INT_MAX / HZ seconds) and changes nothing.
+#[test]
+fn timeouts_beyond_ipvs_limit_are_refused() {
+    let mut d = Director::new(CoreSettings::default(), Time::ZERO);
+    let before = d.timeouts().get();
+    let e = crate::table::apply_change(
+        &mut d,
+        Request::SetTimeouts {
+            tcp: u64::MAX,
+            tcpfin: 0,
+            udp: 0,
+        },
+    )
+    .unwrap_err();
+    assert!(e.contains("larger than IPVS allows"), "{e}");
+    assert_eq!(d.timeouts().get(), before);
+    let max = crate::table::MAX_TIMEOUT;
+    crate::table::apply_change(
+        &mut d,
+        Request::SetTimeouts {
+            tcp: max,
+            tcpfin: 0,
+            udp: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(d.timeouts().get().0.as_secs(), max);
+}

@@ -94,7 +94,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("lvsd-metrics".into())
         .spawn(move || {
-            serve(listener, &stop, || {
+            serve(listener, &stop, move || {
                 snapshot(&control, &shared).map(|s| encode(&s))
             })
         })
@@ -132,14 +132,51 @@ pub fn snapshot(control: &Control, shared: &Shared) -> Result<Snapshot, String> 
     })
 }
 
-/// Accept and answer clients, one at a time, until `stop` is set. `render` produces the
-/// `/metrics` body, or the reason it cannot (answered with 503).
-fn serve(listener: TcpListener, stop: &AtomicBool, render: impl Fn() -> Result<String, String>) {
+/// Clients answered at once; one more gets a quick 503. Idle or slow clients hold a slot
+/// for [`IO_TIMEOUT`] at most, so they cannot keep scrapes waiting.
+const MAX_CLIENTS: usize = 8;
+
+/// Accept and answer clients, each on its own thread (at most [`MAX_CLIENTS`]), until
+/// `stop` is set. `render` produces the `/metrics` body, or the reason it cannot (answered
+/// with 503).
+fn serve(
+    listener: TcpListener,
+    stop: &AtomicBool,
+    render: impl Fn() -> Result<String, String> + Send + Sync + 'static,
+) {
+    let render = Arc::new(render);
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, peer)) => {
-                if let Err(e) = answer(stream, &render) {
-                    warn!(%peer, error = %e, "metrics request failed");
+            Ok((mut stream, peer)) => {
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = respond(
+                        &mut stream,
+                        "503 Service Unavailable\r\nRetry-After: 1",
+                        "text/plain",
+                        "too many metrics clients at once\n",
+                        false,
+                    );
+                    // Take the request (briefly) so that closing does not reset the answer.
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    let _ = stream.read(&mut [0u8; 1024]);
+                    continue;
+                }
+                let (render, done) = (Arc::clone(&render), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("lvsd-metrics-client".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(stream, &*render) {
+                            warn!(%peer, error = %e, "metrics request failed");
+                        }
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    warn!(error = %e, "cannot start a thread for a metrics client");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -1212,7 +1249,7 @@ mod tests {
         let server = {
             let (stop, fail) = (Arc::clone(&stop), Arc::clone(&fail));
             std::thread::spawn(move || {
-                serve(listener, &stop, || {
+                serve(listener, &stop, move || {
                     if fail.load(Ordering::Relaxed) {
                         Err("the data path did not answer in 10 s".into())
                     } else {
@@ -1247,10 +1284,25 @@ mod tests {
             down.starts_with("HTTP/1.1 503 ") && down.contains("did not answer"),
             "{down}"
         );
-        // A client that never sends its request holds the server for IO_TIMEOUT at most;
-        // one that closes at once costs nothing.
-        drop(TcpStream::connect(addr).unwrap());
+        // Clients that never send their request hold a slot each (for IO_TIMEOUT at most),
+        // not the server: a scrape meanwhile is answered at once.
+        let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let t = std::time::Instant::now();
         assert!(http(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        assert!(
+            t.elapsed() < IO_TIMEOUT,
+            "a scrape waited for idle clients: {:?}",
+            t.elapsed()
+        );
+        // One client more than the slots: told so at once.
+        let more: Vec<TcpStream> = (0..MAX_CLIENTS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let busy = http(addr, "GET / HTTP/1.1\r\n\r\n");
+        assert!(busy.starts_with("HTTP/1.1 503 "), "{busy}");
+        drop((idle, more));
 
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
