@@ -641,7 +641,7 @@ impl Import {
             && persistence.is_none()
         {
             // keepalived makes an all-ports service persistent, as IPVS requires.
-            self.note(
+            self.info(
                 n.line,
                 format!("'{header}': port 0 needs persistence; {KEEPALIVED_PERSISTENCE} s used, as keepalived does"),
             );

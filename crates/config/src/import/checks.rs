@@ -157,6 +157,11 @@ pub(super) fn checker(
             notes.push((c.line, format!("{} not translated: {e}", c.words.join(" "))));
         }
     }
+    // An echo has no port: the port keepalived would knock on (kept for the other checkers
+    // when forwarding moves the real server's port) means nothing to it.
+    if kind == "ping" {
+        json.remove("connect_port");
+    }
     match lvs_health::validate_check(Value::Object(json), target) {
         Ok((cfg, _)) => Some(cfg),
         Err(e) => {
