@@ -451,6 +451,7 @@ fn keepalived_import_checks_act_as_keepalived() {
         return;
     }
     let mut d = Director::without_lvsd(Method::Nat, test);
+    let flag = format!("{}.rs2-down", d.socket().display());
     let conf = format!(
         "! Configuration File for keepalived
 global_defs {{
@@ -479,6 +480,10 @@ virtual_server {VIP} {HTTP_PORT} {{
             connect_timeout 1
             retry 0
         }}
+        MISC_CHECK {{
+            misc_path \"test ! -e {flag}\"
+            misc_timeout 1
+        }}
     }}
     real_server {r3} {HTTP_PORT} {{
         weight 1
@@ -493,6 +498,7 @@ virtual_server {VIP} {HTTP_PORT} {{
         r2 = RIPS[1],
         r3 = RIPS[2],
     );
+    let _ = std::fs::remove_file(&flag);
     let base = d.socket().display().to_string();
     let (ka, toml) = (format!("{base}.keepalived.conf"), format!("{base}.toml"));
     std::fs::write(&ka, conf).unwrap();
@@ -507,6 +513,19 @@ virtual_server {VIP} {HTTP_PORT} {{
     d.set_lvsd_args(&["--config", &toml]);
     d.start_lvsd();
     wait_for(&d, "all up", |l| (0..3).all(|i| l.get(&rs(i)) == Some(&1)));
+
+    // rs2 has two checkers: the MISC_CHECK failing takes it out although TCP_CHECK passes,
+    // as keepalived does; it comes back when both pass.
+    std::fs::write(&flag, "down").unwrap();
+    let took = wait_for(&d, "rs2's second checker fails", |l| {
+        !l.contains_key(&rs(1))
+    });
+    assert!(took <= BOUND, "second checker: after {took:?} > {BOUND:?}");
+    std::fs::remove_file(&flag).unwrap();
+    wait_for(&d, "rs2 back with both checks passing", |l| {
+        l.get(&rs(1)) == Some(&1)
+    });
+    eprintln!("imported two checkers on rs2: out {took:?} after the second one failed");
 
     let mut children = Vec::new();
     for (i, inhibit, what) in [

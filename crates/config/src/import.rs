@@ -685,8 +685,8 @@ impl Import {
                 );
                 continue;
             }
-            if let Some(c) = check {
-                entry.checks.insert((d.addr, d.port), c);
+            if !check.is_empty() {
+                entry.checks.insert((d.addr, d.port), check);
             }
             dests.push(d);
         }
@@ -700,7 +700,7 @@ impl Import {
         key: ServiceKey,
         (default_method, default_weight): (ForwardMethod, u32),
         inherited: &serde_json::Map<String, serde_json::Value>,
-    ) -> Option<(DestConfig, Option<lvs_health::CheckConfig>)> {
+    ) -> Option<(DestConfig, Vec<lvs_health::CheckConfig>)> {
         let header = n.words.join(" ");
         let Some(addr) = n.words.get(1).and_then(|a| a.parse::<IpAddr>().ok()) else {
             self.note(
@@ -807,15 +807,12 @@ impl Import {
             settings.insert("connect_port".into(), written_port.into());
         }
         let target = SocketAddr::new(d.addr, d.port);
-        let mut check = None;
-        for (i, c) in checkers.into_iter().enumerate() {
+        // Every checker: the real server is up while all of them pass, as in keepalived.
+        let mut check = Vec::new();
+        for c in checkers {
             let kw = c.words.first().map_or("", String::as_str);
-            if i > 0 {
-                self.note(c.line, format!("{kw} of {header} not translated: lvsd runs one check per real server (the first is kept)"));
-                continue;
-            }
             let kind = checks::checker_type(kw).unwrap_or("tcp");
-            check = checks::checker(kind, c, &settings, target, &mut self.notes);
+            check.extend(checks::checker(kind, c, &settings, target, &mut self.notes));
         }
         Some((d, check))
     }

@@ -159,6 +159,9 @@ impl Config {
     }
 }
 
+/// Health checks of real servers by address and port (see [`ServiceEntry::checks`]).
+pub type Checks = BTreeMap<(IpAddr, u16), Vec<CheckConfig>>;
+
 /// One virtual service with its real servers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceEntry {
@@ -166,9 +169,11 @@ pub struct ServiceEntry {
     pub config: ServiceConfig,
     /// Its real servers in file order.
     pub dests: Vec<DestConfig>,
-    /// Health checks of its real servers (`[service.real_server.check]`), by real server
-    /// address and port; real servers without a check are not in the map.
-    pub checks: BTreeMap<(IpAddr, u16), CheckConfig>,
+    /// Health checks of its real servers (`[service.real_server.check]`, or
+    /// `[[service.real_server.check]]` for several, which must all pass, as keepalived's
+    /// checkers of one real server), by real server address and port; real servers without
+    /// a check are not in the map.
+    pub checks: Checks,
     /// Health settings (`quorum`, `hysteresis`, `sorry_server`, `quorum_up`,
     /// `quorum_down`); `None` when the service has none of these keys (keepalived's
     /// defaults apply to its checks).
@@ -419,8 +424,10 @@ pub fn to_toml(cfg: &Config) -> String {
             if d.lower_threshold != 0 {
                 let _ = writeln!(s, "  lower_threshold = {}", d.lower_threshold);
             }
-            if let Some(check) = e.checks.get(&(d.addr, d.port)) {
-                write_check(&mut s, check);
+            if let Some(checks) = e.checks.get(&(d.addr, d.port)) {
+                for check in checks {
+                    write_check(&mut s, check, checks.len() > 1);
+                }
             }
         }
     }
@@ -485,9 +492,14 @@ fn non_default(
 }
 
 /// `[service.real_server.check]`: `type` and the keys that are not at their default.
-fn write_check(s: &mut String, check: &CheckConfig) {
+/// One check table; `several`: one of an array (`[[...]]`).
+fn write_check(s: &mut String, check: &CheckConfig, several: bool) {
     use std::fmt::Write as _;
-    s.push_str("\n    [service.real_server.check]\n");
+    s.push_str(if several {
+        "\n    [[service.real_server.check]]\n"
+    } else {
+        "\n    [service.real_server.check]\n"
+    });
     let _ = writeln!(s, "    type = \"{}\"", check.kind.name());
     let v = serde_json::to_value(check).unwrap_or_default();
     let d = serde_json::to_value(CheckConfig::new(check.kind)).unwrap_or_default();
@@ -579,11 +591,16 @@ pub fn health_requests(cfg: &Config) -> Vec<Request> {
         }
         for d in &e.dests {
             if let Some(c) = e.checks.get(&(d.addr, d.port)) {
+                // One check as an object, several as an array (the control API takes both).
+                let check = match c.as_slice() {
+                    [one] => serde_json::to_value(one).ok(),
+                    many => serde_json::to_value(many).ok(),
+                };
                 out.push(Request::SetCheck {
                     key: e.config.key.into(),
                     addr: d.addr,
                     port: d.port,
-                    check: serde_json::to_value(c).ok(),
+                    check,
                 });
             }
         }

@@ -747,7 +747,7 @@ fn real_servers(
     cx: &mut Cx<'_>,
     t: &dyn TableLike,
     key: Option<ServiceKey>,
-) -> (Vec<DestConfig>, BTreeMap<(IpAddr, u16), CheckConfig>) {
+) -> (Vec<DestConfig>, crate::Checks) {
     let mut dests = Vec::new();
     let mut checks = BTreeMap::new();
     let Some(item) = t.get("real_server") else {
@@ -769,8 +769,8 @@ fn real_servers(
                 );
             } else {
                 seen.insert((d.addr, d.port), cx.line_of(&dspan));
-                if let Some(c) = check {
-                    checks.insert((d.addr, d.port), c);
+                if !check.is_empty() {
+                    checks.insert((d.addr, d.port), check);
                 }
                 dests.push(d);
             }
@@ -784,7 +784,7 @@ fn real_server(
     cx: &mut Cx<'_>,
     t: &dyn TableLike,
     key: Option<ServiceKey>,
-) -> Option<(DestConfig, Span, Option<CheckConfig>)> {
+) -> Option<(DestConfig, Span, Vec<CheckConfig>)> {
     let before = cx.diags.len();
     known_keys(
         cx,
@@ -868,27 +868,40 @@ fn real_server(
             }
         },
     }
-    let check = t.get("check").and_then(|item| {
+    // One check (a table) or several (an array of tables): all must pass.
+    let mut check = Vec::new();
+    if let Some(item) = t.get("check") {
         let kspan = t.key("check").and_then(|k| k.span());
-        let ct = table(cx, item, "service.real_server.check", kspan.clone())?;
-        let here = std::mem::replace(&mut cx.here, item.span().or(kspan));
+        let name = "service.real_server.check";
+        let list: Vec<(&dyn TableLike, Span)> = match item {
+            Item::ArrayOfTables(_) | Item::Value(Value::Array(_)) => {
+                tables(cx, item, name, kspan.clone())
+            }
+            _ => table(cx, item, name, kspan.clone())
+                .map(|ct| (ct, item.span().or(kspan.clone())))
+                .into_iter()
+                .collect(),
+        };
         // Validated against the real server it checks (or, if its address is wrong, any).
         let target = dest.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |(a, p)| {
             SocketAddr::new(a, p)
         });
-        let c = table_json(cx, ct).and_then(|json| {
-            match lvs_health::validate_check(serde_json::Value::Object(json), target) {
-                Ok((c, _)) => Some(c),
-                Err(e) => {
-                    let span = e.key.as_deref().and_then(|k| key_span(ct, k));
-                    cx.err(span, format!("bad health check: {}", e.message));
-                    None
+        for (ct, span) in list {
+            let here = std::mem::replace(&mut cx.here, span.or(kspan.clone()));
+            let c = table_json(cx, ct).and_then(|json| {
+                match lvs_health::validate_check(serde_json::Value::Object(json), target) {
+                    Ok((c, _)) => Some(c),
+                    Err(e) => {
+                        let span = e.key.as_deref().and_then(|k| key_span(ct, k));
+                        cx.err(span, format!("bad health check: {}", e.message));
+                        None
+                    }
                 }
-            }
-        });
-        cx.here = here;
-        c
-    });
+            });
+            cx.here = here;
+            check.extend(c);
+        }
+    }
     if cx.diags.len() != before {
         return None;
     }

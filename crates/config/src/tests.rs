@@ -478,15 +478,15 @@ fn health_checks_and_settings_parse() {
     );
     assert!(h.quorum_down.as_deref().unwrap().contains("\"quorum lost"));
     assert_eq!(web.checks.len(), 4);
-    let http = &web.checks[&(v4("10.0.1.11"), 80)];
+    let http = &web.checks[&(v4("10.0.1.11"), 80)][0];
     assert_eq!(http.kind, lvs_health::CheckKind::Http);
     assert_eq!(
         (http.delay_loop, http.connect_timeout, http.retry()),
         (2.0, 1.5, 3)
     );
     assert!(http.inhibit_on_failure);
-    assert!(web.checks[&(v4("10.0.1.12"), 80)].alpha);
-    let exec = &web.checks[&(v4("10.0.1.14"), 80)];
+    assert!(web.checks[&(v4("10.0.1.12"), 80)][0].alpha);
+    let exec = &web.checks[&(v4("10.0.1.14"), 80)][0];
     assert!(exec.dynamic && exec.command.as_deref() == Some("/usr/local/bin/check-app $LVS_RIP"));
     let dns = &c.services[1];
     assert_eq!(
@@ -505,7 +505,10 @@ fn health_checks_and_settings_parse() {
         53,
         "the virtual port"
     );
-    assert_eq!(dns.checks[&(v4("10.0.1.11"), 53)].connect_port, Some(5353));
+    assert_eq!(
+        dns.checks[&(v4("10.0.1.11"), 53)][0].connect_port,
+        Some(5353)
+    );
     // A service without health keys has no health settings.
     assert!(parse(NAT).unwrap().services[0].health.is_none());
 }

@@ -37,7 +37,7 @@ fn dist_example_parses_with_a_check_of_every_type() {
     let mut kinds: Vec<&str> = cfg
         .services
         .iter()
-        .flat_map(|s| s.checks.values())
+        .flat_map(|s| s.checks.values().flatten())
         .map(|c| c.kind.name())
         .collect();
     kinds.sort();

@@ -93,7 +93,7 @@ fn keepalived_fixture_translates() {
     );
     assert!(note_at(&notes, 10)[0].contains("VRRP"), "{notes:#?}");
     // Health checking: checkers with their parameters, service settings copied down.
-    let http = &web.checks[&("10.0.1.11".parse().unwrap(), 8080)];
+    let http = &web.checks[&("10.0.1.11".parse().unwrap(), 8080)][0];
     assert_eq!(http.kind, CheckKind::Http);
     assert_eq!(http.path.as_deref(), Some("/health"));
     assert_eq!(
@@ -102,7 +102,7 @@ fn keepalived_fixture_translates() {
     );
     assert_eq!((http.delay_loop, http.connect_timeout), (6.0, 3.0));
     assert!(http.inhibit_on_failure, "real_server's inhibit_on_failure");
-    let tcp = &web.checks[&("10.0.1.12".parse().unwrap(), 8080)];
+    let tcp = &web.checks[&("10.0.1.12".parse().unwrap(), 8080)][0];
     assert_eq!((tcp.kind, tcp.delay_loop), (CheckKind::Tcp, 6.0));
     assert!(!tcp.inhibit_on_failure);
     let sorry = web.health.as_ref().and_then(|h| h.sorry_server.as_ref());
@@ -111,7 +111,7 @@ fn keepalived_fixture_translates() {
         Some(("10.0.9.9".parse().unwrap(), 80))
     );
     assert_eq!(https.health.as_ref().map(|h| h.quorum), Some(1));
-    let exec = &https.checks[&("10.0.1.11".parse().unwrap(), 443)];
+    let exec = &https.checks[&("10.0.1.11".parse().unwrap(), 443)][0];
     assert_eq!(exec.kind, CheckKind::Exec);
     assert_eq!(exec.command.as_deref(), Some("/usr/local/bin/check https"));
     assert_eq!(https.checks.len(), 1, "10.0.1.13 has no checker");
@@ -189,7 +189,7 @@ fn keepalived_defaults_and_oddities() {
 
 /// keepalived's health-checking shapes: settings copied down from the service and the real
 /// server to the checker (the checker's own winning), `nb_get_retry` as `retry`, sorry
-/// server options, quorum scripts, one check per real server, checkers lvsd lacks noted.
+/// server options, quorum scripts, several checkers per real server, checkers lvsd lacks noted.
 #[test]
 fn keepalived_checks_translate_with_their_defaults() {
     let text = r#"
@@ -266,7 +266,7 @@ virtual_server 192.0.2.1 53 {
     let (cfg, notes) = import::keepalived(text);
     assert_eq!(cfg.services.len(), 2, "{notes:#?}");
     let s = &cfg.services[0];
-    let ssl = &s.checks[&("10.0.1.1".parse().unwrap(), 8443)];
+    let ssl = &s.checks[&("10.0.1.1".parse().unwrap(), 8443)][0];
     assert_eq!(ssl.kind, CheckKind::Https);
     // The real server's delay_loop (after the checker) wins over the service's.
     assert_eq!(ssl.delay_loop, 5.0);
@@ -279,22 +279,28 @@ virtual_server 192.0.2.1 53 {
     assert_eq!(ssl.connect_port, Some(9000));
     assert_eq!(ssl.path.as_deref(), Some("/a"), "the first url");
     assert!(ssl.digest.is_some());
-    let second_url = notes.iter().any(|n| n.contains("a second url"));
-    let second_checker = notes.iter().any(|n| {
-        n.contains("TCP_CHECK of real_server 10.0.1.1 8443 not translated: lvsd runs one check")
-    });
-    assert!(second_url && second_checker, "{notes:#?}");
+    // Every url and every checker of the real server: it is up while all pass, as in
+    // keepalived (the second url is a check of its own, with the checker's settings).
+    let all = &s.checks[&("10.0.1.1".parse().unwrap(), 8443)];
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(
+        (all[1].kind, all[1].path.as_deref()),
+        (CheckKind::Https, Some("/b"))
+    );
+    assert_eq!((all[1].retry, all[1].digest.as_deref()), (Some(7), None));
+    assert_eq!(all[2].kind, CheckKind::Tcp);
+    assert_eq!(all[2].connect_timeout, 1.0);
     // SMTP, DNS and PING checkers with keepalived's parameters; BFD is not in lvsd.
-    let smtp = &s.checks[&("10.0.1.2".parse().unwrap(), 8443)];
+    let smtp = &s.checks[&("10.0.1.2".parse().unwrap(), 8443)][0];
     assert_eq!(smtp.kind, CheckKind::Smtp);
     assert_eq!(smtp.helo_name.as_deref(), Some("x.example"));
-    let dns = &s.checks[&("10.0.1.4".parse().unwrap(), 8443)];
+    let dns = &s.checks[&("10.0.1.4".parse().unwrap(), 8443)][0];
     assert_eq!(dns.kind, CheckKind::Dns);
     assert_eq!(
         (dns.query_type.as_deref(), dns.query_name.as_deref()),
         (Some("A"), Some("www.example.org"))
     );
-    let ping = &s.checks[&("10.0.1.5".parse().unwrap(), 8443)];
+    let ping = &s.checks[&("10.0.1.5".parse().unwrap(), 8443)][0];
     assert_eq!((ping.kind, ping.connect_timeout), (CheckKind::Ping, 2.0));
     assert!(!s.checks.contains_key(&("10.0.1.6".parse().unwrap(), 8443)));
     assert!(
@@ -303,7 +309,7 @@ virtual_server 192.0.2.1 53 {
             .any(|n| n.contains("lvsd has no BFD_CHECK checker")),
         "{notes:#?}"
     );
-    let exec = &s.checks[&("10.0.1.3".parse().unwrap(), 8443)];
+    let exec = &s.checks[&("10.0.1.3".parse().unwrap(), 8443)][0];
     assert_eq!(exec.command.as_deref(), Some("/bin/check 10.0.1.3"));
     assert_eq!((exec.timeout, exec.dynamic), (Some(3.0), true));
     assert_eq!(exec.retry, Some(4), "retry copied down from the service");
@@ -317,7 +323,7 @@ virtual_server 192.0.2.1 53 {
     assert!(sorry.inhibit);
     assert_eq!(format!("{:?}", sorry.method), "Dr");
 
-    let udp = &cfg.services[1].checks[&("10.0.1.1".parse().unwrap(), 53)];
+    let udp = &cfg.services[1].checks[&("10.0.1.1".parse().unwrap(), 53)][0];
     assert_eq!(udp.kind, CheckKind::Udp);
     assert_eq!(
         (udp.payload.as_deref(), udp.require_reply),
@@ -461,9 +467,9 @@ virtual_server 192.0.2.1 80 {
 }
 ";
     let (cfg, notes) = import::keepalived(text);
-    let fwm = &cfg.services[0].checks[&("10.0.1.1".parse().unwrap(), 0)];
+    let fwm = &cfg.services[0].checks[&("10.0.1.1".parse().unwrap(), 0)][0];
     assert_eq!(fwm.connect_port, Some(8080), "{notes:#?}");
-    let dr = &cfg.services[1].checks[&("10.0.1.2".parse().unwrap(), 80)];
+    let dr = &cfg.services[1].checks[&("10.0.1.2".parse().unwrap(), 80)][0];
     assert_eq!(dr.connect_port, Some(8080), "{notes:#?}");
     assert!(
         cfg.services[1].health.is_none(),

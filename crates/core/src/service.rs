@@ -286,6 +286,11 @@ impl Service {
         self.trash.iter().map(|(_, d)| d)
     }
 
+    /// Slot of the first removed real server (in the trash) for which `f` holds.
+    pub fn find_removed(&self, f: impl Fn(&Dest) -> bool) -> Option<u32> {
+        self.trash.iter().find(|(_, d)| f(d)).map(|(s, _)| *s)
+    }
+
     /// Whether the service was deleted and lingers only for its connections.
     pub fn is_deleted(&self) -> bool {
         self.deleted

@@ -1056,7 +1056,7 @@ fn import_ipvsadm_save_and_keepalived() {
     assert_eq!(cfg.services.len(), 1);
     assert_eq!(cfg.services[0].config.scheduler, SchedulerKind::Wrr);
     // The checker comes along (keepalived's HTTP_GET becomes an http check).
-    let check = cfg.services[0].checks.values().next().expect("a check");
+    let check = &cfg.services[0].checks.values().next().expect("a check")[0];
     assert_eq!(check.kind, lvs_health::CheckKind::Http);
     assert_eq!(check.path.as_deref(), Some("/"));
     assert!(out.stderr.is_empty(), "{}", out.stderr);

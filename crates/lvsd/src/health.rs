@@ -19,7 +19,9 @@
 //! than fought blindly: a checked server that is down stays out, whatever is re-added.
 //!
 //! Servers without a check count towards the quorum with their listed weight (keepalived
-//! treats a real server without checker as always alive).
+//! treats a real server without checker as always alive). A server with several checks is
+//! up while all of them pass, as with keepalived's checkers of one real server: the first
+//! that fails takes it down, the last that recovers brings it back.
 //!
 //! **Configuration files.** `--config` at start and every reload go through
 //! [`Health::apply_config`], which owns the whole step: it takes the live table, undoes the
@@ -31,7 +33,7 @@
 //! out, nor restores a weight it set to 0, nor deletes the sorry server in use; and a check
 //! removed from the file puts its server back as configured.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +48,16 @@ use crate::control::{Control, Hooks, Origin};
 
 /// A checked real server: service, address, port.
 type Key = (ServiceKey, IpAddr, u16);
+
+/// One check of a real server: the server, and the check's place among its checks.
+type CheckKey = (ServiceKey, IpAddr, u16, u8);
+
+/// Most checks one real server may have.
+const MAX_CHECKS: usize = 16;
+
+fn check_key(k: Key, i: usize) -> CheckKey {
+    (k.0, k.1, k.2, i as u8)
+}
 
 /// Where the health module sends its changes: the daemon's control path ([`Control`]), or a
 /// stand-in in tests.
@@ -64,19 +76,99 @@ impl Table for Control {
 
 #[derive(Clone)]
 struct Server {
-    inhibit: bool,
     /// The configuration to restore when it is up (weight = configured weight).
     dest: DestConfig,
-    up: bool,
+    /// Which of its checks are down: it is up while none is.
+    down: BTreeSet<u8>,
     dyn_weight: Option<u32>,
-    /// The check as configured.
-    check: CheckConfig,
+    /// The checks as configured.
+    checks: Vec<CheckConfig>,
 }
 
 impl Server {
+    /// A server whose checks start (those with `alpha` down, the others up).
+    fn new(dest: DestConfig, checks: Vec<CheckConfig>, compiled: &[Check]) -> Server {
+        Server {
+            dest,
+            down: alpha_down(compiled),
+            dyn_weight: None,
+            checks,
+        }
+    }
+
+    fn up(&self) -> bool {
+        self.down.is_empty()
+    }
+
+    /// Out with weight 0 rather than removed: when down, a failing check has
+    /// `inhibit_on_failure`; when up (taken out because the quorum is lost), one of its
+    /// checks has.
+    fn inhibit(&self) -> bool {
+        if self.down.is_empty() {
+            return self.checks.iter().any(|c| c.inhibit_on_failure);
+        }
+        self.down.iter().any(|&i| {
+            self.checks
+                .get(usize::from(i))
+                .is_some_and(|c| c.inhibit_on_failure)
+        })
+    }
+
     fn weight(&self) -> u32 {
         self.dyn_weight.unwrap_or(self.dest.weight)
     }
+
+    /// New checks replace the old: the ones still there keep whether they are down.
+    fn replace_checks(&mut self, checks: Vec<CheckConfig>, compiled: &[Check]) {
+        let n = checks.len();
+        self.down.retain(|&i| usize::from(i) < n);
+        // A check that is new at its place starts as alpha says.
+        for (i, c) in compiled.iter().enumerate() {
+            if self.checks.get(i) != checks.get(i) && c.timing.alpha {
+                self.down.insert(i as u8);
+            }
+        }
+        self.checks = checks;
+    }
+}
+
+fn alpha_down(compiled: &[Check]) -> BTreeSet<u8> {
+    compiled
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.timing.alpha)
+        .map(|(i, _)| i as u8)
+        .collect()
+}
+
+/// `check` of a `set_check` request or a configuration: one check (an object) or several
+/// (an array), each compiled for the real server at `rs`.
+fn parse_checks(
+    value: serde_json::Value,
+    rs: SocketAddr,
+) -> Result<(Vec<CheckConfig>, Vec<Check>), String> {
+    let values = match value {
+        serde_json::Value::Array(a) => a,
+        one => vec![one],
+    };
+    if values.is_empty() || values.len() > MAX_CHECKS {
+        return Err(format!(
+            "give 1 to {MAX_CHECKS} checks, not {}",
+            values.len()
+        ));
+    }
+    let mut cfgs = Vec::new();
+    let mut checks = Vec::new();
+    for v in values {
+        let cfg: CheckConfig =
+            serde_json::from_value(v).map_err(|e| format!("bad health check: {e}"))?;
+        checks.push(
+            cfg.compile(rs)
+                .map_err(|e| format!("bad health check: {e}"))?,
+        );
+        cfgs.push(cfg);
+    }
+    Ok((cfgs, checks))
 }
 
 #[derive(Clone)]
@@ -95,7 +187,7 @@ struct State {
 
 /// The health checks of a running lvsd.
 pub struct Health {
-    engine: Engine<Key>,
+    engine: Engine<CheckKey>,
     control: Arc<dyn Table>,
     state: Mutex<State>,
     /// Re-applies the `--config` file; none without `--config`.
@@ -106,7 +198,7 @@ pub struct Health {
 /// checks in front of `control` (they answer their requests and the reload, and follow the
 /// operator's changes). `reloader` re-applies the `--config` file, if there is one.
 pub fn start(control: Arc<Control>, reloader: Option<Reloader>) -> anyhow::Result<Arc<Health>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Event<Key>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Event<CheckKey>>();
     let mut health = Health::new(Arc::clone(&control) as Arc<dyn Table>, Engine::start(tx)?);
     health.reloader = reloader;
     let health = Arc::new(health);
@@ -167,7 +259,7 @@ fn epoch(t: SystemTime) -> u64 {
 }
 
 impl Health {
-    fn new(control: Arc<dyn Table>, engine: Engine<Key>) -> Health {
+    fn new(control: Arc<dyn Table>, engine: Engine<CheckKey>) -> Health {
         Health {
             engine,
             control,
@@ -218,8 +310,8 @@ impl Health {
         };
         let k = (key, addr, port);
         let Some(value) = check else {
-            self.engine.remove(&k);
             if let Some(s) = st.servers.remove(&k) {
+                self.stop_checks(k, 0..s.checks.len());
                 info!(service = %key, server = %sock(addr, port), "health check removed from real server {} of {key}", sock(addr, port));
                 // Without a check the server is simply configured: put it back as such.
                 self.restore(&s, &key);
@@ -227,21 +319,9 @@ impl Health {
             self.reconcile(&mut st, &key);
             return Reply::Ok;
         };
-        let cfg: CheckConfig = match serde_json::from_value(value) {
+        let (cfgs, checks) = match parse_checks(value, sock(addr, port)) {
             Ok(c) => c,
-            Err(e) => {
-                return Reply::Error {
-                    message: format!("bad health check: {e}"),
-                };
-            }
-        };
-        let check = match cfg.compile(sock(addr, port)) {
-            Ok(c) => c,
-            Err(e) => {
-                return Reply::Error {
-                    message: format!("bad health check: {e}"),
-                };
-            }
+            Err(message) => return Reply::Error { message },
         };
         let services = match self.table() {
             Ok(s) => s,
@@ -259,8 +339,9 @@ impl Health {
             .map(|d| d.config);
         match st.servers.get_mut(&k) {
             Some(s) => {
-                s.inhibit = check.inhibit_on_failure;
-                s.check = cfg;
+                let old = s.checks.len();
+                s.replace_checks(cfgs, &checks);
+                self.stop_checks(k, checks.len()..old);
             }
             None => {
                 let Some(dest) = listed else {
@@ -271,22 +352,10 @@ impl Health {
                         ),
                     };
                 };
-                st.servers.insert(
-                    k,
-                    Server {
-                        inhibit: check.inhibit_on_failure,
-                        dest,
-                        up: !check.timing.alpha,
-                        dyn_weight: None,
-                        check: cfg,
-                    },
-                );
+                st.servers.insert(k, Server::new(dest, cfgs, &checks));
             }
         }
-        info!(service = %key, server = %sock(addr, port), check = %check.probe.describe(),
-            "health check set on real server {} of {key}: {}{}", sock(addr, port), check.probe.describe(),
-            if check.timing.alpha { " (alpha: down until a check passes)" } else { "" });
-        self.engine.set(k, check);
+        self.start_checks(k, checks);
         st.services.entry(key).or_insert_with(|| Svc {
             health: ServiceHealth::default(),
             quorum: Quorum::new(1, 0, 0),
@@ -296,6 +365,29 @@ impl Health {
         self.update_quorum(&mut st, &key, true);
         self.reconcile(&mut st, &key);
         Reply::Ok
+    }
+
+    /// Start (or replace) the checks of real server `k`, logging each.
+    fn start_checks(&self, k: Key, checks: Vec<Check>) {
+        let n = checks.len();
+        for (i, check) in checks.into_iter().enumerate() {
+            let which = if n > 1 {
+                format!(" (check {} of {n})", i + 1)
+            } else {
+                String::new()
+            };
+            info!(service = %k.0, server = %sock(k.1, k.2), check = %check.probe.describe(),
+                "health check set on real server {} of {}{which}: {}{}", sock(k.1, k.2), k.0, check.probe.describe(),
+                if check.timing.alpha { " (alpha: down until a check passes)" } else { "" });
+            self.engine.set(check_key(k, i), check);
+        }
+    }
+
+    /// Stop the checks of real server `k` at places `range`.
+    fn stop_checks(&self, k: Key, range: std::ops::Range<usize>) {
+        for i in range {
+            self.engine.remove(&check_key(k, i));
+        }
     }
 
     /// Put a server that loses its check back as configured.
@@ -376,20 +468,43 @@ impl Health {
             .servers
             .iter()
             .map(|(k, s)| {
-                let status = self.engine.status(k);
+                // A server's checks as one line: all their descriptions, the last result of
+                // the first failing one (else of the first), counts summed.
+                let statuses: Vec<_> = (0..s.checks.len())
+                    .filter_map(|i| self.engine.status(&check_key(*k, i)))
+                    .collect();
+                // Checks that have not reported yet are named by their configuration.
+                let names: Vec<String> = s
+                    .checks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        self.engine
+                            .status(&check_key(*k, i))
+                            .map(|x| x.check)
+                            .unwrap_or_else(|| format!("{} {}", c.kind.name(), sock(k.1, k.2)))
+                    })
+                    .collect();
+                let failing = statuses
+                    .iter()
+                    .find(|x| x.last_ok == Some(false))
+                    .or(statuses.first());
                 let w = now.get(k).copied();
                 HealthInfo {
                     key: k.0,
                     addr: k.1,
                     port: k.2,
-                    check: status.as_ref().map(|x| x.check.clone()).unwrap_or_default(),
-                    up: s.up,
-                    since: status.as_ref().map_or(0, |x| epoch(x.since)),
-                    last_ok: status.as_ref().and_then(|x| x.last_ok),
-                    last: status.as_ref().map(|x| x.last.clone()).unwrap_or_default(),
-                    last_at: status.as_ref().and_then(|x| x.last_at.map(epoch)),
-                    checks: status.as_ref().map_or(0, |x| x.checks),
-                    failures: status.as_ref().map_or(0, |x| x.failures),
+                    check: names.join(" + "),
+                    up: s.up(),
+                    since: statuses.iter().map(|x| epoch(x.since)).max().unwrap_or(0),
+                    last_ok: statuses
+                        .iter()
+                        .map(|x| x.last_ok)
+                        .try_fold(true, |all, ok| ok.map(|ok| all && ok)),
+                    last: failing.map(|x| x.last.clone()).unwrap_or_default(),
+                    last_at: statuses.iter().filter_map(|x| x.last_at.map(epoch)).max(),
+                    checks: statuses.iter().map(|x| x.checks).sum(),
+                    failures: statuses.iter().map(|x| x.failures).sum(),
                     weight: w.unwrap_or(0),
                     listed: w.is_some(),
                 }
@@ -415,37 +530,62 @@ impl Health {
         Reply::Health { servers, services }
     }
 
-    fn on_event(&self, ev: Event<Key>) {
+    fn on_event(&self, ev: Event<CheckKey>) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        let (key, addr, port) = ev.key;
-        let Some(s) = st.servers.get_mut(&ev.key) else {
+        let (key, addr, port, i) = ev.key;
+        let Some(s) = st.servers.get_mut(&(key, addr, port)) else {
             return; // removed meanwhile
         };
+        let Some(cfg) = s.checks.get(usize::from(i)) else {
+            return; // a check replaced meanwhile
+        };
+        let dynamic = cfg.dynamic;
         let rs = sock(addr, port);
+        let n = s.checks.len();
+        let which = if n > 1 {
+            format!(" (check {} of {n})", i + 1)
+        } else {
+            String::new()
+        };
+        let was_up = s.up();
         match ev.change {
             Change::Down => {
-                s.up = false;
-                let what = if s.inhibit {
-                    "weight 0 (inhibit_on_failure)".to_string()
+                s.down.insert(i);
+                if !was_up {
+                    warn!(service = %key, server = %rs, reason = %ev.reason,
+                        "real server {rs} of {key}: another check failing{which}: {}", ev.reason);
                 } else {
-                    "removed from the service".to_string()
-                };
-                warn!(service = %key, server = %rs, state = "DOWN", reason = %ev.reason,
-                    "real server {rs} of {key} DOWN: {}, {what}", ev.reason);
+                    let what = if s.inhibit() {
+                        "weight 0 (inhibit_on_failure)".to_string()
+                    } else {
+                        "removed from the service".to_string()
+                    };
+                    warn!(service = %key, server = %rs, state = "DOWN", reason = %ev.reason,
+                        "real server {rs} of {key} DOWN{which}: {}, {what}", ev.reason);
+                }
             }
             Change::Up { weight } => {
-                s.up = true;
-                s.dyn_weight = weight;
+                s.down.remove(&i);
+                // Only a dynamic check sets the weight (or gives it back).
+                if dynamic {
+                    s.dyn_weight = weight;
+                }
                 let w = s.weight();
-                info!(service = %key, server = %rs, state = "UP", weight = w,
-                    "real server {rs} of {key} UP: {}, weight {w}", ev.reason);
+                if s.up() {
+                    info!(service = %key, server = %rs, state = "UP", weight = w,
+                        "real server {rs} of {key} UP{which}: {}, weight {w}", ev.reason);
+                } else {
+                    info!(service = %key, server = %rs, reason = %ev.reason,
+                        "real server {rs} of {key}: check passing again{which}, still down ({} failing): {}",
+                        s.down.len(), ev.reason);
+                }
             }
             Change::Weight(w) => {
                 s.dyn_weight = Some(w);
                 info!(service = %key, server = %rs, state = "UP", weight = w,
-                    "real server {rs} of {key} weight {w}: {}", ev.reason);
+                    "real server {rs} of {key} weight {w}{which}: {}", ev.reason);
             }
         }
         self.update_quorum(&mut st, &key, false);
@@ -583,15 +723,15 @@ impl Health {
             }
         }
         // Applied: start / stop the checks, tell what changed.
-        for k in &plan.removed {
-            self.engine.remove(k);
+        for (k, n) in &plan.removed {
+            self.stop_checks(*k, 0..*n);
             info!(service = %k.0, server = %sock(k.1, k.2), "health check removed from real server {} of {}", sock(k.1, k.2), k.0);
         }
-        for (k, check) in plan.set {
-            info!(service = %k.0, server = %sock(k.1, k.2), check = %check.probe.describe(),
-                "health check set on real server {} of {}: {}{}", sock(k.1, k.2), k.0, check.probe.describe(),
-                if check.timing.alpha { " (alpha: down until a check passes)" } else { "" });
-            self.engine.set(k, check);
+        for (k, range) in plan.stopped {
+            self.stop_checks(k, range);
+        }
+        for (k, checks) in plan.set {
+            self.start_checks(k, checks);
         }
         for (key, change, sum) in plan.quorum {
             self.announce(&st, &key, change, sum, true);
@@ -635,23 +775,24 @@ impl Health {
                 }
             }
             Request::Clear => {
-                for k in std::mem::take(&mut st.servers).into_keys() {
-                    self.engine.remove(&k);
+                for (k, s) in std::mem::take(&mut st.servers) {
+                    self.stop_checks(k, 0..s.checks.len());
                 }
                 st.services.clear();
             }
             Request::DeleteService { key } => {
                 let gone: Vec<Key> = st.servers.keys().filter(|k| k.0 == key).copied().collect();
                 for k in gone {
-                    st.servers.remove(&k);
-                    self.engine.remove(&k);
+                    if let Some(s) = st.servers.remove(&k) {
+                        self.stop_checks(k, 0..s.checks.len());
+                    }
                 }
                 st.services.remove(&key);
             }
             Request::DeleteDest { key, addr, port } => {
                 let k = (key, addr, port);
-                if st.servers.remove(&k).is_some() {
-                    self.engine.remove(&k);
+                if let Some(s) = st.servers.remove(&k) {
+                    self.stop_checks(k, 0..s.checks.len());
                     info!(service = %key, server = %sock(addr, port), "health check of real server {} of {key} dropped with the server", sock(addr, port));
                     self.update_quorum(st, &key, false);
                     touched.push(key);
@@ -673,12 +814,14 @@ impl Health {
 /// What [`plan`] changed in the health state, to carry out once the table is applied.
 #[derive(Default)]
 struct Plan {
-    /// Checks to start or replace.
-    set: Vec<(Key, Check)>,
-    /// How many of them are new or changed (all of `set`).
+    /// Checks to start or replace, per real server.
+    set: Vec<(Key, Vec<Check>)>,
+    /// How many real servers got new or changed checks (all of `set`).
     checks_set: usize,
-    /// Checks to stop.
-    removed: Vec<Key>,
+    /// Real servers whose checks stop, with how many they had.
+    removed: Vec<(Key, usize)>,
+    /// Checks to stop of servers that keep others (places past their new number).
+    stopped: Vec<(Key, std::ops::Range<usize>)>,
     /// Services whose health settings were set or changed.
     settings: usize,
     /// Quorum changes to announce.
@@ -691,7 +834,7 @@ struct Plan {
 /// quorum states (computed against `wanted`'s table).
 fn plan(st: &mut State, wanted: &Config) -> Result<Plan, String> {
     let mut p = Plan::default();
-    let mut checks: BTreeMap<Key, (&CheckConfig, DestConfig)> = BTreeMap::new();
+    let mut checks: BTreeMap<Key, (&Vec<CheckConfig>, DestConfig)> = BTreeMap::new();
     for e in &wanted.services {
         for d in &e.dests {
             if let Some(c) = e.checks.get(&(d.addr, d.port)) {
@@ -706,25 +849,32 @@ fn plan(st: &mut State, wanted: &Config) -> Result<Plan, String> {
         .copied()
         .collect();
     for k in gone {
-        st.servers.remove(&k);
-        p.removed.push(k);
+        if let Some(s) = st.servers.remove(&k) {
+            p.removed.push((k, s.checks.len()));
+        }
     }
-    for (k, (cfg, dest)) in checks {
-        let changed = st.servers.get(&k).is_none_or(|s| s.check != *cfg);
+    for (k, (cfgs, dest)) in checks {
+        let changed = st.servers.get(&k).is_none_or(|s| s.checks != *cfgs);
         if changed {
-            let check = cfg
-                .compile(sock(k.1, k.2))
+            let compiled = cfgs
+                .iter()
+                .map(|c| c.compile(sock(k.1, k.2)))
+                .collect::<Result<Vec<Check>, String>>()
                 .map_err(|e| format!("health check of {} in {}: {e}", sock(k.1, k.2), k.0))?;
-            let s = st.servers.entry(k).or_insert_with(|| Server {
-                inhibit: cfg.inhibit_on_failure,
-                dest,
-                up: !check.timing.alpha,
-                dyn_weight: None,
-                check: cfg.clone(),
-            });
-            s.inhibit = cfg.inhibit_on_failure;
-            s.check = cfg.clone();
-            p.set.push((k, check));
+            match st.servers.get_mut(&k) {
+                Some(s) => {
+                    let old = s.checks.len();
+                    s.replace_checks(cfgs.clone(), &compiled);
+                    if old > cfgs.len() {
+                        p.stopped.push((k, cfgs.len()..old));
+                    }
+                }
+                None => {
+                    st.servers
+                        .insert(k, Server::new(dest, cfgs.clone(), &compiled));
+                }
+            }
+            p.set.push((k, compiled));
             p.checks_set += 1;
         }
         if let Some(s) = st.servers.get_mut(&k) {
@@ -805,7 +955,7 @@ fn configured_view(st: &State, live: &Config) -> Config {
                 Some(d) => *d = s.dest.into(),
                 None => e.dests.push(s.dest.into()),
             }
-            e.checks.insert((addr, port), s.check.clone());
+            e.checks.insert((addr, port), s.checks.clone());
         }
         e.health = svc.map(|s| s.health.clone());
     }
@@ -827,10 +977,10 @@ fn desired(st: &State, cfg: &Config) -> Config {
             .iter()
             .filter_map(|d| match st.servers.get(&(key, d.addr, d.port)) {
                 None => Some(*d),
-                Some(s) if s.up && !sorry_active => {
+                Some(s) if s.up() && !sorry_active => {
                     Some(d.with_weight(s.dyn_weight.unwrap_or(d.weight)))
                 }
-                Some(s) if s.inhibit => Some(d.with_weight(0)),
+                Some(s) if s.inhibit() => Some(d.with_weight(0)),
                 Some(_) => None,
             })
             .collect();
@@ -897,7 +1047,7 @@ fn total(st: &State, key: &ServiceKey, dests: &[DestConfig]) -> u64 {
 fn weight_sum(st: &State, key: &ServiceKey) -> u64 {
     st.servers
         .iter()
-        .filter(|((k, _, _), s)| k == key && s.up)
+        .filter(|((k, _, _), s)| k == key && s.up())
         .map(|(_, s)| u64::from(s.weight()))
         .sum()
 }
@@ -970,7 +1120,7 @@ mod tests {
         fake: Arc<Fake>,
         health: Health,
         /// Kept so the engine can report (nobody reads it: the tests drive the states).
-        _events: std::sync::mpsc::Receiver<Event<Key>>,
+        _events: std::sync::mpsc::Receiver<Event<CheckKey>>,
     }
 
     fn lab() -> Lab {
@@ -1037,8 +1187,13 @@ mod tests {
     }
 
     fn event(l: &Lab, last: u8, change: Change) {
+        check_event(l, last, 0, change);
+    }
+
+    /// Check `i` of real server `.last` changed.
+    fn check_event(l: &Lab, last: u8, i: u8, change: Change) {
         l.health.on_event(Event {
-            key: rs(last),
+            key: check_key(rs(last), usize::from(i)),
             change,
             reason: "test".into(),
         });
@@ -1160,7 +1315,7 @@ mod tests {
         let mut c = CheckConfig::new(lvs_health::CheckKind::Tcp);
         c.alpha = true;
         c.warmup = Some(86400.0);
-        alpha.services[0].checks.insert((d.addr, d.port), c);
+        alpha.services[0].checks.insert((d.addr, d.port), vec![c]);
         sent(&l);
         l.health.apply_config(&alpha).unwrap();
         assert!(!touches(&sent(&l), 14), "never listed before it is up");
@@ -1183,10 +1338,77 @@ mod tests {
             .remove(&(IpAddr::from([10, 0, 1, 12]), 80));
         assert!(l.health.apply_config(&bad).is_err());
         let st = l.health.state.lock().unwrap();
-        assert!(!st.servers[&rs(11)].up, "state unchanged");
+        assert!(!st.servers[&rs(11)].up(), "state unchanged");
         assert_eq!(st.servers[&rs(11)].dest.weight, 1);
         assert!(st.servers.contains_key(&rs(12)), "the check is still there");
         drop(st);
         assert_eq!(table(&l), BTreeMap::from([(12, 2), (13, 3)]));
+    }
+
+    /// A real server with two checks is up while both pass: the first failure takes it out,
+    /// it comes back only when the last failing one passes again.
+    #[test]
+    fn two_checks_must_both_pass() {
+        let l = lab();
+        let check = "\n    [[service.real_server.check]]\n    type = \"tcp\"\n    warmup = 86400\n";
+        let text = format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"192.0.2.1:80\"\n\
+             [[service.real_server]]\naddress = \"10.0.1.11:80\"\nmethod = \"nat\"\nweight = 2\n{check}{check}\n\
+             [[service.real_server]]\naddress = \"10.0.1.12:80\"\nmethod = \"nat\"\nweight = 1\n"
+        );
+        let cfg =
+            lvs_config::parse(&text).unwrap_or_else(|d| panic!("{}", lvs_config::render("t", &d)));
+        assert_eq!(
+            cfg.services[0].checks[&("10.0.1.11".parse().unwrap(), 80)].len(),
+            2
+        );
+        l.health.apply_config(&cfg).unwrap();
+        assert_eq!(table(&l), BTreeMap::from([(11, 2), (12, 1)]));
+        check_event(&l, 11, 1, Change::Down);
+        assert_eq!(
+            table(&l),
+            BTreeMap::from([(12, 1)]),
+            "one failing check takes it out"
+        );
+        check_event(&l, 11, 0, Change::Down);
+        check_event(&l, 11, 1, Change::Up { weight: None });
+        assert_eq!(
+            table(&l),
+            BTreeMap::from([(12, 1)]),
+            "still out: check 1 of 2 fails"
+        );
+        check_event(&l, 11, 0, Change::Up { weight: None });
+        assert_eq!(
+            table(&l),
+            BTreeMap::from([(11, 2), (12, 1)]),
+            "both pass: back"
+        );
+        // The health report shows the server once, with both checks.
+        let Reply::Health { servers, .. } = l.health.report() else {
+            panic!("a health report");
+        };
+        let h = servers
+            .iter()
+            .find(|h| h.addr == "10.0.1.11".parse::<IpAddr>().unwrap())
+            .unwrap();
+        assert_eq!(h.check.matches("tcp ").count(), 2, "{}", h.check);
+        assert!(h.up);
+        // The same through the control API: an array of checks; one object is one check.
+        let key = cfg.services[0].config.key.into();
+        let two = serde_json::json!([
+            {"type": "tcp", "warmup": 86400},
+            {"type": "exec", "command": "true", "warmup": 86400}
+        ]);
+        let r = l
+            .health
+            .set_check(key, "10.0.1.12".parse().unwrap(), 80, Some(two));
+        assert_eq!(r, Reply::Ok);
+        check_event(&l, 12, 1, Change::Down);
+        assert_eq!(table(&l), BTreeMap::from([(11, 2)]));
+        let none = serde_json::json!([]);
+        let r = l
+            .health
+            .set_check(key, "10.0.1.12".parse().unwrap(), 80, Some(none));
+        assert!(matches!(r, Reply::Error { message } if message.contains("1 to 16 checks")));
     }
 }

@@ -115,27 +115,24 @@ pub(super) fn add_setting(out: &mut Map<String, Value>, n: &Node) -> Result<(), 
     Ok(())
 }
 
-/// The check of one checker block: `inherited` settings first, then the block's own. The
-/// notes say what inside the block was not translated.
+/// The checks of one checker block: `inherited` settings first, then the block's own; an
+/// `HTTP_GET`/`SSL_GET` with several `url` blocks is one check per url (keepalived's checker
+/// passes when every url does, and so does a real server whose checks all pass). The notes
+/// say what inside the block was not translated.
 pub(super) fn checker(
     kind: &'static str,
     block: &Node,
     inherited: &Map<String, Value>,
     target: SocketAddr,
     notes: &mut Vec<(usize, String)>,
-) -> Option<lvs_health::CheckConfig> {
+) -> Vec<lvs_health::CheckConfig> {
     let mut json = inherited.clone();
     json.insert("type".into(), Value::String(kind.into()));
-    let mut urls = 0;
+    let mut urls = Vec::new();
     for c in block.children.iter().flatten() {
         let k = c.words.first().map_or("", String::as_str);
         if k == "url" {
-            urls += 1;
-            if urls > 1 {
-                notes.push((c.line, "a second url of the checker not translated: lvsd checks one url per real server (the first is kept)".into()));
-                continue;
-            }
-            url(&mut json, c, notes);
+            urls.push(c);
             continue;
         }
         // DNS_CHECK's own `type` and `name`: the query's.
@@ -162,17 +159,31 @@ pub(super) fn checker(
     if kind == "ping" {
         json.remove("connect_port");
     }
-    match lvs_health::validate_check(Value::Object(json), target) {
-        Ok((cfg, _)) => Some(cfg),
-        Err(e) => {
-            let header = block.words.join(" ");
-            notes.push((
-                block.line,
-                format!("{header} not translated: {e}; the real server has no check"),
-            ));
-            None
+    let variants: Vec<Map<String, Value>> = if urls.is_empty() {
+        vec![json]
+    } else {
+        urls.iter()
+            .map(|u| {
+                let mut j = json.clone();
+                url(&mut j, u, notes);
+                j
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for j in variants {
+        match lvs_health::validate_check(Value::Object(j), target) {
+            Ok((cfg, _)) => out.push(cfg),
+            Err(e) => {
+                let header = block.words.join(" ");
+                notes.push((
+                    block.line,
+                    format!("{header} not translated: {e}; that check does not run"),
+                ));
+            }
         }
     }
+    out
 }
 
 /// An `HTTP_GET`/`SSL_GET` `url { path, digest, status_code, regex }` block.

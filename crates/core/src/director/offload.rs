@@ -234,16 +234,21 @@ impl Director {
             .lookup(a.proto, a.vip.0, a.vip.1)
             .ok_or(AdoptError::NoService)?;
         let service = self.services.get(svc).ok_or(AdoptError::NoService)?;
+        let fits = |d: &crate::service::Dest| {
+            d.addr() == a.dest.0
+                && d.config.method == a.method
+                // A real server of port 0 takes the port the client asked for.
+                && a.dest.1.is_none_or(|p| p == d.port() || (d.port() == 0 && p == a.vip.1))
+        };
+        // A real server removed while the connection was made (the fast path scheduled it
+        // from the table it had) keeps it, as IPVS keeps connections of removed servers,
+        // as long as the server lingers for its other connections.
         let dest = service
             .dests()
             .iter()
-            .find(|d| {
-                d.addr() == a.dest.0
-                    && d.config.method == a.method
-                    // A real server of port 0 takes the port the client asked for.
-                    && a.dest.1.is_none_or(|p| p == d.port() || (d.port() == 0 && p == a.vip.1))
-            })
+            .find(|d| fits(d))
             .and_then(|d| service.find_dest(d.addr(), d.port()))
+            .or_else(|| service.find_removed(fits))
             .ok_or(AdoptError::NoRealServer)?;
         let dport = a.dest.1.unwrap_or(a.vip.1);
         let mut conn = Conn::new(
@@ -481,6 +486,45 @@ mod tests {
             ..a
         };
         assert_eq!(d.adopt(&no_service, now), Err(AdoptError::NoService));
+    }
+
+    /// A connection the fast path scheduled to a real server removed meanwhile keeps it while
+    /// the server lingers for other connections (IPVS keeps connections of removed
+    /// servers); with the server gone for good it cannot be taken.
+    #[test]
+    fn a_connection_to_a_just_removed_server_is_kept() {
+        let mut d = director(ForwardMethod::Masq);
+        let key = sim::http_service();
+        let now = Time::from_secs(10);
+        // rr: the first SYN goes to RIPS[0], which then has a connection when removed.
+        assert!(matches!(send(&mut d, now, syn(5000)), Verdict::Transmit(_)));
+        d.delete_dest(&key, IpAddr::V4(addr::RIPS[0]), 8080)
+            .unwrap();
+        let a = Adoptee {
+            proto: Protocol::Tcp,
+            client: (IpAddr::V4(addr::CLIENT), 5001),
+            vip: (IpAddr::V4(addr::VIP), 80),
+            dest: (IpAddr::V4(addr::RIPS[0]), Some(8080)),
+            method: ForwardMethod::Masq,
+            state: TcpState::SynRecv,
+            no_output: false,
+            seen: now,
+        };
+        let id = d
+            .adopt_new(&a, now, false)
+            .expect("kept by the removed server");
+        let c = d.conns().get(id).unwrap().clone();
+        let dest = d.services().get(c.svc).unwrap().dest(c.dest).unwrap();
+        assert_eq!((dest.addr(), dest.inactive), (IpAddr::V4(addr::RIPS[0]), 2));
+        // RIPS[1] removed with no connection: freed at once, nothing to keep a flow.
+        d.delete_dest(&key, IpAddr::V4(addr::RIPS[1]), 8080)
+            .unwrap();
+        let b = Adoptee {
+            client: (IpAddr::V4(addr::CLIENT), 5002),
+            dest: (IpAddr::V4(addr::RIPS[1]), Some(8080)),
+            ..a
+        };
+        assert_eq!(d.adopt_new(&b, now, false), Err(AdoptError::NoRealServer));
     }
 
     #[test]
