@@ -412,3 +412,31 @@ fn an_interface_added_later_is_served_and_its_removal_logged() {
     let log = d.lvsd_log();
     assert!(!log.contains("receive failed"), "{log}");
 }
+
+/// `--log-format json`: every log line is one JSON object (here the start-up error of an
+/// interface that does not exist), with its level and message.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let b = lvs_e2e::bins();
+    let out = std::process::Command::new(&b.lvsd)
+        .args([
+            "--log-format",
+            "json",
+            "--socket",
+            "/tmp/lvs-e2e-json-log.sock",
+            "--interface",
+            "lvs-no-such-if0",
+        ])
+        .env_remove("LVSD_LOG")
+        .output()
+        .expect("run lvsd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    let l = lines[0];
+    assert!(l.starts_with('{') && l.ends_with('}'), "a JSON object: {l}");
+    assert!(l.contains(r#""level":"ERROR""#), "{l}");
+    assert!(l.contains("no interface named 'lvs-no-such-if0'"), "{l}");
+    assert!(l.contains(r#""timestamp":""#), "{l}");
+}
