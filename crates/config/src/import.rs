@@ -814,6 +814,10 @@ impl Import {
             let kind = checks::checker_type(kw).unwrap_or("tcp");
             check.extend(checks::checker(kind, c, &settings, target, &mut self.notes));
         }
+        if check.len() > crate::MAX_CHECKS {
+            self.note(n.line, format!("'{header}': {} checks, more than the {} lvsd runs per real server; the first {} kept", check.len(), crate::MAX_CHECKS, crate::MAX_CHECKS));
+            check.truncate(crate::MAX_CHECKS);
+        }
         Some((d, check))
     }
 }

@@ -159,6 +159,9 @@ impl Config {
     }
 }
 
+/// Most health checks one real server may have (lvsd's health module takes no more).
+pub const MAX_CHECKS: usize = 16;
+
 /// Health checks of real servers by address and port (see [`ServiceEntry::checks`]).
 pub type Checks = BTreeMap<(IpAddr, u16), Vec<CheckConfig>>;
 

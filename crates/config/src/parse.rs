@@ -886,6 +886,16 @@ fn real_server(
         let target = dest.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |(a, p)| {
             SocketAddr::new(a, p)
         });
+        if list.len() > crate::MAX_CHECKS {
+            cx.err(
+                kspan.clone(),
+                format!(
+                    "{} checks on one real server: at most {}",
+                    list.len(),
+                    crate::MAX_CHECKS
+                ),
+            );
+        }
         for (ct, span) in list {
             let here = std::mem::replace(&mut cx.here, span.or(kspan.clone()));
             let c = table_json(cx, ct).and_then(|json| {

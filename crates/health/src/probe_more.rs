@@ -28,13 +28,17 @@ pub struct SmtpProbe {
 /// The default `helo_name`, keepalived's.
 pub const SMTP_DEFAULT_HELO: &str = "smtpchecker.keepalived.org";
 
-/// Reads one SMTP reply (all its `NNN-` lines up to the `NNN ` one); returns the code.
+/// Reads one SMTP reply (all its `NNN-` lines up to the `NNN ` one), at most 4096 bytes in
+/// all whatever the server sends; returns the code.
 async fn smtp_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<u16, String> {
+    use tokio::io::AsyncReadExt;
     let mut total = 0usize;
     loop {
-        let mut line = String::new();
+        let mut raw = Vec::new();
+        let left = 4096u64.saturating_sub(total as u64) + 1;
         let n = r
-            .read_line(&mut line)
+            .take(left)
+            .read_until(b'\n', &mut raw)
             .await
             .map_err(|e| format!("read failed: {e}"))?;
         if n == 0 {
@@ -44,6 +48,7 @@ async fn smtp_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<u16
         if total > 4096 {
             return Err("reply longer than 4096 bytes".into());
         }
+        let line = String::from_utf8_lossy(&raw);
         let code = line
             .get(..3)
             .and_then(|c| c.parse::<u16>().ok())

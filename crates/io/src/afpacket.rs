@@ -680,6 +680,8 @@ struct Meta {
     status: u32,
     ifindex: u32,
     pkt_type: u8,
+    /// `tp_vlan_tci` (valid with `TP_STATUS_VLAN_VALID`).
+    vlan_tci: u32,
 }
 
 /// Builds the [`RxFrame`] for the slot at `off` in `buf` whose header area
@@ -718,7 +720,8 @@ fn make_frame(
         vnet: vh,
         csum_not_ready: m.status & libc::TP_STATUS_CSUMNOTREADY != 0,
         csum_valid: m.status & libc::TP_STATUS_CSUM_VALID != 0,
-        vlan_tagged: m.status & TP_STATUS_VLAN_VALID != 0,
+        // VLAN 0 is a priority tag only: the frame is the interface's own.
+        vlan_tagged: m.status & TP_STATUS_VLAN_VALID != 0 && m.vlan_tci & 0x0fff != 0,
     })
 }
 
@@ -1104,6 +1107,8 @@ impl AfPacket {
             status,
             ifindex,
             pkt_type,
+            vlan_tci: read_u16(slot, offset_of!(libc::tpacket2_hdr, tp_vlan_tci))
+                .map_or(0, u32::from),
         };
         match make_frame(slot, 0, HDRLEN2, mac, snaplen, vnet, meta) {
             Some(frame) => {
@@ -1164,11 +1169,17 @@ impl AfPacket {
                 *malformed += 1;
                 break;
             };
+            let tci = offset_of!(libc::tpacket3_hdr, hv1)
+                + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci);
             let meta = Meta {
                 wire_len,
                 status,
                 ifindex,
                 pkt_type,
+                vlan_tci: off
+                    .checked_add(tci)
+                    .and_then(|o| read_u32(block, o))
+                    .unwrap_or(0),
             };
             let Some(frame) = make_frame(block, off, HDRLEN, mac, snaplen, vnet, meta) else {
                 *malformed += 1;
@@ -1386,6 +1397,9 @@ mod tests {
     fn v2_slot_is_delivered_with_metadata() {
         let mut s = slot(4096, 140, b"v2-frame");
         let status = libc::TP_STATUS_USER | libc::TP_STATUS_CSUM_VALID | TP_STATUS_VLAN_VALID;
+        // VLAN 100 (priority 3): tagged.
+        s[offset_of!(libc::tpacket2_hdr, tp_vlan_tci)..][..2]
+            .copy_from_slice(&(0x6064u16).to_ne_bytes());
         let mut got = None;
         let ok = AfPacket::deliver_v2(
             &mut s,

@@ -197,6 +197,15 @@ impl Default for Limits {
     }
 }
 
+/// A taken client slot, given back when dropped (also if the client's thread panics).
+pub struct Slot(pub Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn error_line(message: String) -> String {
     let mut text = serde_json::to_string(&Reply::Error { message })
         .unwrap_or_else(|_| r#"{"result":"error","message":"internal"}"#.into());
@@ -234,15 +243,15 @@ pub fn serve(
                     );
                     continue;
                 }
-                let (c, a) = (Arc::clone(&control), Arc::clone(&active));
+                let (c, slot) = (Arc::clone(&control), Slot(Arc::clone(&active)));
                 let spawned = std::thread::Builder::new()
                     .name("lvsd-client".into())
                     .spawn(move || {
+                        let _slot = slot;
                         client(stream, &c, &limits);
-                        a.fetch_sub(1, Ordering::SeqCst);
                     });
+                // (A thread that could not start dropped its slot with the closure.)
                 if let Err(e) = spawned {
-                    active.fetch_sub(1, Ordering::SeqCst);
                     warn!(error = %e, "cannot start a thread for a control connection: closed");
                 }
             }

@@ -53,7 +53,7 @@ type Key = (ServiceKey, IpAddr, u16);
 type CheckKey = (ServiceKey, IpAddr, u16, u8);
 
 /// Most checks one real server may have.
-const MAX_CHECKS: usize = 16;
+const MAX_CHECKS: usize = lvs_config::MAX_CHECKS;
 
 fn check_key(k: Key, i: usize) -> CheckKey {
     (k.0, k.1, k.2, i as u8)
@@ -118,15 +118,19 @@ impl Server {
         self.dyn_weight.unwrap_or(self.dest.weight)
     }
 
-    /// New checks replace the old: the ones still there keep whether they are down.
+    /// New checks replace the old. A place that had a check keeps whether it is down (the
+    /// engine keeps the state of a check it already runs); a new place starts as its
+    /// `alpha` says. A dynamic weight goes when no check is dynamic any more.
     fn replace_checks(&mut self, checks: Vec<CheckConfig>, compiled: &[Check]) {
-        let n = checks.len();
+        let (old, n) = (self.checks.len(), checks.len());
         self.down.retain(|&i| usize::from(i) < n);
-        // A check that is new at its place starts as alpha says.
-        for (i, c) in compiled.iter().enumerate() {
-            if self.checks.get(i) != checks.get(i) && c.timing.alpha {
+        for (i, c) in compiled.iter().enumerate().skip(old) {
+            if c.timing.alpha {
                 self.down.insert(i as u8);
             }
+        }
+        if !checks.iter().any(|c| c.dynamic) {
+            self.dyn_weight = None;
         }
         self.checks = checks;
     }
@@ -707,7 +711,13 @@ impl Health {
         let configured = configured_view(&st, &live);
         let table_summary = lvs_config::Summary::of(&lvs_config::diff(&configured, wanted));
         let saved = st.clone();
-        let plan = plan(&mut st, wanted)?;
+        let plan = match plan(&mut st, wanted) {
+            Ok(p) => p,
+            Err(e) => {
+                *st = saved;
+                return Err(e);
+            }
+        };
         let want = desired(&st, wanted);
         let requests = lvs_config::diff(&live, &want);
         if !requests.is_empty() {

@@ -152,7 +152,7 @@ fn serve(
                 if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
                     active.fetch_sub(1, Ordering::SeqCst);
                     let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
                     let _ = respond(
                         &mut stream,
                         "503 Service Unavailable\r\nRetry-After: 1",
@@ -160,22 +160,25 @@ fn serve(
                         "too many metrics clients at once\n",
                         false,
                     );
-                    // Take the request (briefly) so that closing does not reset the answer.
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    // Take what the request has sent (a moment at most) so that closing does
+                    // not reset the answer.
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
                     let _ = stream.read(&mut [0u8; 1024]);
                     continue;
                 }
-                let (render, done) = (Arc::clone(&render), Arc::clone(&active));
+                let (render, slot) = (
+                    Arc::clone(&render),
+                    crate::control::Slot(Arc::clone(&active)),
+                );
                 let spawned = std::thread::Builder::new()
                     .name("lvsd-metrics-client".into())
                     .spawn(move || {
+                        let _slot = slot;
                         if let Err(e) = answer(stream, &*render) {
                             warn!(%peer, error = %e, "metrics request failed");
                         }
-                        done.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
-                    active.fetch_sub(1, Ordering::SeqCst);
                     warn!(error = %e, "cannot start a thread for a metrics client");
                 }
             }
@@ -196,11 +199,21 @@ fn answer(
     render: &impl Fn() -> Result<String, String>,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // The whole request head within IO_TIMEOUT, not each read: a client trickling bytes
+    // cannot hold its slot longer.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request head not complete in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
         if head.len() > MAX_HEAD {
             return respond(
                 &mut stream,
