@@ -1420,6 +1420,14 @@ mod tests {
         );
         assert!(ok);
         assert_eq!(got.as_deref(), Some(&b"v2-frame"[..]));
+        // VLAN 0 with a priority (802.1p only): the interface's own frame, not tagged.
+        s[offset_of!(libc::tpacket2_hdr, tp_vlan_tci)..][..2]
+            .copy_from_slice(&(0x6000u16).to_ne_bytes());
+        let mut tagged = None;
+        AfPacket::deliver_v2(&mut s, status, true, &mut tx(), &mut |f: RxFrame<'_>, _| {
+            tagged = Some(f.vlan_tagged);
+        });
+        assert_eq!(tagged, Some(false));
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub fn load(path: &Path) -> Result<lvs_config::Config, String> {
 pub fn check(path: &Path) -> i32 {
     match load(path) {
         Ok(cfg) => {
-            let checks: usize = cfg.services.iter().map(|s| s.checks.len()).sum();
+            let checks: usize = cfg
+                .services
+                .iter()
+                .flat_map(|s| s.checks.values())
+                .map(Vec::len)
+                .sum();
             println!(
                 "configuration OK: {} services, {} real servers{}",
                 cfg.services.len(),
@@ -122,7 +127,7 @@ pub fn apply_initial(
                 file = %path.display(),
                 services = cfg.services.len(),
                 real_servers = cfg.real_server_count(),
-                health_checks = cfg.services.iter().map(|s| s.checks.len()).sum::<usize>(),
+                health_checks = cfg.services.iter().flat_map(|s| s.checks.values()).map(Vec::len).sum::<usize>(),
                 "configuration loaded"
             );
             Ok(())
