@@ -27,7 +27,9 @@ pub mod compile;
 pub mod maps;
 pub mod services;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,6 +242,7 @@ pub struct Datapath {
     svcs: MapHandle,
     dests: MapHandle,
     slots: MapHandle,
+    refused: MapHandle,
     events_map: MapHandle,
     /// Where the connection map of a predecessor was found (it is this one's now).
     adopted_from: Option<u32>,
@@ -249,6 +252,8 @@ pub struct Datapath {
     route_gen: u32,
     /// Route keys currently in `lvs_routes`, so a new set replaces the old one exactly.
     route_keys: Vec<[u8; RouteKey::LEN]>,
+    /// The addresses in `lvs_refused`.
+    refused_keys: BTreeSet<Ipv4Addr>,
 }
 
 impl fmt::Debug for Datapath {
@@ -359,6 +364,7 @@ impl Datapath {
             svcs: handle("lvs_svcs", SvcKey::LEN, SvcEntry::LEN)?,
             dests: handle("lvs_dests", 4, DestEntry::LEN)?,
             slots: handle("lvs_slots", 4, 4)?,
+            refused: handle("lvs_refused", 4, 1)?,
             events_map: handle("lvs_events", 0, 0)?,
             // Entries adopted from a predecessor carry its generations: start elsewhere, so
             // none of their cached routes looks current to this program.
@@ -366,6 +372,7 @@ impl Datapath {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.subsec_nanos() | 1),
             route_keys: Vec::new(),
+            refused_keys: Default::default(),
             obj,
         })
     }
@@ -508,6 +515,22 @@ impl Datapath {
         self.config
             .update(&0u32.to_ne_bytes(), &cfg, MapFlags::ANY)
             .map_err(map_err("lvs_config"))
+    }
+
+    /// Make `lvs_refused` hold exactly `addrs`: the sources new flows are never scheduled
+    /// from in the kernel (the core drops them and counts why). Only the difference to the
+    /// present set is written.
+    pub fn set_refused(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<(), Error> {
+        for a in addrs.difference(&self.refused_keys) {
+            self.refused
+                .update(&a.octets(), &[1], MapFlags::ANY)
+                .map_err(map_err("lvs_refused"))?;
+        }
+        for a in self.refused_keys.difference(addrs) {
+            let _ = self.refused.delete(&a.octets());
+        }
+        self.refused_keys = addrs.clone();
+        Ok(())
     }
 
     /// Say how new flows of a service are scheduled (replacing what was there, a sequence's

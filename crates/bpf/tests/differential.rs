@@ -92,6 +92,11 @@ fn sync(dp: &mut Datapath, d: &Director) {
         }
     }
     dp.set_routes(&compile::routes(&d.net)).expect("routes");
+    let refused = lvs_core::director::refused_sources(&d.net, d.services())
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    dp.set_refused(&refused).expect("refused sources");
 }
 
 /// Give the program the core's compiled schedulers (what lvsd does after every change).
@@ -577,5 +582,149 @@ proptest! {
         let keep = f.len().saturating_sub(cut).max(14 + 20);
         f.truncate(keep);
         compare(&mut dp, &mut d, t, meta, &f);
+    }
+}
+
+/// What the core refuses to forward (director/validate.rs) the program leaves to it, for
+/// an established flow and for a new one the kernel would otherwise schedule itself; the
+/// core then drops it for the reason named (or answers "time exceeded").
+#[test]
+fn frames_the_core_refuses_stay_out_of_the_kernel() {
+    use lvs_core::DropReason as R;
+    for method in [
+        ForwardMethod::Masq,
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+    ] {
+        let Some(mut dp) = datapath() else { return };
+        let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        sync_services(&dp, &mut tables, &d);
+        // An established flow in the kernel's table.
+        let _ = compare(&mut dp, &mut d, t, front(), &frame_of(&client(SYN, b"")));
+        assert!(compare(
+            &mut dp,
+            &mut d,
+            t,
+            front(),
+            &frame_of(&client(ACK, b"x"))
+        ));
+        let ip_edit = |spec: &PacketSpec, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut fr = frame_of(spec);
+            let mut ip = fr.split_off(14);
+            f(&mut ip);
+            fr.extend_from_slice(&ip);
+            fr
+        };
+        let refill = |ip: &mut Vec<u8>| {
+            lvs_wire::ipv4::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+        };
+        let est = client(ACK, b"data");
+        let new_from = |src: std::net::Ipv4Addr| PacketSpec::tcp((src, 999), (addr::VIP, 80), SYN);
+        let cases: Vec<(&str, Vec<u8>, Option<R>)> = vec![
+            (
+                "ttl 1",
+                ip_edit(&est, &|ip| {
+                    ip[8] = 1;
+                    refill(ip)
+                }),
+                None,
+            ),
+            (
+                "ttl 1, new",
+                ip_edit(&new_from(std::net::Ipv4Addr::new(203, 0, 113, 5)), &|ip| {
+                    ip[8] = 1;
+                    refill(ip)
+                }),
+                None,
+            ),
+            (
+                "bad ip checksum",
+                ip_edit(&est, &|ip| ip[10] ^= 0x10),
+                Some(R::BadChecksum),
+            ),
+            (
+                "tcp offset 4",
+                ip_edit(&est, &|ip| ip[32] = 0x40),
+                Some(R::Malformed),
+            ),
+            (
+                "tcp offset past the segment",
+                ip_edit(&est, &|ip| ip[32] = 0xf0),
+                Some(R::Malformed),
+            ),
+            (
+                "loose source route",
+                ip_edit(&est, &|ip| {
+                    ip.splice(20..20, [131, 7, 4, 10, 0, 0, 1, 0]);
+                    ip[0] = 0x47;
+                    let tl = u16::from_be_bytes([ip[2], ip[3]]) + 8;
+                    ip[2..4].copy_from_slice(&tl.to_be_bytes());
+                    refill(ip)
+                }),
+                Some(R::SourceRoute),
+            ),
+            (
+                "martian",
+                frame_of(&new_from(std::net::Ipv4Addr::new(127, 0, 0, 9))),
+                Some(R::MartianSource),
+            ),
+            (
+                "multicast",
+                frame_of(&new_from(std::net::Ipv4Addr::new(224, 1, 1, 1))),
+                Some(R::MartianSource),
+            ),
+            (
+                "the VIP",
+                frame_of(&new_from(addr::VIP)),
+                Some(R::SpoofedSource),
+            ),
+            (
+                "a real server",
+                frame_of(&new_from(addr::RIPS[2])),
+                Some(R::SpoofedSource),
+            ),
+            (
+                "a subnet broadcast",
+                frame_of(&new_from(std::net::Ipv4Addr::new(10, 0, 1, 255))),
+                Some(R::BroadcastSource),
+            ),
+        ];
+        for (what, frame, reason) in cases {
+            let before = d.counters().clone();
+            assert!(
+                !compare(&mut dp, &mut d, t, front(), &frame),
+                "{method:?}: {what} forwarded by the kernel"
+            );
+            let after = d.counters();
+            match reason {
+                Some(r) => assert_eq!(after.drops(r), before.drops(r) + 1, "{method:?}: {what}"),
+                None => assert_eq!(
+                    after.icmp_sent,
+                    before.icmp_sent + 1,
+                    "{method:?}: {what} answered"
+                ),
+            }
+        }
+        // UDP with a length that is not the payload's.
+        let _ = compare(
+            &mut dp,
+            &mut d,
+            t,
+            front(),
+            &frame_of(&PacketSpec::udp((addr::CLIENT, 7), (addr::VIP, 53), b"q")),
+        );
+        let bad_udp = ip_edit(
+            &PacketSpec::udp((addr::CLIENT, 7), (addr::VIP, 53), b"qq"),
+            &|ip| ip[25] += 1,
+        );
+        let before = d.counters().drops(R::Malformed);
+        assert!(
+            !compare(&mut dp, &mut d, t, front(), &bad_udp),
+            "{method:?}: bad UDP length"
+        );
+        assert_eq!(d.counters().drops(R::Malformed), before + 1);
     }
 }

@@ -54,13 +54,29 @@ drop_reasons! {
     NoHeadroom => "no_headroom",
     /// The connection's real server was removed and `expire_nodest_conn` is on.
     DestRemoved => "dest_removed",
-    /// The packet's time to live ran out.
+    /// The packet's time to live ran out (1 or 0 on arrival): the director answered "time
+    /// exceeded" (not for an ICMP error), as IPVS does.
     TtlExceeded => "ttl_exceeded",
     /// An encapsulation the director does not handle (VLAN tags on the served interface,
     /// IPv6 forwarding in this version).
     Unsupported => "unsupported",
     /// A segmentation-offload super-frame that this path cannot pass on as one frame.
     GsoUnsupported => "gso_unsupported",
+    /// A packet for a virtual service or a connection whose IPv4 header checksum, or an ICMP
+    /// error whose ICMP checksum, is wrong (see `director/validate.rs`).
+    BadChecksum => "bad_checksum",
+    /// A packet for a virtual service carrying a source-route option (LSRR, SSRR), which the
+    /// kernel refuses for a local address by default (`accept_source_route` 0).
+    SourceRoute => "source_route",
+    /// A new connection from a source no client can have: 0/8, 127/8, 169.254/16, 224/4,
+    /// 240/4 (limited broadcast included).
+    MartianSource => "martian_source",
+    /// A new connection from one of this site's own addresses: a VIP, an address of the
+    /// director, a real server's.
+    SpoofedSource => "spoofed_source",
+    /// A new connection from a connected subnet's broadcast address (its replies would go
+    /// to the whole subnet).
+    BroadcastSource => "broadcast_source",
 }
 
 impl fmt::Display for DropReason {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use lvs_wire::ethernet::{self, EthernetFrame};
-use lvs_wire::icmpv4::Icmpv4Packet;
+use lvs_wire::icmpv4::{self, FragNeededRepr, Icmpv4ErrorRepr, Icmpv4Packet};
 use lvs_wire::ipv4::{self, Ipv4Packet};
 use lvs_wire::protocol;
 use lvs_wire::tcp::{self, TcpPacket, flags as tcp_flags};
@@ -27,10 +27,12 @@ use crate::types::{Family, ForwardMethod, Protocol, ServiceKey};
 
 mod hold;
 mod offload;
+mod validate;
 pub use hold::{
     Held, MAX_NEIGHBOURS as HOLD_NEIGHBOURS, QUEUE_BYTES as HOLD_QUEUE_BYTES, RESOLVE_TIMEOUT,
 };
 pub use offload::{AdoptError, Adoptee, Journal, OffloadedDest, OffloadedService};
+pub use validate::{martian as martian_source, refused as refused_sources};
 
 /// Tunables, with IPVS's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +204,11 @@ pub struct Director {
     /// The unresolved neighbour the frame being processed waits for: set by the last
     /// `next_hop` of a `process` call when that hop had no MAC.
     waiting_for: Option<IpAddr>,
+    /// The sources new connections are refused from (see `director/validate.rs`).
+    sources: validate::SourceFilter,
+    /// The frame being processed was answered with "time exceeded": its `Transmit` is the
+    /// answer, and the frame itself counts as a `ttl_exceeded` drop.
+    ttl_answered: bool,
 }
 
 impl Director {
@@ -224,6 +231,8 @@ impl Director {
             journal: None,
             hold: hold::HoldQueues::default(),
             waiting_for: None,
+            sources: validate::SourceFilter::default(),
+            ttl_answered: false,
         }
     }
 
@@ -273,21 +282,25 @@ impl Director {
 
     /// `-A`.
     pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
+        self.sources.invalidate();
         self.services.add(cfg).map(|_| ())
     }
 
     /// `-E`.
     pub fn edit_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
+        self.sources.invalidate();
         self.services.edit(cfg)
     }
 
     /// `-D`.
     pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), ConfigError> {
+        self.sources.invalidate();
         self.services.delete(key)
     }
 
     /// `-C`: delete every service (connections finish as with `-D`).
     pub fn clear(&mut self) {
+        self.sources.invalidate();
         for key in self.services.keys() {
             let _ = self.services.delete(&key);
         }
@@ -295,11 +308,13 @@ impl Director {
 
     /// `-a`.
     pub fn add_dest(&mut self, key: &ServiceKey, cfg: DestConfig) -> Result<(), ConfigError> {
+        self.sources.invalidate();
         self.services.add_dest(key, cfg).map(|_| ())
     }
 
     /// `-e`.
     pub fn edit_dest(&mut self, key: &ServiceKey, cfg: DestConfig) -> Result<(), ConfigError> {
+        self.sources.invalidate();
         self.services.edit_dest(key, cfg)
     }
 
@@ -310,6 +325,7 @@ impl Director {
         addr: IpAddr,
         port: u16,
     ) -> Result<(), ConfigError> {
+        self.sources.invalidate();
         self.services.del_dest(key, addr, port)
     }
 
@@ -446,12 +462,16 @@ impl Director {
     ) -> Verdict {
         self.counters.rx_frames += 1;
         self.waiting_for = None;
+        self.ttl_answered = false;
         let v = self.decide(now, meta, buf, start, len);
         let v = match (v, self.waiting_for.take()) {
             (Verdict::Transmit(t), Some(addr)) => self.hold(now, addr, buf, t),
             (v, _) => v,
         };
         match v {
+            Verdict::Transmit(_) if self.ttl_answered => {
+                self.counters.drop(DropReason::TtlExceeded);
+            }
             Verdict::Transmit(_) => self.counters.forwarded += 1,
             Verdict::Pass => self.counters.passed += 1,
             Verdict::Drop(r) => self.counters.drop(r),
@@ -657,20 +677,54 @@ impl Director {
             IpAddr::V4(f.dst),
             f.dport,
         );
-        if let Some(id) = self.conns.lookup_in(&key) {
-            return self.established_in(now, meta, buf, start, f, id);
+        enum Ours {
+            In(ConnId),
+            Out(ConnId),
+            New(u32),
         }
-        if let Some(id) = self.conns.lookup_out(&key) {
-            return self.nat_out(now, meta, buf, start, f, id);
-        }
-        let svc = match self.services.lookup(f.proto, IpAddr::V4(f.dst), f.dport) {
-            Some(s) => s,
-            None => match self.services.lookup_fwmark(meta.fwmark, Family::V4) {
-                Some(s) => s,
-                None => return Verdict::Pass,
-            },
+        let ours = if let Some(id) = self.conns.lookup_in(&key) {
+            Ours::In(id)
+        } else if let Some(id) = self.conns.lookup_out(&key) {
+            Ours::Out(id)
+        } else {
+            match self.services.lookup(f.proto, IpAddr::V4(f.dst), f.dport) {
+                Some(s) => Ours::New(s),
+                None => match self.services.lookup_fwmark(meta.fwmark, Family::V4) {
+                    Some(s) => Ours::New(s),
+                    None => return Verdict::Pass,
+                },
+            }
         };
-        self.new_conn(now, meta, buf, start, f, svc)
+        // Nothing of a packet that fails here reaches a table.
+        let ip = Ipv4Packet::new_unchecked(&buf[start + ETH..start + ETH + f.ip_len]);
+        if let Err(r) = validate::ip_header(&ip).and(validate::transport(f.proto, ip.payload())) {
+            return Verdict::Drop(r);
+        }
+        // A source no client can have gets no entry, and no answer either (one to a
+        // broadcast address would go to a whole subnet).
+        if let Ours::New(_) = ours
+            && let Err(r) = self.sources.check(f.src, &self.net, &self.services)
+        {
+            return Verdict::Drop(r);
+        }
+        if ip.ttl() <= 1 {
+            // A reply towards the client comes from the director's address on the way in; one
+            // to the virtual address from that address, as the kernel's icmp_send does.
+            let from = match ours {
+                Ours::Out(_) => self.interface_v4(meta.ifindex),
+                Ours::In(_) | Ours::New(_) => None,
+            };
+            let from = match from {
+                Some(IpAddr::V4(a)) => a,
+                _ => f.dst,
+            };
+            return self.time_exceeded(meta.ifindex, buf, start, f, from);
+        }
+        match ours {
+            Ours::In(id) => self.established_in(now, meta, buf, start, f, id),
+            Ours::Out(id) => self.nat_out(now, meta, buf, start, f, id),
+            Ours::New(svc) => self.new_conn(now, meta, buf, start, f, svc),
+        }
     }
 
     fn new_conn(
@@ -1038,6 +1092,7 @@ impl Director {
                 if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
                     return self.too_big(meta.ifindex, buf, start, f, hop.mtu);
                 }
+                decrement_ttl(buf, start);
                 rewrite::write_ethernet(
                     &mut buf[start..],
                     hop.src_mac,
@@ -1089,7 +1144,7 @@ impl Director {
         let Some(frame) = buf.get_mut(start..) else {
             return Verdict::Drop(DropReason::Malformed);
         };
-        match rewrite::frag_needed_in_place(frame, f.ip_len, f.dst, mtu) {
+        match rewrite::icmp_error_in_place(frame, f.ip_len, f.dst, FragNeededRepr { mtu }.error()) {
             Some(len) => {
                 self.counters.icmp_sent += 1;
                 Verdict::Transmit(Tx {
@@ -1101,6 +1156,54 @@ impl Director {
                 })
             }
             None => Verdict::Drop(DropReason::TooBig),
+        }
+    }
+
+    /// Answer a packet whose TTL ran out with "time exceeded in transit" from `from`; the
+    /// frame counts as a `ttl_exceeded` drop (no answer if it cannot be built).
+    fn time_exceeded(
+        &mut self,
+        ifindex: u32,
+        buf: &mut [u8],
+        start: usize,
+        f: Flow,
+        from: Ipv4Addr,
+    ) -> Verdict {
+        self.waiting_for = None;
+        let repr = Icmpv4ErrorRepr {
+            msg_type: icmpv4::msg_type::TIME_EXCEEDED,
+            msg_code: icmpv4::time_exceeded_code::TTL,
+            rest_of_header: 0,
+        };
+        // The error is longer than a short packet it quotes: it starts earlier in the
+        // headroom when the buffer ends too soon after the packet.
+        let need =
+            ETH + ipv4::HEADER_LEN + icmpv4::HEADER_LEN + f.ip_len.min(icmpv4::MAX_QUOTE_LEN);
+        let short = need.saturating_sub(buf.len().saturating_sub(start));
+        let start = if short == 0 {
+            start
+        } else if start >= short {
+            buf.copy_within(start..start + ETH + f.ip_len, start - short);
+            start - short
+        } else {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        };
+        let Some(frame) = buf.get_mut(start..) else {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        };
+        match rewrite::icmp_error_in_place(frame, f.ip_len, from, repr) {
+            Some(len) => {
+                self.counters.icmp_sent += 1;
+                self.ttl_answered = true;
+                Verdict::Transmit(Tx {
+                    ifindex,
+                    start,
+                    len,
+                    csum: None,
+                    gso: None,
+                })
+            }
+            None => Verdict::Drop(DropReason::TtlExceeded),
         }
     }
 
@@ -1128,6 +1231,8 @@ impl Director {
         let IpAddr::V4(dip) = dip else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        // The outer header copies the inner TTL after this, as IPVS's ipip transmitter.
+        decrement_ttl(buf, start);
         let inner_start = start + ETH;
         let inner_end = inner_start + f.ip_len;
         let new_start = if start >= TUN_OVERHEAD {
@@ -1225,6 +1330,7 @@ impl Director {
         if rewrite::rewrite_v4(ip, proto, end, addr, port, meta.csum_partial).is_none() {
             return Verdict::Drop(DropReason::Malformed);
         }
+        decrement_ttl(buf, start);
         rewrite::write_ethernet(
             &mut buf[start..],
             hop.src_mac,
@@ -1288,6 +1394,23 @@ impl Director {
             inner_ihl,
             proto: proto.number(),
         };
+        let ours = self.conns.lookup_in(&key).is_some() || self.conns.lookup_out(&key).is_some();
+        if ours {
+            // Verified before it is translated: a rewrite would make a bad checksum good.
+            if meta.truncated {
+                return Verdict::Drop(DropReason::Truncated);
+            }
+            if let Err(r) = validate::ip_header(&ip) {
+                return Verdict::Drop(r);
+            }
+            if lvs_wire::checksum::checksum(ip.payload()) != 0 {
+                return Verdict::Drop(DropReason::BadChecksum);
+            }
+            if ip.ttl() <= 1 {
+                // No error is sent about an error.
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
+        }
         if let Some(id) = self.conns.lookup_in(&key) {
             // About traffic the client got from the VIP: on to the real server.
             let Some(c) = self.conns.get(id) else {
@@ -1371,6 +1494,7 @@ impl Director {
             End::Source => p.set_dst_addr_incremental(to.0),
             End::Destination => p.set_src_addr_incremental(to.0),
         }
+        let _ = p.decrement_ttl_incremental();
         rewrite::write_ethernet(
             &mut buf[start..],
             hop.src_mac,
@@ -1390,6 +1514,14 @@ impl Director {
         if let Some(h) = inner.get_mut(..ihl) {
             Ipv4Packet::new_unchecked(h).fill_checksum();
         }
+    }
+}
+
+/// Take one off the TTL of the IPv4 packet at `buf[start + ETH..]`, fixing its header
+/// checksum; checked to be above 1 before (`flow_v4`, `icmp_v4`), as IPVS's `decrement_ttl`.
+fn decrement_ttl(buf: &mut [u8], start: usize) {
+    if let Some(ip) = buf.get_mut(start + ETH..start + ETH + ipv4::HEADER_LEN) {
+        let _ = Ipv4Packet::new_unchecked(ip).decrement_ttl_incremental();
     }
 }
 

@@ -103,6 +103,9 @@ pub struct NetTable {
     routes: Vec<Route>,
     neighbours: HashMap<IpAddr, (u32, EthernetAddress), FixedState>,
     unresolved: Vec<(u32, IpAddr)>,
+    /// A hash of what says which addresses are this site's own: the interfaces' addresses
+    /// and the connected routes (see [`NetTable::local_fingerprint`]).
+    fingerprint: u64,
 }
 
 /// At most this many unresolved addresses are queued between two `take_unresolved` calls.
@@ -115,6 +118,7 @@ impl Default for NetTable {
             routes: Vec::new(),
             neighbours: HashMap::with_hasher(FixedState::with_seed(0x5eed)),
             unresolved: Vec::with_capacity(UNRESOLVED_QUEUE),
+            fingerprint: 0,
         }
     }
 }
@@ -130,11 +134,13 @@ impl NetTable {
             Some(slot) => *slot = iface,
             None => self.interfaces.push(iface),
         }
+        self.refresh_fingerprint();
     }
 
     /// Forget an interface.
     pub fn remove_interface(&mut self, ifindex: u32) {
         self.interfaces.retain(|i| i.ifindex != ifindex);
+        self.refresh_fingerprint();
     }
 
     /// The interface with this index.
@@ -157,6 +163,7 @@ impl NetTable {
     pub fn set_routes(&mut self, mut routes: Vec<Route>) {
         routes.sort_by_key(|r| std::cmp::Reverse(r.len));
         self.routes = routes;
+        self.refresh_fingerprint();
     }
 
     /// Add a route.
@@ -167,6 +174,26 @@ impl NetTable {
             .position(|r| r.len < route.len)
             .unwrap_or(self.routes.len());
         self.routes.insert(pos, route);
+        self.refresh_fingerprint();
+    }
+
+    /// A hash of the interfaces' addresses and the connected routes: equal for two tables
+    /// that agree on which addresses are this site's own and which are subnet broadcasts
+    /// (what the director's source check is built from), whichever way they were filled.
+    pub fn local_fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn refresh_fingerprint(&mut self) {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = FixedState::with_seed(0x10ca1).build_hasher();
+        for i in &self.interfaces {
+            i.addrs.hash(&mut h);
+        }
+        for r in self.routes.iter().filter(|r| r.gateway.is_none()) {
+            (r.prefix, r.len).hash(&mut h);
+        }
+        self.fingerprint = h.finish();
     }
 
     /// Routes, longest prefix first.

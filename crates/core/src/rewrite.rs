@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use lvs_wire::checksum;
 use lvs_wire::ethernet::{self, EthernetAddress, EthernetFrame};
-use lvs_wire::icmpv4::{self, FragNeededRepr, Icmpv4Packet};
+use lvs_wire::icmpv4::{self, Icmpv4ErrorRepr, Icmpv4Packet};
 use lvs_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use lvs_wire::protocol;
 use lvs_wire::sctp::SctpPacket;
@@ -154,15 +154,16 @@ pub fn write_tunnel_header(
     Some(())
 }
 
-/// Turn `frame` (Ethernet + an IPv4 packet of `ip_len` bytes that is too big) into an ICMP
-/// "fragmentation needed" error back to its sender, in place: source `from` (the address the
-/// packet was sent to), destination the original source, quoting the start of the original
-/// packet. Ethernet addresses are swapped. Returns the new frame length.
-pub fn frag_needed_in_place(
+/// Turn `frame` (Ethernet + an IPv4 packet of `ip_len` bytes the director will not forward)
+/// into the ICMP error `error` back to its sender, in place: source `from`, destination the
+/// original source, quoting the start of the original packet ("fragmentation needed" for one
+/// too big, "time exceeded" for one whose TTL ran out). Ethernet addresses are swapped.
+/// Returns the new frame length.
+pub fn icmp_error_in_place(
     frame: &mut [u8],
     ip_len: usize,
     from: Ipv4Addr,
-    mtu: u16,
+    error: Icmpv4ErrorRepr,
 ) -> Option<usize> {
     const ETH: usize = ethernet::HEADER_LEN;
     const HDRS: usize = ipv4::HEADER_LEN + 8;
@@ -175,8 +176,7 @@ pub fn frag_needed_in_place(
     }
     // Move the quoted bytes behind the room for the new IP + ICMP headers.
     frame.copy_within(ETH..ETH + quote, ETH + HDRS);
-    let repr = FragNeededRepr { mtu };
-    let written = repr.emit_in_place(frame.get_mut(ETH + ipv4::HEADER_LEN..)?, quote);
+    let written = error.emit_in_place(frame.get_mut(ETH + ipv4::HEADER_LEN..)?, quote);
     if written == 0 {
         return None;
     }

@@ -312,3 +312,11 @@ pub fn checksums_ok(ip: &[u8]) -> bool {
         _ => true,
     }
 }
+
+/// The IPv4 packet `ip` as a router sends it on: TTL one less, header checksum fixed (what
+/// every method does to the packet it forwards, as IPVS's `decrement_ttl`).
+pub fn after_hop(ip: &[u8]) -> Vec<u8> {
+    let mut out = ip.to_vec();
+    let _ = Ipv4Packet::new_unchecked(&mut out[..]).decrement_ttl_incremental();
+    out
+}

@@ -30,9 +30,10 @@ fn any_addr() -> impl Strategy<Value = Ipv4Addr> {
 fn client_addr() -> impl Strategy<Value = Ipv4Addr> {
     any::<u32>()
         .prop_map(Ipv4Addr::from)
-        .prop_filter("routed via the router", |a| {
+        .prop_filter("routed via the router, no martian", |a| {
             let o = a.octets();
             !(o[..3] == [10, 0, 1] || o[..3] == [192, 0, 2])
+                && !lvs_core::director::martian_source(*a)
         })
 }
 
@@ -287,9 +288,9 @@ proptest! {
         prop_assert_eq!(&ip[40..], &reply_payload[..]);
     }
 
-    /// DR leaves the IP packet as it was.
+    /// DR leaves the IP packet as it was but for the TTL.
     #[test]
-    fn dr_leaves_the_ip_packet_alone(
+    fn dr_leaves_the_ip_packet_alone_but_the_ttl(
         client in client_addr(),
         cport in 1u16..,
         payload in prop::collection::vec(any::<u8>(), 0..1400),
@@ -306,11 +307,12 @@ proptest! {
         prop_assert_eq!(tx.ifindex, addr::BACK);
         prop_assert!((0..3).any(|i| out[0..6] == addr::rs_mac(i)));
         prop_assert_eq!(&out[6..12], &addr::BACK_MAC);
-        prop_assert_eq!(&out[14..], &original[..]);
+        prop_assert_eq!(&out[14..], &sim::after_hop(&original)[..]);
     }
 
-    /// Tun wraps the client's packet, unchanged, in an outer IPv4 header DIP → RIP that
-    /// copies DF, TTL and TOS.
+    /// Tun wraps the client's packet, unchanged but for the TTL (one less), in an outer
+    /// IPv4 header DIP → RIP that copies DF, TTL and TOS; a TTL of 1 is answered with
+    /// "time exceeded" instead.
     #[test]
     fn tun_encapsulation_decapsulates_to_the_original(
         client in client_addr(),
@@ -318,7 +320,7 @@ proptest! {
         payload in prop::collection::vec(any::<u8>(), 0..1440),
         udp in prop::bool::ANY,
         df in prop::bool::ANY,
-        ttl in 1u8..=255,
+        ttl in 2u8..=255,
         tos in any::<u8>(),
     ) {
         let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
@@ -348,9 +350,9 @@ proptest! {
         prop_assert_eq!(&out[0..6], &addr::rs_mac(rs.unwrap()));
         prop_assert_eq!(usize::from(outer.total_len()), original.len() + 20);
         prop_assert_eq!(outer.dont_frag(), df);
-        prop_assert_eq!(outer.ttl(), ttl);
+        prop_assert_eq!(outer.ttl(), ttl - 1);
         prop_assert_eq!(outer.dscp_ecn(), tos);
         prop_assert!(!outer.is_fragment());
-        prop_assert_eq!(outer.payload(), &original[..]);
+        prop_assert_eq!(outer.payload(), &sim::after_hop(&original)[..]);
     }
 }

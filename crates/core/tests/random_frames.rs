@@ -2,7 +2,10 @@
 //!
 //! No frame may make [`Director::process`] panic, every `Transmit` must lie inside the buffer
 //! (its checksum-offload field inside the frame), and the counters must add up. Unmangled
-//! frames that are forwarded must leave with valid checksums. Deterministic: a fixed-seed
+//! frames that are forwarded must leave with valid checksums, and no frame that fails the
+//! director's validation (checked here independently: IPv4 header checksum, source route,
+//! TCP data offset, UDP length, martian source, ICMP checksum, TTL) is forwarded; one whose
+//! only fault is its TTL may be answered with "time exceeded". Deterministic: a fixed-seed
 //! PRNG, so a failure reproduces; the seed and frame number are in the panic message.
 
 use std::net::Ipv4Addr;
@@ -212,7 +215,28 @@ fn valid_frame(rng: &mut Rng, method: ForwardMethod) -> (RxMeta, [u8; 6], [u8; 6
 /// Damage a frame: flip bytes, truncate, corrupt length fields.
 fn mangle(rng: &mut Rng, frame: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(3) {
-        match rng.below(6) {
+        match rng.below(9) {
+            6 if frame.len() >= 34 => frame[22] = rng.pick(&[0, 1, 2]),
+            7 if frame.len() >= 34 => {
+                let a: [u8; 4] = rng.pick(&[
+                    [0, 0, 0, 0],
+                    [127, 0, 0, 1],
+                    [169, 254, 9, 9],
+                    [224, 0, 0, 5],
+                    [255, 255, 255, 255],
+                    [240, 1, 2, 3],
+                ]);
+                frame[26..30].copy_from_slice(&a);
+            }
+            8 if frame.len() >= 34 && frame[14] == 0x45 => {
+                // Grow the header by a source-route (or record-route) option.
+                let kind = rng.pick(&[131, 137, 7]);
+                let opt = [kind, 7, 4, 10, 0, 0, 1, 0];
+                frame.splice(34..34, opt);
+                frame[14] = 0x47;
+                let tl = u16::from_be_bytes([frame[16], frame[17]]).wrapping_add(8);
+                frame[16..18].copy_from_slice(&tl.to_be_bytes());
+            }
             0 if !frame.is_empty() => {
                 for _ in 0..1 + rng.below(8) {
                     let i = rng.below(frame.len());
@@ -256,6 +280,92 @@ fn mangle(rng: &mut Rng, frame: &mut Vec<u8>) {
             }
             _ => {}
         }
+    }
+    // Half the time the header checksum is made good again, so that what lies behind it is
+    // what the director has to judge.
+    if rng.chance(50)
+        && let Some(ip) = frame.get_mut(14..)
+        && let Ok(mut p) = Ipv4Packet::new_checked_truncated(ip)
+    {
+        p.fill_checksum();
+    }
+}
+
+/// What the director may do with a frame, judged here without its code.
+#[derive(Debug, PartialEq)]
+enum Judged {
+    /// Anything (not an IPv4 TCP/UDP/ICMP packet, a fragment, or valid).
+    Any,
+    /// Only its TTL is at fault: "time exceeded" or nothing.
+    TtlOnly,
+    /// Never forwarded.
+    Refused(&'static str),
+}
+
+fn judge(frame: &[u8]) -> Judged {
+    let Some(ip) = frame
+        .get(14..)
+        .filter(|_| frame.get(12..14) == Some(&[8, 0]))
+    else {
+        return Judged::Any;
+    };
+    let Ok(p) = Ipv4Packet::new_checked(ip) else {
+        return Judged::Any;
+    };
+    if p.is_fragment() {
+        return Judged::Any;
+    }
+    let l4 = p.payload();
+    let refused = match p.protocol() {
+        protocol::TCP | protocol::UDP | protocol::ICMP if !p.verify_checksum() => {
+            Some("ip checksum")
+        }
+        protocol::TCP | protocol::UDP => {
+            let mut o = p.options();
+            let mut srr = false;
+            while let Some(&k) = o.first() {
+                if k == 0 {
+                    break;
+                }
+                if k == 1 {
+                    o = &o[1..];
+                    continue;
+                }
+                let l = o.get(1).map_or(0, |&l| usize::from(l));
+                if l < 2 || l > o.len() {
+                    srr = true; // malformed options are refused too
+                    break;
+                }
+                srr |= k == 131 || k == 137;
+                o = &o[l..];
+            }
+            let [a, b, ..] = p.src_addr().octets();
+            let martian = a == 0 || a == 127 || a >= 224 || (a == 169 && b == 254);
+            let bad_l4 = if p.protocol() == protocol::TCP {
+                let off = l4.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
+                !(20..=l4.len()).contains(&off)
+            } else {
+                l4.len() < 8 || usize::from(u16::from_be_bytes([l4[4], l4[5]])) != l4.len()
+            };
+            if srr {
+                Some("options")
+            } else if bad_l4 {
+                Some("transport header")
+            } else if martian {
+                // No entry is ever made for one, and it is not answered either.
+                Some("martian source")
+            } else {
+                None
+            }
+        }
+        protocol::ICMP if lvs_wire::checksum::checksum(l4) != 0 => Some("icmp checksum"),
+        protocol::ICMP if p.ttl() <= 1 => Some("icmp ttl"),
+        _ => return Judged::Any,
+    };
+    match refused {
+        Some(r) => Judged::Refused(r),
+        None if p.ttl() <= 1 && p.protocol() != protocol::ICMP => Judged::TtlOnly,
+        None => Judged::Any,
     }
 }
 
@@ -416,8 +526,22 @@ fn fuzz_director(method: ForwardMethod, seed: u64) {
             2 => frame.len().saturating_sub(rng.below(8)),
             _ => frame.len(),
         };
+        let judged = judge(&frame);
         let v = run_one(&mut d, now, &meta, &mut buf, start, len, &ctx);
         if let Verdict::Transmit(tx) = v {
+            let out = &buf[tx.start..tx.start + tx.len];
+            if len == frame.len() {
+                match judged {
+                    Judged::Refused(why) => {
+                        panic!("{ctx}: forwarded a frame failing validation ({why}): {frame:02x?}")
+                    }
+                    Judged::TtlOnly => assert!(
+                        out.get(23) == Some(&protocol::ICMP) && out.get(34) == Some(&11),
+                        "{ctx}: a TTL of 1 or 0 answered otherwise than by time exceeded: {out:02x?}"
+                    ),
+                    Judged::Any => {}
+                }
+            }
             transmitted += 1;
             if pristine && len == frame.len() {
                 let out = &buf[tx.start..tx.start + tx.len];

@@ -146,7 +146,7 @@ fn nat_full_tcp_exchange() {
 }
 
 #[test]
-fn dr_forwards_unchanged_ip_and_tracks_input_only() {
+fn dr_forwards_the_ip_packet_and_tracks_input_only() {
     let key = sim::http_service();
     let mut d = sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
     let now = Time::from_secs(5);
@@ -162,8 +162,8 @@ fn dr_forwards_unchanged_ip_and_tracks_input_only() {
         assert_eq!(&out[6..12], &addr::BACK_MAC);
         assert_eq!(
             &out[14..],
-            &original[..],
-            "DR leaves the IP packet untouched"
+            &sim::after_hop(&original)[..],
+            "DR leaves the IP packet untouched but for the TTL"
         );
     }
     assert_eq!(conn_state(&d), Some(TcpState::Established));
@@ -205,7 +205,11 @@ fn tun_encapsulates_and_decapsulates_to_the_original() {
         (addr::DIP, addr::RIPS[0])
     );
     assert!(outer.dont_frag(), "DF copied from the inner packet");
-    assert_eq!(outer.payload(), &original[..], "inner packet intact");
+    assert_eq!(
+        outer.payload(),
+        &sim::after_hop(&original)[..],
+        "inner packet intact but for the TTL"
+    );
 }
 
 #[test]
@@ -940,4 +944,228 @@ fn a_shorter_timeout_expires_the_entry_on_time() {
             "{state:?}: gone {secs} s after the change, not at the ESTABLISHED deadline"
         );
     }
+}
+
+/// Feed raw IP bytes from the router side; the verdict.
+fn run_ip(d: &mut Director, meta: RxMeta, ip: &[u8]) -> Verdict {
+    let (mut buf, len) = sim::frame_with(addr::ROUTER_MAC, addr::FRONT_MAC, ip);
+    d.process(Time::from_secs(1), &meta, &mut buf, sim::HEADROOM, len)
+}
+
+#[test]
+fn sources_no_client_can_have_get_no_entry() {
+    for method in [
+        ForwardMethod::Masq,
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+    ] {
+        let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+        let cases = [
+            (Ipv4Addr::new(0, 0, 0, 0), DropReason::MartianSource),
+            (Ipv4Addr::new(127, 0, 0, 1), DropReason::MartianSource),
+            (Ipv4Addr::new(169, 254, 3, 4), DropReason::MartianSource),
+            (Ipv4Addr::new(224, 0, 0, 251), DropReason::MartianSource),
+            (Ipv4Addr::new(240, 0, 0, 1), DropReason::MartianSource),
+            (Ipv4Addr::new(255, 255, 255, 255), DropReason::MartianSource),
+            (addr::VIP, DropReason::SpoofedSource),
+            (addr::DIP, DropReason::SpoofedSource),
+            (addr::RIPS[1], DropReason::SpoofedSource),
+            (Ipv4Addr::new(10, 0, 1, 255), DropReason::BroadcastSource),
+            (Ipv4Addr::new(192, 0, 2, 255), DropReason::BroadcastSource),
+        ];
+        for (src, reason) in cases {
+            for syn in [
+                PacketSpec::tcp((src, CPORT), (addr::VIP, 80), SYN),
+                PacketSpec::udp((src, CPORT), (addr::VIP, 53), b"q"),
+            ] {
+                let (v, _) = run(&mut d, Time::from_secs(1), front(), &syn);
+                assert_eq!(v, Verdict::Drop(reason), "{method:?} from {src}");
+            }
+        }
+        assert!(d.conns().is_empty(), "{method:?}: no entry made");
+        for (_, reason) in cases {
+            assert!(d.counters().drops(reason) > 0, "{reason} counted");
+        }
+        // An ordinary client still gets through, and a real server added later is refused
+        // as a source from then on.
+        let (v, _) = run(&mut d, Time::from_secs(1), front(), &client_pkt(SYN));
+        assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+        let extra = Ipv4Addr::new(198, 51, 100, 77);
+        d.add_dest(
+            &sim::http_service(),
+            DestConfig::new(IpAddr::V4(extra), 8080, method),
+        )
+        .unwrap();
+        let syn = PacketSpec::tcp((extra, CPORT), (addr::VIP, 80), SYN);
+        let (v, _) = run(&mut d, Time::from_secs(1), front(), &syn);
+        assert_eq!(v, Verdict::Drop(DropReason::SpoofedSource));
+    }
+}
+
+#[test]
+fn headers_the_kernel_would_refuse_are_dropped_before_any_entry() {
+    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
+    let good = client_pkt(SYN).ip_packet();
+
+    let mut bad_csum = good.clone();
+    bad_csum[10] ^= 0x01;
+    assert_eq!(
+        run_ip(&mut d, front(), &bad_csum),
+        Verdict::Drop(DropReason::BadChecksum)
+    );
+
+    // A loose source route option (and a record route, which is fine).
+    let with_option = |kind: u8| {
+        let mut ip = good.clone();
+        ip.splice(20..20, [kind, 7, 4, 10, 0, 0, 1, 0]);
+        let mut p = Ipv4Packet::new_unchecked(&mut ip[..]);
+        p.set_header_len(28);
+        p.set_total_len(p.total_len() + 8);
+        p.fill_checksum();
+        ip
+    };
+    assert_eq!(
+        run_ip(&mut d, front(), &with_option(131)),
+        Verdict::Drop(DropReason::SourceRoute)
+    );
+    assert_eq!(
+        run_ip(&mut d, front(), &with_option(137)),
+        Verdict::Drop(DropReason::SourceRoute)
+    );
+
+    for off in [4u8, 6] {
+        let mut ip = good.clone();
+        ip[32] = off << 4;
+        assert_eq!(
+            run_ip(&mut d, front(), &ip),
+            Verdict::Drop(DropReason::Malformed),
+            "offset {off}"
+        );
+    }
+    let udp = PacketSpec::udp((addr::CLIENT, CPORT), (addr::VIP, 53), b"abcd").ip_packet();
+    for ulen in [7u16, 11, 13] {
+        let mut ip = udp.clone();
+        ip[24..26].copy_from_slice(&ulen.to_be_bytes());
+        assert_eq!(
+            run_ip(&mut d, front(), &ip),
+            Verdict::Drop(DropReason::Malformed),
+            "udp length {ulen}"
+        );
+    }
+    assert!(d.conns().is_empty(), "nothing of it made an entry");
+    assert!(matches!(
+        run_ip(&mut d, front(), &with_option(7)),
+        Verdict::Transmit(_)
+    ));
+}
+
+#[test]
+fn ttl_runs_out_at_the_director_with_time_exceeded() {
+    for method in [
+        ForwardMethod::Masq,
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+    ] {
+        let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+        for ttl in [0u8, 1] {
+            let mut spec = client_pkt(SYN);
+            spec.ttl = ttl;
+            let original = spec.ip_packet();
+            let (v, out) = run(&mut d, Time::from_secs(1), front(), &spec);
+            let Verdict::Transmit(tx) = v else {
+                panic!("{method:?} ttl {ttl}: {v:?}")
+            };
+            assert_eq!(tx.ifindex, addr::FRONT, "back the way it came");
+            assert_eq!(&out[0..6], &addr::ROUTER_MAC);
+            let ip = ip_of(&out);
+            assert!(ip.verify_checksum());
+            assert_eq!((ip.src_addr(), ip.dst_addr()), (addr::VIP, addr::CLIENT));
+            assert_eq!(ip.protocol(), protocol::ICMP);
+            let icmp = lvs_wire::icmpv4::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+            assert_eq!((icmp.msg_type(), icmp.msg_code()), (11, 0));
+            assert!(icmp.verify_checksum());
+            assert_eq!(&icmp.data()[..28], &original[..28], "quotes the packet");
+        }
+        assert!(
+            d.conns().is_empty(),
+            "{method:?}: no entry for a dead packet"
+        );
+        let c = d.counters();
+        assert_eq!(
+            (c.drops(DropReason::TtlExceeded), c.icmp_sent, c.forwarded),
+            (2, 2, 0)
+        );
+        // TTL 2 is forwarded with 1.
+        let mut spec = client_pkt(SYN);
+        spec.ttl = 2;
+        let (v, out) = run(&mut d, Time::from_secs(1), front(), &spec);
+        assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+        let ip = ip_of(&out);
+        let inner = if method == ForwardMethod::Tunnel {
+            Ipv4Packet::new_checked(ip.payload()).unwrap().ttl()
+        } else {
+            ip.ttl()
+        };
+        assert_eq!((ip.ttl(), inner), (1, 1), "{method:?}");
+        assert!(ip.verify_checksum());
+    }
+}
+
+#[test]
+fn a_nat_reply_whose_ttl_runs_out_is_answered_from_the_director() {
+    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
+    let (v, _) = run(&mut d, Time::from_secs(1), front(), &client_pkt(SYN));
+    assert!(matches!(v, Verdict::Transmit(_)));
+    let mut reply = PacketSpec::tcp((addr::RIPS[0], 8080), (addr::CLIENT, CPORT), SYN | ACK);
+    reply.ttl = 1;
+    let (v, out) = run(&mut d, Time::from_secs(1), back(), &reply);
+    assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+    let ip = ip_of(&out);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (addr::DIP, addr::RIPS[0]));
+    assert_eq!(ip.payload()[0], 11);
+    assert_eq!(d.counters().drops(DropReason::TtlExceeded), 1);
+}
+
+#[test]
+fn an_icmp_error_with_a_bad_checksum_is_not_translated() {
+    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
+    let (v, out) = run(&mut d, Time::from_secs(1), front(), &client_pkt(SYN));
+    assert!(matches!(v, Verdict::Transmit(_)));
+    // The client's router says the real server's SYN-ACK (from VIP:80) could not be
+    // delivered: an error quoting VIP:80 -> client.
+    let quoted = PacketSpec::tcp((addr::VIP, 80), (addr::CLIENT, CPORT), SYN | ACK).ip_packet();
+    let repr = lvs_wire::icmpv4::FragNeededRepr { mtu: 1400 };
+    let mut icmp = vec![0u8; repr.buffer_len(28)];
+    repr.emit(&mut icmp, &quoted[..28]);
+    let outer = |icmp: &[u8], ttl: u8| {
+        let mut ip = vec![0u8; 20 + icmp.len()];
+        lvs_wire::ipv4::Ipv4Repr {
+            src_addr: addr::ROUTER,
+            dst_addr: addr::VIP,
+            protocol: protocol::ICMP,
+            payload_len: icmp.len(),
+            ttl,
+            dscp_ecn: 0,
+            ident: 1,
+            dont_frag: false,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut ip[..]));
+        ip[20..].copy_from_slice(icmp);
+        ip
+    };
+    assert!(matches!(
+        run_ip(&mut d, front(), &outer(&icmp, 64)),
+        Verdict::Transmit(_)
+    ));
+    let mut bad = icmp.clone();
+    bad[12] ^= 0x40;
+    assert_eq!(
+        run_ip(&mut d, front(), &outer(&bad, 64)),
+        Verdict::Drop(DropReason::BadChecksum)
+    );
+    assert_eq!(
+        run_ip(&mut d, front(), &outer(&icmp, 1)),
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
+    drop(out);
 }

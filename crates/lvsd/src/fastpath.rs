@@ -419,6 +419,7 @@ impl FastPath {
     /// Install the core's schedulers as they are now (after every applied change): the
     /// kernel schedules new flows of the services whose scheduler compiles.
     pub fn services_changed(&mut self, director: &Director) {
+        self.refused_changed(director);
         // Every real server of every service gets its stats slot (its lvs_dests index).
         for (svc, s) in director.services().iter() {
             for &dest in s.dest_slots() {
@@ -449,6 +450,22 @@ impl FastPath {
                 in_kernel = split.0,
                 in_core = split.1,
                 "kernel fast path: services whose new flows the kernel schedules (rr, wrr, fo, sh, dh, mh without persistence or thresholds) and the core's"
+            );
+        }
+    }
+
+    /// Give the program the sources the core refuses new connections from (after every
+    /// change of the services or of the network view): it leaves such flows to the core,
+    /// which drops and counts them.
+    pub fn refused_changed(&mut self, director: &Director) {
+        let set = lvs_core::director::refused_sources(&director.net, director.services())
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        if let Err(e) = self.dp.set_refused(&set) {
+            self.log_error(
+                "cannot update the fast path's refused sources; it may schedule flows the core would drop",
+                &e,
             );
         }
     }

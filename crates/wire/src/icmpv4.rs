@@ -279,7 +279,8 @@ pub struct FragNeededRepr {
 }
 
 impl FragNeededRepr {
-    fn error(&self) -> Icmpv4ErrorRepr {
+    /// The error message this is.
+    pub fn error(&self) -> Icmpv4ErrorRepr {
         Icmpv4ErrorRepr {
             msg_type: msg_type::DST_UNREACHABLE,
             msg_code: unreach_code::FRAG_NEEDED,

@@ -82,6 +82,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } lvs_routes SEC(".maps");
 
+/* Sources new flows are never scheduled from here (a VIP, an address of the director, a
+ * real server's, a connected subnet's broadcast address): the core's list
+ * (lvs_core::director::refused_sources), for it to drop and count. The fixed martian ranges
+ * are checked in code (martian()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} lvs_refused SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -165,6 +177,39 @@ static __always_inline void count(__u32 idx)
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
+
+/* One's-complement arithmetic exactly as lvs_wire::checksum does it (RFC 1624 eqn. 3), so
+ * both paths write the same bytes, 0x0000 / 0xffff corner included. Words in host order. */
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+static __always_inline __u32 sum32(__be32 a)
+{
+	__u32 h = bpf_ntohl(a);
+	return (h >> 16) + (h & 0xffff);
+}
+
+/* A checksum field after the 32-bit word old became new. */
+static __always_inline __u16 upd32(__u16 check, __be32 old, __be32 new)
+{
+	return ~fold((__u16)~check + (__u16)~fold(sum32(old)) + sum32(new));
+}
+
+/* ... after the 16-bit word old became new. */
+static __always_inline __u16 upd16(__u16 check, __u16 old, __u16 new)
+{
+	return ~fold((__u16)~check + (__u16)~old + new);
+}
+
+/* A CHECKSUM_PARTIAL seed (non-complemented pseudo-header sum) after an address change. */
+static __always_inline __u16 seed32(__u16 seed, __be32 old, __be32 new)
+{
+	return fold(seed + (__u16)~fold(sum32(old)) + sum32(new));
+}
 
 /* An IPv4 TCP/UDP packet's essentials. */
 struct pkt {
@@ -261,6 +306,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct hdrs *h, struct p
 	__u32 tot = ((__u32)ip[2] << 8) | ip[3];
 	if (ihl < IP_LEN || tot < ihl || tot + ETH_LEN > h->frame_len)
 		return V_USER;
+	/* What the core validates (director/validate.rs) is left to it: options (a source route
+	 * is refused there), a bad header checksum, a TTL that runs out here. */
+	if (ihl != IP_LEN || ip[8] <= 1)
+		return V_USER;
+	__u32 sum = 0;
+	for (int i = 0; i < IP_LEN; i += 2)
+		sum += ((__u32)ip[i] << 8) | ip[i + 1];
+	if (fold(sum) != 0xffff)
+		return V_USER;
 	if (((ip[6] & 0x3f) | ip[7]) != 0) /* MF or an offset: a fragment */
 		return V_USER;
 	__u8 proto = ip[9];
@@ -272,6 +326,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct hdrs *h, struct p
 	__u32 need = proto == IPPROTO_TCP ? 14 : 8;
 	if (l4 + need > h->len || l4 + 14 > HDR_MAX)
 		return V_USER;
+	/* A TCP data offset within the segment, a UDP length that is the IP payload's. */
+	__u32 seg = tot - ihl;
+	if (proto == IPPROTO_TCP) {
+		__u32 off = (h->b[l4 + 12] >> 4) * 4;
+		if (off < 20 || off > seg)
+			return V_USER;
+	} else if ((((__u32)h->b[l4 + 4] << 8) | h->b[l4 + 5]) != seg) {
+		return V_USER;
+	}
 	p->flow.proto = proto;
 	__builtin_memcpy(&p->flow.src, &ip[12], 4);
 	__builtin_memcpy(&p->flow.dst, &ip[16], 4);
@@ -429,6 +492,13 @@ static __always_inline int classify_new(struct plan *pl, int tc)
 	struct pkt *p = &pl->p;
 
 	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_RST)) != TCP_SYN)
+		return V_USER;
+	/* Sources the core refuses (director/validate.rs): it drops and counts them. */
+	__u32 src = bpf_ntohl(p->flow.src);
+	__u8 a = src >> 24;
+	if (a == 0 || a == 127 || a >= 224 || (src >> 16) == 0xa9fe)
+		return V_USER;
+	if (bpf_map_lookup_elem(&lvs_refused, &p->flow.src))
 		return V_USER;
 	int d = schedule(p, tc, &pl->gen);
 	if (d < 0)
@@ -665,39 +735,6 @@ static __always_inline void account(struct plan *pl)
 	}
 }
 
-/* One's-complement arithmetic exactly as lvs_wire::checksum does it (RFC 1624 eqn. 3), so
- * both paths write the same bytes, 0x0000 / 0xffff corner included. Words in host order. */
-static __always_inline __u16 fold(__u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)s;
-}
-
-static __always_inline __u32 sum32(__be32 a)
-{
-	__u32 h = bpf_ntohl(a);
-	return (h >> 16) + (h & 0xffff);
-}
-
-/* A checksum field after the 32-bit word old became new. */
-static __always_inline __u16 upd32(__u16 check, __be32 old, __be32 new)
-{
-	return ~fold((__u16)~check + (__u16)~fold(sum32(old)) + sum32(new));
-}
-
-/* ... after the 16-bit word old became new. */
-static __always_inline __u16 upd16(__u16 check, __u16 old, __u16 new)
-{
-	return ~fold((__u16)~check + (__u16)~old + new);
-}
-
-/* A CHECKSUM_PARTIAL seed (non-complemented pseudo-header sum) after an address change. */
-static __always_inline __u16 seed32(__u16 seed, __be32 old, __be32 new)
-{
-	return fold(seed + (__u16)~fold(sum32(old)) + sum32(new));
-}
-
 /* Replace one end of the flow (address at ip_off, port at port_off from the frame start)
  * in place, with the core's incremental checksums. A CHECKSUM_COMPLETE skb goes through the
  * kernel's helpers instead, which also keep skb->csum right. */
@@ -754,8 +791,26 @@ static __always_inline int nat(struct __sk_buff *skb, struct plan *pl, __u32 ip_
 	return 0;
 }
 
-/* IP-in-IP as the core writes it: TOS, TTL, DF and the identification copied from the inner
- * header, protocol 4, source the route's. */
+/* One off the TTL, the header checksum fixed incrementally as the core does (checked above
+ * 1 in parse()). The IP header's own sum does not change, so neither does a
+ * CHECKSUM_COMPLETE skb->csum. */
+static __always_inline int dec_ttl(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (data + ETH_LEN + IP_LEN > end)
+		return -1;
+	__u8 *ip = data + ETH_LEN;
+	__u16 *ipck = data + ETH_LEN + 10;
+	__u16 old = ((__u16)ip[8] << 8) | ip[9];
+	*ipck = bpf_htons(upd16(bpf_ntohs(*ipck), old, old - 0x100));
+	ip[8] -= 1;
+	return 0;
+}
+
+/* IP-in-IP as the core writes it: TOS, TTL (after the decrement), DF and the identification
+ * copied from the inner header, protocol 4, source the route's. */
 static __always_inline int encap(struct __sk_buff *skb, struct plan *pl, struct hdrs *h)
 {
 	const __u8 *inner = h->b + ETH_LEN;
@@ -771,7 +826,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct plan *pl, struct 
 	o[5] = inner[5];
 	o[6] = inner[6] & 0x40;
 	o[7] = 0;
-	o[8] = inner[8];
+	o[8] = inner[8] - 1; /* h holds the header as it came, before dec_ttl() */
 	o[9] = IPPROTO_IPIP;
 	o[10] = 0;
 	o[11] = 0;
@@ -797,6 +852,8 @@ static __always_inline int rewrite(struct __sk_buff *skb, struct plan *pl, struc
 	struct pkt *p = &pl->p;
 	struct lvs_conn *c = pl->conn;
 
+	if (dec_ttl(skb) < 0)
+		return -1;
 	switch (c->action) {
 	case LVS_NAT_IN:
 		return nat(skb, pl, ETH_LEN + 16, c->addr, p->l4_off + 2, c->port);
