@@ -329,6 +329,8 @@ pub struct Director {
     lvsd: Option<Child>,
     /// Extra arguments for lvsd (see [`Director::set_lvsd_args`]).
     lvsd_args: Vec<String>,
+    /// Extra environment variables for lvsd (see [`Director::set_lvsd_env`]).
+    lvsd_env: Vec<(String, String)>,
     decaps: Vec<Child>,
     lab: Option<Lab>,
     _lock: LabLock,
@@ -365,6 +367,7 @@ impl Director {
             bins,
             lvsd: None,
             lvsd_args: Vec::new(),
+            lvsd_env: Vec::new(),
             decaps: Vec::new(),
             lab: Some(lab),
             _lock: lock,
@@ -438,6 +441,7 @@ impl Director {
         let child = self
             .lvsd_command(&self.socket)
             .args(&self.lvsd_args)
+            .envs(self.lvsd_env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -512,6 +516,15 @@ impl Director {
     /// Extra arguments for the next [`Director::start_lvsd`] (e.g. `--metrics-listen ADDR`).
     pub fn set_lvsd_args(&mut self, args: &[&str]) {
         self.lvsd_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Extra environment variables for the next [`Director::start_lvsd`] (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn set_lvsd_env(&mut self, vars: &[(&str, &str)]) {
+        self.lvsd_env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// Sends SIGTERM to lvsd and waits for it (SIGKILL after 5 s); returns its exit status.

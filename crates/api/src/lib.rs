@@ -166,6 +166,9 @@ pub enum Request {
     },
     /// Health state of every checked real server and every service with health settings.
     Health,
+    /// Every place lvsd loses frames, with its count (`lvsadm --drops`): the core's drop
+    /// reasons, the capture rings, the sends and the kernel fast path.
+    Drops,
 }
 
 impl Request {
@@ -194,7 +197,8 @@ impl Request {
             | Request::Reload
             | Request::SetCheck { .. }
             | Request::SetServiceHealth { .. }
-            | Request::Health => false,
+            | Request::Health
+            | Request::Drops => false,
         }
     }
 }
@@ -247,6 +251,40 @@ pub enum Reply {
         /// Services with health settings.
         services: Vec<ServiceHealthInfo>,
     },
+    /// Where frames were lost (answer to [`Request::Drops`]).
+    Drops(DropsInfo),
+}
+
+/// Every place lvsd loses frames, since it started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DropsInfo {
+    /// The data path forwarding established flows: `afpacket` or `tc`.
+    pub datapath: String,
+    /// One row per counter, zeros included: every drop reason of the core, then every
+    /// socket's capture ring, every worker's sends, and (datapath `tc`) the kernel program's
+    /// losses.
+    pub rows: Vec<DropRow>,
+}
+
+/// One loss counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropRow {
+    /// Where: `core` (the forwarding decision), `ring` (a socket's capture ring, filled by the
+    /// kernel), `send` (frames handed to the io layer to send), `kernel` (the fast path's
+    /// program).
+    pub layer: String,
+    /// Why, in the layer's words: a drop reason of the core, `full`, `freezes`,
+    /// `malformed_slot`, `not_queued`, `enobufs`, `eagain`, `error`, or a counter of the
+    /// kernel program.
+    pub reason: String,
+    /// The interface of a capture ring (left out elsewhere).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface: String,
+    /// The data path worker of a ring or of sends (left out elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
+    /// Frames lost (events, for ring `freezes`).
+    pub count: u64,
 }
 
 /// Health of one checked real server.

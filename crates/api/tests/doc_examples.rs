@@ -166,6 +166,7 @@ fn requests() -> Vec<Request> {
             })),
         },
         Request::Health,
+        Request::Drops,
     ]
 }
 
@@ -309,6 +310,34 @@ fn replies() -> Vec<Reply> {
                 sorry_active: false,
             }],
         },
+        Reply::Drops(lvs_api::DropsInfo {
+            datapath: "tc".into(),
+            rows: [
+                ("core", "no_route", "", None, 2),
+                ("core", "neighbour_unresolved", "", None, 8),
+                ("send", "not_queued", "", None, 0),
+                ("ring", "full", "eth0", Some(0), 1520),
+                ("ring", "freezes", "eth0", Some(0), 0),
+                ("ring", "malformed_slot", "eth0", Some(0), 0),
+                ("send", "enobufs", "", Some(0), 0),
+                ("send", "eagain", "", Some(0), 0),
+                ("send", "error", "", Some(0), 0),
+                ("kernel", "error", "", None, 0),
+                ("kernel", "new_flows_dropped", "", None, 0),
+                ("kernel", "event_lost", "", None, 0),
+            ]
+            .into_iter()
+            .map(
+                |(layer, reason, interface, worker, count)| lvs_api::DropRow {
+                    layer: layer.into(),
+                    reason: reason.into(),
+                    interface: interface.into(),
+                    worker,
+                    count,
+                },
+            )
+            .collect(),
+        }),
     ]
 }
 
@@ -369,6 +398,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::SetCheck { .. } => "set_check",
         Request::SetServiceHealth { .. } => "set_service_health",
         Request::Health => "health",
+        Request::Drops => "drops",
     }
 }
 
@@ -383,6 +413,7 @@ fn result_name(r: &Reply) -> &'static str {
         Reply::Counters(_) => "counters",
         Reply::Timeouts { .. } => "timeouts",
         Reply::Health { .. } => "health",
+        Reply::Drops(_) => "drops",
     }
 }
 
@@ -458,10 +489,10 @@ fn every_op_and_result_is_documented() {
     let doc = document();
     let ops: BTreeSet<&str> = requests().iter().map(op_name).collect();
     let results: BTreeSet<&str> = replies().iter().map(result_name).collect();
-    assert_eq!(ops.len(), 19, "an example per request variant: {ops:?}");
+    assert_eq!(ops.len(), 20, "an example per request variant: {ops:?}");
     assert_eq!(
         results.len(),
-        8,
+        9,
         "an example per reply variant: {results:?}"
     );
     for op in ops {

@@ -16,7 +16,8 @@
 //! insists on it first), option values that depend on other options (`-M`, `-r` without a port)
 //! are resolved after all options are read (ipvsadm reads them in order), the scheduler name is
 //! checked here rather than by the kernel, unsupported features (`--pe`, GUE/GRE tunnels, the
-//! sync daemon) are refused with a clear message, and `--reload` is lvsadm's own.
+//! sync daemon) are refused with a clear message, and `--reload` and `--drops` are lvsadm's
+//! own.
 //!
 //! Host and service names are resolved as ipvsadm does (see [`crate::names`]).
 
@@ -121,6 +122,8 @@ pub enum Command {
     },
     /// `--reload`: ask lvsd to re-read its configuration file.
     Reload,
+    /// `--drops`: where lvsd lost frames (lvsadm's own; ipvsadm has no such view).
+    Drops,
 }
 
 /// Which table `-L` prints.
@@ -210,6 +213,7 @@ enum Cmd {
     Save,
     Zero,
     Reload,
+    Drops,
 }
 
 impl Cmd {
@@ -231,6 +235,7 @@ impl Cmd {
             Cmd::Save => "save",
             Cmd::Zero => "zero",
             Cmd::Reload => "reload",
+            Cmd::Drops => "drops",
         }
     }
 
@@ -240,7 +245,7 @@ impl Cmd {
         match self {
             Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
             Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::Reload => {
+            Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::Reload | Cmd::Drops => {
                 b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
             Cmd::StartDaemon => b"xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
@@ -397,6 +402,7 @@ enum Tag {
     TunCsum,
     TunRemcsum,
     Reload,
+    Drops,
 }
 
 /// Whether an option takes a value.
@@ -469,6 +475,7 @@ const OPTIONS: &[(&str, Option<char>, Tag, Arg)] = &[
     ("tun-csum", None, Tag::TunCsum, Arg::None),
     ("tun-remcsum", None, Tag::TunRemcsum, Arg::None),
     ("reload", None, Tag::Reload, Arg::None),
+    ("drops", None, Tag::Drops, Arg::None),
 ];
 
 /// One option occurrence or a free-standing word.
@@ -611,7 +618,7 @@ impl Raw {
     fn set_command(&mut self, cmd: Cmd) -> Result<(), ParseError> {
         if self.cmd.is_some() {
             return Err(invalid(
-                "multiple commands specified (give one of -A -E -D -C -R -S -a -e -d -L -Z --set --reload per call)",
+                "multiple commands specified (give one of -A -E -D -C -R -S -a -e -d -L -Z --set --reload --drops per call)",
             ));
         }
         self.cmd = Some(cmd);
@@ -792,7 +799,7 @@ pub fn parse_with(argv: &[String], names: &dyn Resolve) -> Result<Invocation, Pa
     let Some(cmd) = raw.cmd else {
         return Err(usage(
             program,
-            "no command given (one of -A -E -D -C -R -S -a -e -d -L -l -Z --set --reload -h -v)",
+            "no command given (one of -A -E -D -C -R -S -a -e -d -L -l -Z --set --reload --drops -h -v)",
         ));
     };
     let command = build(cmd, &mut raw, names)?;
@@ -817,7 +824,8 @@ fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<
         | Tag::Set
         | Tag::Restore
         | Tag::Save
-        | Tag::Reload => apply_command(raw, tag),
+        | Tag::Reload
+        | Tag::Drops => apply_command(raw, tag),
         Tag::StartDaemon
         | Tag::StopDaemon
         | Tag::McastInterface
@@ -873,7 +881,8 @@ fn apply(raw: &mut Raw, tag: Tag, value: String, names: &dyn Resolve) -> Result<
     }
 }
 
-/// Record a command option that takes no value (`-A`, `-E`, ..., `--set`, `--reload`).
+/// Record a command option that takes no value (`-A`, `-E`, ..., `--set`, `--reload`,
+/// `--drops`).
 fn apply_command(raw: &mut Raw, tag: Tag) -> Result<(), ParseError> {
     raw.set_command(match tag {
         Tag::AddService => Cmd::Add,
@@ -889,6 +898,7 @@ fn apply_command(raw: &mut Raw, tag: Tag) -> Result<(), ParseError> {
         Tag::Restore => Cmd::Restore,
         Tag::Save => Cmd::Save,
         Tag::Reload => Cmd::Reload,
+        Tag::Drops => Cmd::Drops,
         other => unreachable!("{other:?} is not a command without a value"),
     })
 }
@@ -1320,6 +1330,7 @@ fn build(cmd: Cmd, raw: &mut Raw, names: &dyn Resolve) -> Result<Command, ParseE
         Cmd::Restore => Ok(Command::Restore),
         Cmd::Save => Ok(Command::Save(raw.format)),
         Cmd::Reload => Ok(Command::Reload),
+        Cmd::Drops => Ok(Command::Drops),
         Cmd::StartDaemon | Cmd::StopDaemon => Ok(Command::SyncDaemon {
             start: cmd == Cmd::StartDaemon,
             state: raw.daemon_state.clone().unwrap_or_default(),
@@ -1485,6 +1496,7 @@ mod tests {
             Cmd::Save,
             Cmd::Zero,
             Cmd::Reload,
+            Cmd::Drops,
         ] {
             assert_eq!(cmd.row().len(), NUMBER_OF_OPT);
         }

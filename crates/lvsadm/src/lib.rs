@@ -197,6 +197,13 @@ pub fn run_with(
             ),
         ),
         Command::Reload => reload(daemon, socket),
+        Command::Drops => match daemon.call(socket, Request::Drops) {
+            Ok(Reply::Drops(info)) => Outcome::ok(render::drops(&info)),
+            Ok(Reply::Error { message }) => Outcome::err(EXIT_LIST_FAILED, &message),
+            Ok(other) => Outcome::err(EXIT_LIST_FAILED, &unexpected(&other)),
+            Err(DaemonError::Unreachable(m)) => Outcome::err(EXIT_UNREACHABLE, &m),
+            Err(DaemonError::Failed(m)) => Outcome::err(EXIT_LIST_FAILED, &m),
+        },
     }
 }
 
@@ -368,6 +375,7 @@ pub fn help(program: &str) -> String {
   {p} -Z [virtual-service]
   {p} --set tcp tcpfin udp
   {p} --reload
+  {p} --drops
   {p} import ipvsadm-save|keepalived FILE [--allow-partial]
   {p} -h
 
@@ -388,6 +396,8 @@ Either long or short options are allowed.
   --start-daemon              start connection sync daemon (not supported yet)
   --stop-daemon               stop connection sync daemon (not supported yet)
   --reload                    make lvsd re-read its configuration file
+  --drops                     list every place lvsd lost frames, with counts (drop
+                              reasons of the core, capture rings, sends, kernel fast path)
   import ipvsadm-save FILE    print ipvsadm-save rules as lvsd TOML configuration
   import keepalived FILE      print keepalived.conf virtual servers as lvsd TOML
                               (exit 3 if something affecting traffic is left out,
@@ -436,7 +446,7 @@ Options:
   not support persistence engines, GUE/GRE tunnels or connection sync)
 
 Exit status: 0 done; 2 invalid command line or lvsd unreachable; 255 unknown option,
-missing command, or lvsd refused the change; 1 a listing failed.
+missing command, or lvsd refused the change; 1 a listing (or --drops) failed.
 ",
         env = lvs_api::SOCKET_ENV,
         default = lvs_api::DEFAULT_SOCKET,

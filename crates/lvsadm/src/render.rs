@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use lvs_api::{ConnInfo, DestInfo, ServiceInfo};
+use lvs_api::{ConnInfo, DestInfo, DropsInfo, ServiceInfo};
 use lvs_core::service::{DestConfig, ServiceConfig};
 use lvs_core::stats::{Rates, Stats};
 use lvs_core::types::{Family, ForwardMethod, Protocol, ServiceKey};
@@ -390,10 +390,78 @@ pub fn timeouts(tcp: u64, tcpfin: u64, udp: u64) -> String {
     format!("Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}\n")
 }
 
+/// `--drops` (lvsadm's own view; ipvsadm has none): a line naming the datapath, then one
+/// row per loss counter in lvsd's order — layer, reason, interface, worker (`-` where they do
+/// not apply) and the exact count — in columns as wide as their longest cell.
+pub fn drops(info: &DropsInfo) -> String {
+    let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+    let mut rows: Vec<[String; 5]> =
+        vec![["Layer", "Reason", "Interface", "Worker", "Count"].map(String::from)];
+    rows.extend(info.rows.iter().map(|r| {
+        [
+            r.layer.clone(),
+            r.reason.clone(),
+            dash(r.interface.clone()),
+            dash(r.worker.map(|w| w.to_string()).unwrap_or_default()),
+            r.count.to_string(),
+        ]
+    }));
+    let mut width = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = format!(
+        "Frames lost since lvsd started (datapath {})\n",
+        info.datapath
+    );
+    for [layer, reason, iface, worker, count] in &rows {
+        let _ = writeln!(
+            out,
+            "{layer:<w0$} {reason:<w1$} {iface:<w2$} {worker:<w3$} {count:>w4$}",
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+            w4 = width[4],
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lvs_api::DropRow;
     use lvs_core::types::{SchedFlags, SchedulerKind};
+
+    #[test]
+    fn drops_are_one_aligned_row_each() {
+        let row = |layer: &str, reason: &str, interface: &str, worker, count| DropRow {
+            layer: layer.into(),
+            reason: reason.into(),
+            interface: interface.into(),
+            worker,
+            count,
+        };
+        let info = DropsInfo {
+            datapath: "afpacket".into(),
+            rows: vec![
+                row("core", "no_route", "", None, 3),
+                row("ring", "full", "veth-director0", Some(0), 123_456),
+                row("send", "enobufs", "", Some(1), 0),
+            ],
+        };
+        assert_eq!(
+            drops(&info),
+            "Frames lost since lvsd started (datapath afpacket)\n\
+             Layer Reason   Interface      Worker  Count\n\
+             core  no_route -              -           3\n\
+             ring  full     veth-director0 0      123456\n\
+             send  enobufs  -              1           0\n"
+        );
+    }
 
     #[test]
     fn largenum_units() {

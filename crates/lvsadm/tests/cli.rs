@@ -1000,6 +1000,54 @@ fn reload_sends_one_request_and_prints_refusals() {
 }
 
 #[test]
+fn drops_sends_one_request_and_prints_every_row() {
+    let info = lvs_api::DropsInfo {
+        datapath: "tc".into(),
+        rows: vec![
+            lvs_api::DropRow {
+                layer: "core".into(),
+                reason: "no_route".into(),
+                count: 2,
+                ..Default::default()
+            },
+            lvs_api::DropRow {
+                layer: "ring".into(),
+                reason: "full".into(),
+                interface: "eth0".into(),
+                worker: Some(0),
+                count: 9,
+            },
+        ],
+    };
+    let (out, sent) = exec("--drops", Ok(Reply::Drops(info)));
+    assert_eq!(sent, vec![Request::Drops]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+    assert_eq!(
+        out.stdout,
+        "Frames lost since lvsd started (datapath tc)\n\
+         Layer Reason   Interface Worker Count\n\
+         core  no_route -         -          2\n\
+         ring  full     eth0      0          9\n"
+    );
+    // Not a list option of ipvsadm's: alone, and nothing sent with another command.
+    let (out, sent) = exec("-L --drops", Ok(Reply::Ok));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("multiple commands"), "{}", out.stderr);
+    assert!(sent.is_empty());
+    let (out, sent) = exec("--drops -n", Ok(Reply::Ok));
+    assert_eq!(out.code, 2);
+    assert!(sent.is_empty());
+    let (out, _) = exec(
+        "--drops",
+        Err(DaemonError::Unreachable("cannot talk to lvsd".into())),
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (2, "cannot talk to lvsd\n")
+    );
+}
+
+#[test]
 fn import_ipvsadm_save_and_keepalived() {
     let dir = std::env::temp_dir().join(format!("lvsadm-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -4,7 +4,7 @@
 //! core, queue what it says to transmit, flush in batches; between batches apply control
 //! requests (so every change is atomic with respect to packets) and run the expiry timers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::fastpath::FastPath;
 use crate::handover::Pending;
 use crate::ifaces::{Follow, SocketChange};
+use crate::losses::{self, Tally};
 use crate::steering::{self, Spec, Versioned};
 
 /// A request for the worker.
@@ -53,6 +54,13 @@ pub struct Shared {
     /// Frames each worker's sockets received (all packet types), indexed by worker id; one
     /// add per receive batch.
     pub worker_packets: Vec<AtomicU64>,
+    /// What the workers' sockets lost (capture rings, sends), published by each worker on
+    /// its timer.
+    pub losses: losses::Registry,
+    /// The core's clock ([`Shared::now`], nanoseconds) when each worker last read its
+    /// sockets' statistics, indexed by worker id: a worker whose loop turns does so every
+    /// [`losses::PUBLISH_EVERY`] (the watchdog checks it).
+    pub worker_beat: Vec<AtomicU64>,
     /// Origin of the core's clock.
     pub start: Instant,
     /// Set to stop every worker.
@@ -135,14 +143,17 @@ pub struct Worker {
     epoll: std::os::fd::OwnedFd,
     arena: Vec<u8>,
     segs: Vec<Segment>,
+    /// Each socket's share of [`Shared::losses`], by interface index.
+    tallies: BTreeMap<u32, Tally>,
 }
 
 impl Worker {
-    /// A worker; give `control` to exactly one of them.
+    /// A worker with `sockets` on the interfaces `names` (index, name); give `control` to
+    /// exactly one of them.
     pub fn new(
         id: usize,
         shared: Arc<Shared>,
-        sockets: Vec<AfPacket>,
+        (sockets, names): (Vec<AfPacket>, &[(u32, String)]),
         control: Option<ControlPart>,
         changes: Receiver<SocketChange>,
     ) -> std::io::Result<Worker> {
@@ -172,10 +183,22 @@ impl Worker {
                 )?;
             }
         }
+        let tallies = sockets
+            .iter()
+            .map(|s| {
+                let index = s.ifindex();
+                let name = names
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .map_or_else(|| index.to_string(), |(_, n)| n.clone());
+                (index, shared.losses.tally(id, &name))
+            })
+            .collect();
         Ok(Worker {
             id,
             shared,
             sockets,
+            tallies,
             control,
             changes,
             epoll: ep,
@@ -190,6 +213,7 @@ impl Worker {
             let _ = c.wake.set_nonblocking(true);
         }
         let mut next_tick = Instant::now() + TICK;
+        let mut next_publish = Instant::now();
         let mut busy = false;
         let mut last_frames = Instant::now();
         let spin = self.shared.busy_poll;
@@ -278,8 +302,24 @@ impl Worker {
                 use lvs_io::PacketIo;
                 sock.flush();
             }
-            // After the flush: a socket closed here takes no queued frame with it.
+            // The kernel's ring statistics and the send counters, after the flush; then a
+            // socket closed here takes no queued frame and no uncounted loss with it.
+            if Instant::now() >= next_publish {
+                self.publish();
+                next_publish = Instant::now() + losses::PUBLISH_EVERY;
+            }
             self.change_sockets();
+        }
+        self.publish();
+        for t in self.tallies.values() {
+            if t.ring_drops() > 0 {
+                warn!(
+                    worker = self.id,
+                    interface = t.interface(),
+                    drops = t.ring_drops(),
+                    "the capture ring dropped frames while lvsd ran (see lvsadm --drops; a larger --rx-frames or --rx-blocks makes room)"
+                );
+            }
         }
         info!(worker = self.id, "data path worker stopped");
         self.control.map(|c| Leftovers {
@@ -293,18 +333,38 @@ impl Worker {
         use rustix::event::epoll;
         while let Ok(change) = self.changes.try_recv() {
             match change {
-                SocketChange::Add(s) => {
+                SocketChange::Add(s, name) => {
                     if let Err(e) =
                         epoll::add(&self.epoll, &s, socket_tag(&s), epoll::EventFlags::IN)
                     {
                         warn!(worker = self.id, ifindex = s.ifindex(), error = %e, "cannot wait on a new socket");
                         continue;
                     }
-                    self.sockets.push(s);
+                    let tally = self.shared.losses.tally(self.id, &name);
+                    self.tallies.insert(s.ifindex(), tally);
+                    self.sockets.push(*s);
                 }
-                // Closing the socket takes it out of the epoll set.
-                SocketChange::Remove(ifindex) => self.sockets.retain(|s| s.ifindex() != ifindex),
+                // Closing the socket takes it out of the epoll set; what it lost is counted
+                // first.
+                SocketChange::Remove(ifindex) => {
+                    for s in self.sockets.iter_mut().filter(|s| s.ifindex() == ifindex) {
+                        publish(self.id, s, &mut self.tallies);
+                    }
+                    self.tallies.remove(&ifindex);
+                    self.sockets.retain(|s| s.ifindex() != ifindex);
+                }
             }
+        }
+    }
+
+    /// Add every socket's ring statistics and send counters to [`Shared::losses`], and note
+    /// that this worker's loop turns ([`Shared::worker_beat`]).
+    fn publish(&mut self) {
+        for s in &mut self.sockets {
+            publish(self.id, s, &mut self.tallies);
+        }
+        if let Some(b) = self.shared.worker_beat.get(self.id) {
+            b.store(self.shared.now().as_nanos(), Ordering::Relaxed);
         }
     }
 
@@ -335,6 +395,20 @@ impl Worker {
         if let Some(c) = &mut self.control {
             let mut sink = [0u8; 64];
             while matches!(c.wake.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+/// Read one socket's ring statistics (which resets them) and send counters into its tally.
+fn publish(worker: usize, sock: &mut AfPacket, tallies: &mut BTreeMap<u32, Tally>) {
+    use lvs_io::PacketIo;
+    let Some(t) = tallies.get_mut(&sock.ifindex()) else {
+        return;
+    };
+    match sock.stats() {
+        Ok(ring) => t.publish(ring, sock.tx_queue().counters()),
+        Err(e) => {
+            tracing::debug!(worker, ifindex = sock.ifindex(), error = %e, "cannot read the ring statistics")
         }
     }
 }
@@ -382,11 +456,14 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 director.net = *table;
                 c.local = local;
                 director.release_held(shared.now(), &mut c.released);
-                // Routes bound which new flows the kernel may schedule itself.
-                if let Some(fp) = &mut c.fast
-                    && fp.set_routes(&director.net)
-                {
-                    fp.services_changed(director);
+                // Routes bound which new flows the kernel may schedule itself; addresses
+                // which sources it must leave to the core.
+                if let Some(fp) = &mut c.fast {
+                    if fp.set_routes(&director.net) {
+                        fp.services_changed(director);
+                    } else {
+                        fp.refused_changed(director);
+                    }
                 }
             }
             Ok(Command::Interfaces(wanted)) => {
@@ -539,6 +616,14 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                 kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })
         }
+        Request::Drops => Reply::Drops(lvs_api::DropsInfo {
+            datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
+            rows: losses::rows(
+                director.counters(),
+                &shared.losses.totals(),
+                &fast.map(FastPath::counters).unwrap_or_default(),
+            ),
+        }),
         Request::Timeouts => {
             let (tcp, fin, udp) = director.timeouts().get();
             Reply::Timeouts {

@@ -61,6 +61,10 @@ pub struct SocketPlan {
     pub workers: u16,
     /// RX ring version.
     pub ring: RingVersion,
+    /// `TPACKET_V2` frame slots per socket (`--rx-frames`).
+    pub rx_frames: u32,
+    /// `TPACKET_V3` blocks per socket (`--rx-blocks`).
+    pub rx_blocks: u32,
 }
 
 impl SocketPlan {
@@ -71,6 +75,8 @@ impl SocketPlan {
         let cfg = AfPacketConfig {
             fanout: (self.workers > 1).then(|| lvs_io::Fanout::hash(group)),
             ring: self.ring,
+            rx_frames: self.rx_frames,
+            block_count: self.rx_blocks,
             ..AfPacketConfig::default()
         };
         (0..self.workers)
@@ -87,8 +93,8 @@ impl SocketPlan {
 
 /// A change to one worker's sockets.
 pub enum SocketChange {
-    /// Receive on this socket too.
-    Add(AfPacket),
+    /// Receive on this socket too: the new socket and its interface's name.
+    Add(Box<AfPacket>, String),
     /// Close the socket of this interface.
     Remove(u32),
 }
@@ -186,7 +192,7 @@ impl Follow {
             }
         }
         for (w, s) in self.workers.iter().zip(sockets) {
-            let _ = w.send(SocketChange::Add(s));
+            let _ = w.send(SocketChange::Add(Box::new(s), name.to_string()));
         }
         info!(
             interface = name,

@@ -1,6 +1,7 @@
 //! `lvsd`: the LVS director daemon.
 //!
-//! Runs in the foreground (systemd `Type=simple`), serves every non-loopback interface of its
+//! Runs in the foreground (systemd `Type=notify`: READY, RELOADING, STOPPING and watchdog pings
+//! through `NOTIFY_SOCKET` when it is set, see [`notify`]), serves every non-loopback interface of its
 //! network namespace unless `--interface` narrows it (following them as they come and go:
 //! [`ifaces`]), takes the virtual services' traffic
 //! from the kernel (see [`steering`]), forwards it with NAT, DR or Tun, and answers
@@ -19,8 +20,10 @@ mod fastpath;
 mod handover;
 mod health;
 mod ifaces;
+mod losses;
 mod metrics;
 mod netsync;
+mod notify;
 mod steering;
 
 use std::io::{IsTerminal, Read};
@@ -66,6 +69,17 @@ struct Args {
     /// socket, but adds up to 1 ms per packet at low rates).
     #[arg(long, default_value_t = lvs_io::RingVersion::V2)]
     rx_ring: lvs_io::RingVersion,
+    /// `--rx-ring v2`: frame slots in each socket's receive ring, rounded up to whole ring
+    /// blocks (15 slots each with 4 KiB pages; a slot holds a frame of up to 64 KiB in 68 KiB). A burst larger than
+    /// the ring while the worker is busy is dropped by the kernel (`lvsadm --drops`, ring
+    /// `full`): raise it when those drops grow.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=16_384))]
+    rx_frames: u32,
+    /// `--rx-ring v3`: 256 KiB blocks in each socket's receive ring (default 16: 4 MiB). The
+    /// kernel drops frames while every block is held (ring `full` and `freezes` in
+    /// `lvsadm --drops`): raise it when those grow.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4_096))]
+    rx_blocks: u32,
     /// Configuration file (TOML) to load at start and re-apply on SIGHUP / `lvsadm --reload`.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -376,6 +390,10 @@ fn start_data_path(
         worker_packets: (0..args.workers)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
+        losses: losses::Registry::default(),
+        worker_beat: (0..args.workers)
+            .map(|_| std::sync::atomic::AtomicU64::new(now.as_nanos()))
+            .collect(),
         start,
         stop: Arc::clone(stop),
         busy_poll: Duration::from_micros(u64::from(args.busy_poll_us)),
@@ -429,7 +447,7 @@ fn start_data_path(
         seq: 0,
         freed: 0,
     };
-    let workers = spawn_workers(&shared, per_worker, from_follow, control_part)?;
+    let workers = spawn_workers(&shared, (per_worker, ifaces), from_follow, control_part)?;
     let sync = {
         let (c, w, s) = (cmd_tx.clone(), wake, Arc::clone(stop));
         let policy = ifaces::Policy::from_names(&args.interfaces);
@@ -470,22 +488,29 @@ fn serve(
         return Err(e);
     }
     info!(socket = %args.socket.display(), interfaces = ?names, datapath, "lvsd started");
+    // Serving: the data path is up, the configuration applied, the control socket bound.
+    let status = format!("serving {} interface(s), datapath {datapath}", names.len());
+    notify::ready(&status);
 
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
             if health.can_reload() {
+                notify::reloading();
                 let _ = health.reload();
+                notify::ready(&status);
             } else {
                 warn!("SIGHUP ignored: lvsd was started without --config");
             }
         }
     }
     info!("stopping");
+    notify::stopping();
     running.shutdown(args.keep_forwarding_on_exit)
 }
 
-/// Bind the control socket and start its server and the metrics server.
+/// Bind the control socket and start its server, the metrics server and (under a systemd
+/// watchdog) the watchdog.
 fn start_servers(
     args: &Args,
     running: &mut Running,
@@ -495,6 +520,7 @@ fn start_servers(
     let listener = control::bind(&args.socket)?;
     running.socket = Some(args.socket.clone());
     let stop = &running.stop;
+    let watchdog_shared = Arc::clone(&shared);
     if let Some(l) = metrics_listener {
         let (c, s, st) = (Arc::clone(&running.control), shared, Arc::clone(stop));
         running.threads.push(metrics::spawn(l, c, s, st)?);
@@ -508,6 +534,10 @@ fn start_servers(
         .name("lvsd-control".into())
         .spawn(move || control::serve(listener, c, s, p, control::Limits::default()))?;
     running.threads.push(server);
+    let stop = Arc::clone(&running.stop);
+    if let Some(w) = notify::spawn_watchdog(args.socket.clone(), watchdog_shared, stop)? {
+        running.threads.push(w);
+    }
     Ok(())
 }
 
@@ -515,6 +545,8 @@ fn socket_plan(args: &Args) -> ifaces::SocketPlan {
     ifaces::SocketPlan {
         workers: args.workers,
         ring: args.rx_ring,
+        rx_frames: args.rx_frames,
+        rx_blocks: args.rx_blocks,
     }
 }
 
@@ -561,18 +593,25 @@ fn new_director(
     (director, local)
 }
 
-/// Start one data path thread per socket set; the first one gets the control part.
+/// Start one data path thread per socket set (on the interfaces `names`); the first one gets
+/// the control part.
 fn spawn_workers(
     shared: &Arc<dataplane::Shared>,
-    per_worker: Vec<Vec<AfPacket>>,
+    (per_worker, names): (Vec<Vec<AfPacket>>, &[(u32, String)]),
     changes: Vec<std::sync::mpsc::Receiver<ifaces::SocketChange>>,
     control: dataplane::ControlPart,
 ) -> Result<Vec<JoinHandle<Option<dataplane::Leftovers>>>> {
     let mut control = Some(control);
     let mut workers = Vec::new();
     for (id, (sockets, changes)) in per_worker.into_iter().zip(changes).enumerate() {
-        let w = dataplane::Worker::new(id, Arc::clone(shared), sockets, control.take(), changes)
-            .context("cannot set up a data path worker")?;
+        let w = dataplane::Worker::new(
+            id,
+            Arc::clone(shared),
+            (sockets, names),
+            control.take(),
+            changes,
+        )
+        .context("cannot set up a data path worker")?;
         workers.push(
             std::thread::Builder::new()
                 .name(format!("lvsd-worker{id}"))

@@ -3,7 +3,8 @@
 //! `GET /metrics` answers with the OpenMetrics text format (`prometheus-client`'s encoder);
 //! `GET /` with a short page pointing there. Each scrape asks the data path for the service
 //! table and the director counters through the same channel as the control socket
-//! ([`Control::call`]), and reads the per-worker packet counters from [`Shared`]; nothing is
+//! ([`Control::call`]), and reads the per-worker packet counters and the sockets' losses
+//! (capture rings, sends: [`crate::losses`]) from [`Shared`]; nothing is
 //! kept between scrapes, so `lvsadm -Z` shows up as a counter reset, which Prometheus handles.
 //!
 //! The server is a plain [`TcpListener`] served by one thread, one connection at a time, with
@@ -40,6 +41,7 @@ use tracing::{info, warn};
 
 use crate::control::Control;
 use crate::dataplane::Shared;
+use crate::losses::SocketTotals;
 
 /// The media type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -63,6 +65,8 @@ pub struct Snapshot {
     pub counters: CountersInfo,
     /// Frames received by each data path worker, indexed by worker id.
     pub worker_packets: Vec<u64>,
+    /// Each socket's capture ring and send counters, by interface and worker.
+    pub sockets: Vec<SocketTotals>,
     /// Checked real servers ([`Request::Health`]); with none, the health families are left
     /// out rather than shown empty.
     pub health_servers: Vec<HealthInfo>,
@@ -127,6 +131,7 @@ pub fn snapshot(control: &Control, shared: &Shared) -> Result<Snapshot, String> 
         services,
         counters,
         worker_packets,
+        sockets: shared.losses.totals(),
         health_servers,
         health_services,
     })
@@ -475,6 +480,77 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
             .iter()
             .enumerate()
             .map(|(i, n)| (vec![("worker", i.to_string())], *n)),
+    )?;
+    sockets(enc, &s.sockets)
+}
+
+/// What the AF_PACKET sockets lost: the kernel's capture ring statistics per socket
+/// (interface and worker), and the sends per worker (a worker sends every frame through the
+/// socket it came in on, whatever interface it leaves by, so sends are not per interface).
+fn sockets(enc: &mut DescriptorEncoder, socks: &[SocketTotals]) -> std::fmt::Result {
+    let ring = |s: &SocketTotals| {
+        vec![
+            ("interface", s.interface.clone()),
+            ("worker", s.worker.to_string()),
+        ]
+    };
+    for (name, help, value) in [
+        (
+            "lvs_capture_ring_packets",
+            "Frames the kernel offered to a worker's capture ring on an interface, dropped ones included",
+            (|s| s.ring_packets) as fn(&SocketTotals) -> u64,
+        ),
+        (
+            "lvs_capture_ring_drops",
+            "Frames the kernel dropped because a worker's capture ring was full (raise --rx-frames, or --rx-blocks with --rx-ring v3)",
+            |s| s.ring_drops,
+        ),
+        (
+            "lvs_capture_ring_freezes",
+            "Times a worker's capture ring froze with every block held by lvsd (--rx-ring v3; always 0 on v2)",
+            |s| s.ring_freezes,
+        ),
+        (
+            "lvs_capture_ring_malformed_slots",
+            "Capture ring slots skipped because their offsets did not lie inside their block",
+            |s| s.ring_malformed,
+        ),
+    ] {
+        counters(
+            enc,
+            name,
+            help,
+            None,
+            socks.iter().map(|s| (ring(s), value(s))),
+        )?;
+    }
+    let mut workers: Vec<usize> = socks.iter().map(|s| s.worker).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    let sum = |w: usize, f: fn(&SocketTotals) -> u64| -> u64 {
+        socks.iter().filter(|s| s.worker == w).map(f).sum()
+    };
+    let worker = |w: usize| vec![("worker", w.to_string())];
+    counters(
+        enc,
+        "lvs_socket_tx_frames",
+        "Frames the kernel accepted from a worker's sends (sendmmsg)",
+        None,
+        workers.iter().map(|&w| (worker(w), sum(w, |s| s.tx_sent))),
+    )?;
+    counters(
+        enc,
+        "lvs_socket_tx_drops",
+        "Frames a worker's sends lost, by errno: enobufs (qdisc or device queue full), eagain (socket send buffer full), error (any other)",
+        None,
+        workers.iter().flat_map(|&w| {
+            [
+                ("enobufs", sum(w, |s| s.tx_enobufs)),
+                ("eagain", sum(w, |s| s.tx_eagain)),
+                ("error", sum(w, |s| s.tx_errors)),
+            ]
+            .map(|(reason, n)| (with(worker(w), "reason", reason), n))
+        }),
     )
 }
 
@@ -954,6 +1030,33 @@ mod tests {
                 kernel: vec![("nat_in".into(), 11), ("to_user".into(), 4)],
             },
             worker_packets: vec![60, 45],
+            sockets: vec![
+                SocketTotals {
+                    worker: 0,
+                    interface: "eth0".into(),
+                    ring_packets: 1000,
+                    ring_drops: 17,
+                    ring_freezes: 2,
+                    ring_malformed: 1,
+                    tx_sent: 800,
+                    tx_enobufs: 4,
+                    tx_eagain: 5,
+                    tx_errors: 6,
+                },
+                SocketTotals {
+                    worker: 0,
+                    interface: "eth1".into(),
+                    tx_sent: 20,
+                    tx_errors: 1,
+                    ..SocketTotals::default()
+                },
+                SocketTotals {
+                    worker: 1,
+                    interface: "eth0".into(),
+                    ring_packets: 30,
+                    ..SocketTotals::default()
+                },
+            ],
             health_servers: vec![health_info("10.0.1.2", true, Some(true)), {
                 let mut h = health_info("10.0.1.3", false, None);
                 h.listed = false;
@@ -1052,6 +1155,23 @@ mod tests {
         assert_eq!(get("lvs_connection_table_capacity"), 4096.0);
         assert_eq!(get(r#"lvs_worker_packets_total{worker="0"}"#), 60.0);
         assert_eq!(get(r#"lvs_worker_packets_total{worker="1"}"#), 45.0);
+        // Capture rings per socket, sends per worker (over its sockets).
+        let expected = r#"
+lvs_capture_ring_packets_total{interface="eth0",worker="0"} 1000
+lvs_capture_ring_drops_total{interface="eth0",worker="0"} 17
+lvs_capture_ring_freezes_total{interface="eth0",worker="0"} 2
+lvs_capture_ring_malformed_slots_total{interface="eth0",worker="0"} 1
+lvs_capture_ring_packets_total{interface="eth0",worker="1"} 30
+lvs_capture_ring_drops_total{interface="eth1",worker="0"} 0
+lvs_socket_tx_frames_total{worker="0"} 820
+lvs_socket_tx_frames_total{worker="1"} 0
+lvs_socket_tx_drops_total{reason="enobufs",worker="0"} 4
+lvs_socket_tx_drops_total{reason="eagain",worker="0"} 5
+lvs_socket_tx_drops_total{reason="error",worker="0"} 7
+lvs_socket_tx_drops_total{reason="error",worker="1"} 0"#;
+        for (k, v) in expected.lines().filter_map(|l| l.rsplit_once(' ')) {
+            assert_eq!(get(k).to_string(), v, "{k}");
+        }
         // Services.
         assert_eq!(get(&format!("lvs_service_connections_total{{{TCP}}}")), 3.0);
         assert_eq!(
