@@ -159,7 +159,13 @@ fn round_trip(socket: &Path, within: Duration) -> Result<(), String> {
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
-        .map_err(|e| fail(&format!("no answer within {} ms", within.as_millis()), e))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                "the control socket did not answer within {} ms",
+                within.as_millis()
+            ),
+            _ => fail("read", e),
+        })?;
     if Instant::now() > deadline {
         return Err(format!(
             "control socket answered after more than {} ms",
@@ -268,7 +274,7 @@ mod tests {
         );
         let silent = server("silent", None, Duration::ZERO);
         let err = check(&silent, &shared(&[FRESH]), within).unwrap_err();
-        assert!(err.contains("no answer"), "{err}");
+        assert!(err.contains("did not answer within 300 ms"), "{err}");
         let wrong = server("wrong", Some("{\"result\":\"ok\"}\n"), Duration::ZERO);
         assert!(check(&wrong, &shared(&[FRESH]), within).is_err());
         let garbage = server("garbage", Some("hello\n"), Duration::ZERO);
