@@ -368,6 +368,16 @@ fn an_interface_added_later_is_served_and_its_removal_logged() {
         let body = d.curl(&url);
         assert!(answered_by(&body).is_some(), "{body}");
     }
+    // The new socket's capture ring is counted under the interface's name.
+    let has_ring = |name: &str| {
+        let drops = d.lvsadm_ok(&["--drops"]);
+        let found = drops
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq(["ring", "full", name]));
+        (found, drops)
+    };
+    let (found, drops) = has_ring("eth9");
+    assert!(found, "no ring row for eth9 in lvsadm --drops:\n{drops}");
 
     // Renamed (every non-loopback interface is served): still served, under its new name.
     ip_ok(&d, &director, &["ip", "link", "set", "eth9", "down"]);
@@ -396,6 +406,10 @@ fn an_interface_added_later_is_served_and_its_removal_logged() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Its losses from now on are counted under the new name, the earlier ones stay.
+    let (found, drops) = has_ring("eth8");
+    assert!(found, "no ring row for eth8 after the rename:\n{drops}");
+    assert!(has_ring("eth9").0, "{drops}");
 
     ip_ok(&d, &router, &["ip", "link", "del", "lvsnew0"]);
     wait_for_log(&d, "no longer served", Duration::from_secs(2));

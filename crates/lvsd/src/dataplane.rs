@@ -353,6 +353,15 @@ impl Worker {
                     self.tallies.remove(&ifindex);
                     self.sockets.retain(|s| s.ifindex() != ifindex);
                 }
+                // What the socket lost so far stays under the old name.
+                SocketChange::Rename(ifindex, name) => {
+                    for s in self.sockets.iter_mut().filter(|s| s.ifindex() == ifindex) {
+                        publish(self.id, s, &mut self.tallies);
+                    }
+                    if let Some(t) = self.tallies.get_mut(&ifindex) {
+                        t.rename(&self.shared.losses, self.id, &name);
+                    }
+                }
             }
         }
     }

@@ -97,6 +97,9 @@ pub enum SocketChange {
     Add(Box<AfPacket>, String),
     /// Close the socket of this interface.
     Remove(u32),
+    /// The interface of this index has a new name (its losses are counted under it from now
+    /// on).
+    Rename(u32, String),
 }
 
 /// Worker 0's record of the served interfaces, and the means to change them.
@@ -147,6 +150,9 @@ impl Follow {
                 Some((_, old)) => {
                     if *old != name {
                         info!(ifindex = index, from = %old, to = %name, "served interface renamed");
+                        for w in &self.workers {
+                            let _ = w.send(SocketChange::Rename(index, name.clone()));
+                        }
                     }
                     now.push((index, name));
                 }

@@ -216,6 +216,15 @@ impl Tally {
         self.tx = tx;
     }
 
+    /// Count this socket's losses under a new interface name from now on (its interface was
+    /// renamed): what it lost so far stays under the old name, and what its running counters
+    /// had reached is not counted again.
+    pub fn rename(&mut self, registry: &Registry, worker: usize, interface: &str) {
+        let fresh = registry.tally(worker, interface);
+        self.interface = fresh.interface;
+        self.losses = fresh.losses;
+    }
+
     /// The socket's interface.
     pub fn interface(&self) -> &str {
         &self.interface
@@ -292,6 +301,29 @@ mod tests {
             (105, 11, 3)
         );
         assert_eq!((t.tx_sent, t.tx_errors), (54, 4));
+    }
+
+    #[test]
+    fn a_renamed_interface_counts_on_under_its_new_name() {
+        let reg = Registry::default();
+        let mut t = reg.tally(0, "eth9");
+        t.publish(ring(10, 3, 0, 1), tx(20, 2, 0, 0));
+        t.rename(&reg, 0, "eth8");
+        // The same socket: its running counters go on from where they were.
+        t.publish(ring(5, 1, 0, 1), tx(25, 2, 0, 0));
+        let totals = reg.totals();
+        let get = |name: &str| totals.iter().find(|x| x.interface == name).unwrap();
+        assert_eq!((get("eth9").ring_drops, get("eth9").tx_sent), (3, 20));
+        assert_eq!((get("eth8").ring_packets, get("eth8").ring_drops), (5, 1));
+        assert_eq!(
+            (
+                get("eth8").tx_sent,
+                get("eth8").tx_enobufs,
+                get("eth8").ring_malformed
+            ),
+            (5, 0, 0)
+        );
+        assert_eq!(t.interface(), "eth8");
     }
 
     #[test]
