@@ -14,6 +14,8 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 [ -f /usr/include/libelf.h ] || need+=(libelf-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# The SYN-flood test (tests/flood.rs) and benches/lab-pps.sh generate frames with trafgen.
+command -v trafgen >/dev/null 2>&1 || need+=(netsniff-ng)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -435,6 +435,10 @@ pub struct CountersInfo {
     /// Frames that had to wait for their next hop's MAC address, since the start.
     #[serde(default)]
     pub held_total: u64,
+    /// Half-open TCP entries (never past SYN_RECV) removed to make room for new
+    /// connections: the table full, or the embryonic limit reached (a SYN flood).
+    #[serde(default)]
+    pub embryonic_evicted: u64,
     /// The data path forwarding established flows: `afpacket` (user space) or `tc` (the
     /// kernel fast path).
     #[serde(default)]

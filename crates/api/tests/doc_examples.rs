@@ -256,6 +256,7 @@ fn replies() -> Vec<Reply> {
             tx_errors: 0,
             held: 0,
             held_total: 0,
+            embryonic_evicted: 0,
             datapath: "tc".into(),
             kernel: [
                 ("rx", 91230),

@@ -603,6 +603,14 @@ impl Datapath {
         Ok(())
     }
 
+    /// Give back the spare capacity of the event inbox (after a burst of reports: a SYN
+    /// flood the kernel scheduled).
+    pub fn shrink_buffers(&self) {
+        if let Ok(mut v) = self.inbox.lock() {
+            v.shrink_to(1024);
+        }
+    }
+
     /// A counter summed over CPUs.
     pub fn counter(&self, c: Counter) -> Result<u64, Error> {
         let per_cpu = self

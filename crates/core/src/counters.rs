@@ -115,6 +115,9 @@ pub struct Counters {
     pub conns_created: u64,
     /// Connections expired.
     pub conns_expired: u64,
+    /// Entries that never got past SYN_RECV removed to make room for a new connection
+    /// (the table full, or the embryonic limit reached: a SYN flood).
+    pub embryonic_evicted: u64,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }

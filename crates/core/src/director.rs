@@ -54,6 +54,11 @@ pub struct Settings {
     /// `conn_reuse_mode`: bit 0 reschedules a SYN that hits a TIME_WAIT entry; bit 1 also a
     /// FIN_WAIT entry of a DR/Tun connection. Default 1.
     pub conn_reuse_mode: u8,
+    /// Most TCP entries that have not got past SYN_RECV (`None`: an eighth of `conn_limit`).
+    /// Past it, and whenever the table is full, a new connection takes the place of the
+    /// oldest such entry: a SYN flood cannot crowd out established connections nor keep new
+    /// clients out, and holds at most this many entries (see [`Director::make_room`]).
+    pub embryonic_limit: Option<usize>,
 }
 
 impl Default for Settings {
@@ -66,7 +71,17 @@ impl Default for Settings {
             expire_nodest_conn: false,
             expire_quiescent_template: false,
             conn_reuse_mode: 1,
+            embryonic_limit: None,
         }
+    }
+}
+
+impl Settings {
+    /// The embryonic limit in force.
+    pub fn embryonic_limit(&self) -> usize {
+        self.embryonic_limit
+            .unwrap_or(self.conn_limit / 8)
+            .clamp(1, self.conn_limit.max(1))
     }
 }
 
@@ -181,6 +196,8 @@ struct Flow {
 
 const ETH: usize = ethernet::HEADER_LEN;
 const TUN_OVERHEAD: usize = ipv4::HEADER_LEN;
+/// How often expiry asks the connection table to give memory back.
+const SHRINK_PERIOD: Duration = Duration::from_secs(10);
 
 /// The director.
 #[derive(Debug)]
@@ -196,6 +213,8 @@ pub struct Director {
     expired: Vec<Conn>,
     /// When the rate estimators tick next.
     next_estimate: Time,
+    /// When the connection table is next asked to give memory back.
+    next_shrink: Time,
     /// Connection changes for a fast path below the core (see [`offload`]); `None` unless
     /// one asked for them.
     journal: Option<Journal>,
@@ -228,6 +247,7 @@ impl Director {
             counters: Counters::default(),
             expired: Vec::with_capacity(1024),
             next_estimate: now + crate::stats::ESTIMATOR_PERIOD,
+            next_shrink: now + SHRINK_PERIOD,
             journal: None,
             hold: hold::HoldQueues::default(),
             waiting_for: None,
@@ -278,6 +298,13 @@ impl Director {
     /// `--set tcp tcpfin udp` (zero keeps a value).
     pub fn set_timeouts(&mut self, tcp: Duration, tcpfin: Duration, udp: Duration) {
         self.timeouts.set(tcp, tcpfin, udp);
+    }
+
+    /// Set the timeout of one TCP state (every state's, beyond the three of `--set`:
+    /// SYN_RECV for a flood, TIME_WAIT, CLOSE, ...). Entries pick it up at their next state
+    /// change.
+    pub fn set_tcp_timeout(&mut self, state: TcpState, timeout: Duration) {
+        self.timeouts.set_tcp(state, timeout);
     }
 
     /// `-A`.
@@ -390,7 +417,20 @@ impl Director {
         }
         self.expired = gone;
         self.counters.conns_expired += n as u64;
+        // Memory a flood took comes back once its entries are gone (looked at every 10 s).
+        if now >= self.next_shrink {
+            self.next_shrink = now + SHRINK_PERIOD;
+            self.shrink();
+        }
         n
+    }
+
+    /// Give back the memory of a connection table that has emptied to a quarter of its room
+    /// (and of the journal's buffers): cheap when there is nothing to give back.
+    pub fn shrink(&mut self) {
+        self.conns.shrink();
+        self.expired.shrink_to(1024);
+        self.shrink_journal();
     }
 
     /// Remove every connection now (e.g. on shutdown or `--flush-connections`).
@@ -759,6 +799,10 @@ impl Director {
             ServiceKey::Fwmark { mark, .. } => mark,
             ServiceKey::Addr { .. } => 0,
         };
+        self.make_room(
+            1 + usize::from(cfg.persistence.is_some()),
+            f.proto == Protocol::Tcp,
+        );
         let (dest_slot, controller) = match cfg.persistence {
             Some(p) => match self.persistent_dest(now, svc_slot, &cfg, p, &ctx, fwmark) {
                 Ok(x) => x,
@@ -811,6 +855,28 @@ impl Director {
         self.bind(svc_slot, dest_slot, false);
         self.count_new_conn(svc_slot, dest_slot);
         self.established_in(now, meta, buf, start, f, id)
+    }
+
+    /// Make room for `n` new entries (`embryonic`: the first is a TCP flow starting its
+    /// handshake). When the table is full, or an embryonic one would pass the embryonic
+    /// limit, the oldest entries that never got past SYN_RECV go, as a SYN queue drops its
+    /// oldest requests; nothing else is ever evicted. Each eviction is counted.
+    pub(crate) fn make_room(&mut self, n: usize, embryonic: bool) {
+        let cap = self.settings.embryonic_limit();
+        for _ in 0..n {
+            let full = self.conns.len() >= self.conns.limit();
+            let crowded = embryonic && self.conns.embryonic() >= cap;
+            if !(full || crowded) {
+                return;
+            }
+            match self.conns.oldest_embryonic() {
+                Some(victim) => {
+                    self.remove_conn(victim);
+                    self.counters.embryonic_evicted += 1;
+                }
+                None => return,
+            }
+        }
     }
 
     fn count_new_conn(&mut self, svc: u32, dest: u32) {
@@ -958,6 +1024,7 @@ impl Director {
         let (is_active, svc, dest) = (c.is_active(), c.svc, c.dest);
         // A shorter timeout (a FIN, a RST) must move the entry's timer too.
         self.conns.expiry_moved(id);
+        self.conns.state_changed(id);
         if was_active != is_active
             && let Some(d) = self.services.get_mut(svc).and_then(|s| s.dest_mut(dest))
         {

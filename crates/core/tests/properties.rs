@@ -32,8 +32,9 @@ fn client_addr() -> impl Strategy<Value = Ipv4Addr> {
         .prop_map(Ipv4Addr::from)
         .prop_filter("routed via the router, no martian", |a| {
             let o = a.octets();
-            !(o[..3] == [10, 0, 1] || o[..3] == [192, 0, 2])
-                && !lvs_core::director::martian_source(*a)
+            !(o[..3] == [10, 0, 1]
+                || o[..3] == [192, 0, 2]
+                || lvs_core::director::martian_source(*a))
         })
 }
 

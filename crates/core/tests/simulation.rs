@@ -552,6 +552,7 @@ fn full_table_drops_new_connections_and_counts() {
         DestConfig::new(IpAddr::V4(addr::RIPS[0]), 80, ForwardMethod::DirectRoute),
     )
     .unwrap();
+    // Two established connections fill it: nothing is evicted for a third.
     for p in 0..3u16 {
         let (v, _) = run(
             &mut d,
@@ -561,16 +562,125 @@ fn full_table_drops_new_connections_and_counts() {
         );
         if p < 2 {
             assert!(matches!(v, Verdict::Transmit(_)));
+            let ack = PacketSpec::tcp((addr::CLIENT, p + 1), (addr::VIP, 80), ACK);
+            assert!(matches!(
+                run(&mut d, Time::ZERO, front(), &ack).0,
+                Verdict::Transmit(_)
+            ));
         } else {
             assert_eq!(v, Verdict::Drop(DropReason::TableFull));
         }
     }
     assert_eq!(d.counters().drops(DropReason::TableFull), 1);
+    assert_eq!(d.counters().embryonic_evicted, 0);
     let svc = d.services().get(0).unwrap();
     assert_eq!(
-        svc.dests()[0].inactive,
-        2,
+        (svc.dests()[0].active, svc.dests()[0].inactive),
+        (2, 0),
         "a refused connection is not counted"
+    );
+}
+
+/// A SYN flood from random sources (virtual time): established connections all stay, the
+/// flood holds at most the embryonic limit, a client arriving during the flood connects,
+/// every eviction is counted, and the memory the flood took is given back once its entries
+/// (and the clients' connections of that time) are gone.
+#[test]
+fn a_syn_flood_neither_evicts_established_flows_nor_keeps_clients_out() {
+    let settings = lvs_core::Settings {
+        conn_limit: 400_000,
+        conn_prealloc: 0,
+        ..sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO)
+            .settings()
+            .clone()
+    };
+    let cap = settings.embryonic_limit();
+    assert_eq!(cap, 50_000, "an eighth of the table");
+    let mut d = Director::new(settings, Time::ZERO);
+    sim::wire_network(&mut d);
+    let key = sim::http_service();
+    d.add_service(ServiceConfig::new(key)).unwrap();
+    for rip in addr::RIPS {
+        d.add_dest(
+            &key,
+            DestConfig::new(IpAddr::V4(rip), 8080, ForwardMethod::Masq),
+        )
+        .unwrap();
+    }
+    let mut now = Time::from_secs(1);
+    let connect = |d: &mut Director, now: Time, src: Ipv4Addr, port: u16| {
+        let syn = PacketSpec::tcp((src, port), (addr::VIP, 80), SYN);
+        let ack = PacketSpec::tcp((src, port), (addr::VIP, 80), ACK);
+        matches!(run(d, now, front(), &syn).0, Verdict::Transmit(_))
+            && matches!(run(d, now, front(), &ack).0, Verdict::Transmit(_))
+    };
+    for p in 0..1_000u16 {
+        assert!(connect(&mut d, now, addr::CLIENT, 10_000 + p));
+    }
+    let baseline = d.conns().capacity();
+    // 200,000 SYNs from pseudo-random sources, 1,000 per 10 ms of virtual time, and a
+    // client connecting every 1,000 of them.
+    let client = Ipv4Addr::new(198, 51, 100, 20);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut legit = 0u16;
+    let mut peak = 0;
+    for i in 0..200_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let src = Ipv4Addr::from(0x2d00_0000 | (x as u32 & 0x00ff_ffff));
+        let syn = PacketSpec::tcp((src, (x >> 32) as u16 | 1), (addr::VIP, 80), SYN);
+        let _ = run(&mut d, now, front(), &syn);
+        if i % 1_000 == 0 {
+            now = now + Duration::from_millis(10);
+            d.expire(now);
+            legit += 1;
+            assert!(
+                connect(&mut d, now, client, legit),
+                "client {legit} kept out"
+            );
+        }
+        assert!(d.conns().embryonic() <= cap);
+        peak = peak.max(d.conns().capacity());
+    }
+    let active: u32 = d
+        .services()
+        .get(0)
+        .unwrap()
+        .dests()
+        .iter()
+        .map(|x| x.active)
+        .sum();
+    assert_eq!(
+        active,
+        1_000 + u32::from(legit),
+        "every established connection stayed"
+    );
+    let c = d.counters();
+    assert_eq!(c.drops(DropReason::TableFull), 0);
+    assert_eq!(c.embryonic_evicted, 200_000 - cap as u64);
+    assert!(
+        peak <= (1_000 + 200 + cap).next_power_of_two(),
+        "peak capacity {peak}"
+    );
+    // The clients of the flood's time finish (a RST: CLOSE, 10 s); SYN_RECV lasts 60 s.
+    for p in 1..=legit {
+        let rst = PacketSpec::tcp((client, p), (addr::VIP, 80), RST | ACK);
+        assert!(matches!(
+            run(&mut d, now, front(), &rst).0,
+            Verdict::Transmit(_)
+        ));
+    }
+    for _ in 0..80 {
+        now = now + Duration::from_secs(1);
+        d.expire(now);
+    }
+    assert_eq!(d.conns().embryonic(), 0);
+    assert_eq!(d.conns().len(), 1_000);
+    assert!(
+        d.conns().capacity() <= baseline,
+        "capacity {} after the flood, {baseline} before, {peak} at its peak",
+        d.conns().capacity()
     );
 }
 

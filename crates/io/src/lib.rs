@@ -26,6 +26,14 @@ pub mod netlink;
 pub mod netns;
 mod sys;
 
+/// Give the C allocator's free memory back to the system (`malloc_trim(0)`): after a burst
+/// of allocations (a SYN flood's connection entries) has been freed, glibc keeps the pages in
+/// its heap unless asked. Returns whether any memory was released; a no-op elsewhere than
+/// glibc.
+pub fn trim_heap() -> bool {
+    sys::trim_heap()
+}
+
 pub use afpacket::{
     AfPacket, AfPacketConfig, Fanout, PacketTx, RingStats, RingVersion, TxCounters,
 };

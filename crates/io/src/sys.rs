@@ -158,3 +158,18 @@ impl Drop for Mmap {
 // SAFETY: the mapping is owned exclusively by this value (no aliasing
 // pointers are kept elsewhere); moving it to another thread is fine.
 unsafe impl Send for Mmap {}
+
+/// `malloc_trim(0)` where the C library is glibc.
+pub(crate) fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes a plain integer (the padding to keep) and only walks and
+        // releases the allocator's own free lists; it is thread-safe (it takes each arena's
+        // lock) and touches no memory the program owns.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}

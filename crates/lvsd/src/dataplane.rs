@@ -103,6 +103,57 @@ pub struct ControlPart {
     pub seq: u64,
     /// [`lvs_core::service::ServiceTable::freed`] when the last spec was made.
     pub freed: u64,
+    /// When memory a burst of connections took is given back.
+    pub trim: Trim,
+}
+
+/// Gives memory back once the connection table has shrunk to a quarter of its peak (a SYN
+/// flood over): the core shrinks its own table on its expiry tick (`ConnTable::shrink`);
+/// this shrinks the fast path's buffers and asks the C allocator to return its free pages,
+/// which it otherwise keeps. Looked at every 10 s, on worker 0's tick.
+#[derive(Debug)]
+pub struct Trim {
+    peak: usize,
+    next: Instant,
+}
+
+impl Default for Trim {
+    fn default() -> Trim {
+        Trim {
+            peak: 0,
+            next: Instant::now() + Trim::EVERY,
+        }
+    }
+}
+
+impl Trim {
+    const EVERY: Duration = Duration::from_secs(10);
+    /// Below this many entries at the peak there is little to give back.
+    const WORTH: usize = 16_384;
+
+    fn tick(&mut self, director: &mut Director, fast: Option<&mut FastPath>) {
+        let len = director.conns().len();
+        self.peak = self.peak.max(len);
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + Trim::EVERY;
+        if self.peak < Trim::WORTH || len * 4 > self.peak {
+            return;
+        }
+        if let Some(fp) = fast {
+            fp.shrink(director);
+        }
+        director.shrink();
+        let released = lvs_io::trim_heap();
+        info!(
+            entries = len,
+            peak = self.peak,
+            released,
+            "the connection table shrank to a quarter of its peak: memory given back"
+        );
+        self.peak = len;
+    }
 }
 
 impl ControlPart {
@@ -284,6 +335,7 @@ impl Worker {
                     }
                     // Held frames whose neighbour never answered are dropped.
                     director.release_held(now, &mut c.released);
+                    c.trim.tick(&mut director, c.fast.as_mut());
                     next_tick = Instant::now() + TICK;
                 }
                 drain_commands(c, &mut director, &shared);
@@ -621,6 +673,7 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                 tx_errors: c.tx_errors,
                 held: c.held,
                 held_total: c.held_total,
+                embryonic_evicted: c.embryonic_evicted,
                 datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
                 kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })

@@ -470,6 +470,18 @@ impl FastPath {
         }
     }
 
+    /// Give back the spare capacity of the buffers a burst of flows grew (a SYN flood's
+    /// reports), the core's journal included.
+    pub fn shrink(&mut self, director: &mut Director) {
+        self.events.shrink_to(1024);
+        self.dp.shrink_buffers();
+        self.touched.shrink_to(1024);
+        self.orphans.shrink_to(64);
+        self.journal.touched.shrink_to(1024);
+        self.journal.removed.shrink_to(1024);
+        director.shrink_journal();
+    }
+
     /// Every tick: table ranges replaced since the last tick (at least one tick ago by the
     /// next) become reusable; no program run reads them any more.
     pub fn release_retired_tables(&mut self) {

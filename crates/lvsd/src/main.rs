@@ -60,6 +60,18 @@ struct Args {
     /// Most connection entries kept (ipvsadm's table size).
     #[arg(long, default_value_t = 1 << 20)]
     conn_limit: usize,
+    /// Most TCP entries that have not completed their handshake (SYN_RECV), the SYN-flood
+    /// defence: past it, or with the table full, a new connection takes the place of the
+    /// oldest such entry (counted as `embryonic_evicted`). Default: an eighth of
+    /// --conn-limit.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    embryonic_limit: Option<u64>,
+    /// The timeout of one TCP state, `STATE=SECONDS` (repeatable): any of NONE,
+    /// ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK,
+    /// LISTEN, SYNACK, e.g. `--tcp-timeout syn_recv=10`. IPVS's defaults otherwise; `--set`
+    /// (and [timeouts]) still set ESTABLISHED and FIN_WAIT.
+    #[arg(long = "tcp-timeout", value_parser = parse_tcp_timeout)]
+    tcp_timeouts: Vec<(lvs_core::conn::TcpState, u64)>,
     /// Data path worker threads. Each has a socket per interface; the sockets of an interface
     /// form a fanout group hashed by flow.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -201,6 +213,32 @@ fn fast_path(
             }
         },
     }
+}
+
+/// `STATE=SECONDS` for --tcp-timeout, bounded as `--set` is.
+fn parse_tcp_timeout(s: &str) -> std::result::Result<(lvs_core::conn::TcpState, u64), String> {
+    let (name, secs) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not STATE=SECONDS (e.g. syn_recv=10)"))?;
+    let state = lvs_core::conn::TcpState::from_name(name).ok_or_else(|| {
+        format!(
+            "'{name}' is no TCP state (one of {})",
+            lvs_core::conn::TcpState::ALL
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let secs: u64 = secs
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{secs}' is not a number of seconds"))?;
+    let max = u64::from(i32::MAX as u32) / 250;
+    if secs == 0 || secs > max {
+        return Err(format!("{secs} s: a timeout is 1 to {max} seconds"));
+    }
+    Ok((state, secs))
 }
 
 fn random_seed() -> u64 {
@@ -446,6 +484,7 @@ fn start_data_path(
         handover: handed.map_or_else(Default::default, |h| handover::Pending::new(h, now)),
         seq: 0,
         freed: 0,
+        trim: dataplane::Trim::default(),
     };
     let workers = spawn_workers(&shared, (per_worker, ifaces), from_follow, control_part)?;
     let sync = {
@@ -577,11 +616,15 @@ fn new_director(
         expire_quiescent_template: policy.expire_quiescent_template,
         conn_reuse_mode: policy.conn_reuse_mode,
         conn_limit: args.conn_limit,
+        embryonic_limit: args.embryonic_limit.map(|n| n as usize),
         hash_seed: random_seed(),
         sched_seed: random_seed(),
         ..Settings::default()
     };
     let mut director = Director::new(settings, Time::ZERO);
+    for &(state, secs) in &args.tcp_timeouts {
+        director.set_tcp_timeout(state, std::time::Duration::from_secs(secs));
+    }
     let mut local = std::collections::BTreeSet::new();
     match netsync::snapshot(indexes) {
         Ok((t, l)) => {

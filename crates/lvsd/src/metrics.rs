@@ -448,6 +448,13 @@ fn director(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         None,
         [(none(), c.held_total)],
     )?;
+    counters(
+        enc,
+        "lvs_embryonic_evicted",
+        "Half-open TCP entries (never past SYN_RECV) removed to make room for new connections: the table full or the embryonic limit reached (SYN-flood defence)",
+        None,
+        [(none(), c.embryonic_evicted)],
+    )?;
     if !c.kernel.is_empty() {
         counters(
             enc,
@@ -1026,6 +1033,7 @@ mod tests {
                 tx_errors: 3,
                 held: 5,
                 held_total: 9,
+                embryonic_evicted: 0,
                 datapath: "tc".into(),
                 kernel: vec![("nat_in".into(), 11), ("to_user".into(), 4)],
             },

@@ -8,7 +8,8 @@
 pub mod state;
 pub mod wheel;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ impl ConnFlags {
     pub const TEMPLATE: ConnFlags = ConnFlags(4);
     /// Indexed by the reply tuple too (NAT).
     pub const OUT_HASHED: ConnFlags = ConnFlags(8);
+    /// A TCP flow that has not got past SYN_RECV: a SYN flood's entries are these, and the
+    /// first to go when they crowd the table ([`ConnTable::oldest_embryonic`]).
+    pub const EMBRYONIC: ConnFlags = ConnFlags(16);
 
     /// Whether all of `f` is set.
     #[inline]
@@ -224,6 +228,11 @@ impl FlowKey {
     }
 }
 
+/// Whether a TCP flow in `state` has not got past the handshake.
+fn is_embryonic_state(state: TcpState) -> bool {
+    matches!(state, TcpState::None | TcpState::SynRecv)
+}
+
 /// The table is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableFull;
@@ -234,12 +243,21 @@ type Map = HashMap<FlowKey, u32, FixedState>;
 #[derive(Debug)]
 pub struct ConnTable {
     entries: Vec<Conn>,
-    free: Vec<u32>,
+    /// Free slots, lowest first: live entries gather at the start of `entries`, so that the
+    /// end can be given back when the table empties ([`ConnTable::shrink`]).
+    free: BinaryHeap<Reverse<u32>>,
     by_in: Map,
     by_out: Map,
     wheel: TimerWheel,
     len: usize,
     limit: usize,
+    /// Entries reserved up front, never given back.
+    reserved: usize,
+    /// Embryonic entries (slot, generation), oldest first. Lazy: one that got past SYN_RECV
+    /// or left stays until it reaches the front (or the queue is compacted).
+    embryonic: VecDeque<(u32, u32)>,
+    /// Live entries with [`ConnFlags::EMBRYONIC`].
+    n_embryonic: usize,
 }
 
 /// Wheel slots: 4096 ticks of 250 ms cover the longest default timeout (900 s) in one turn.
@@ -255,7 +273,7 @@ impl ConnTable {
         let pre = preallocate.min(limit);
         ConnTable {
             entries: Vec::with_capacity(pre),
-            free: Vec::with_capacity(pre),
+            free: BinaryHeap::with_capacity(pre),
             by_in: Map::with_capacity_and_hasher(pre, FixedState::with_seed(hash_seed)),
             by_out: Map::with_capacity_and_hasher(
                 pre,
@@ -264,7 +282,75 @@ impl ConnTable {
             wheel: TimerWheel::new(WHEEL_SLOTS, WHEEL_TICK_NANOS, now),
             len: 0,
             limit,
+            reserved: pre,
+            embryonic: VecDeque::new(),
+            n_embryonic: 0,
         }
+    }
+
+    /// Entries the slab has room for now (memory held, whether used or not).
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// Live TCP flows that have not got past SYN_RECV.
+    pub fn embryonic(&self) -> usize {
+        self.n_embryonic
+    }
+
+    /// The oldest live embryonic entry, taken off the queue (the caller removes it).
+    pub fn oldest_embryonic(&mut self) -> Option<ConnId> {
+        while let Some((index, generation)) = self.embryonic.pop_front() {
+            let id = ConnId { index, generation };
+            if self
+                .get(id)
+                .is_some_and(|c| c.flags.has(ConnFlags::EMBRYONIC))
+            {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// After `id`'s TCP state changed: an entry past SYN_RECV is no longer embryonic.
+    #[inline]
+    pub fn state_changed(&mut self, id: ConnId) {
+        let Some(c) = self.get_mut(id) else {
+            return;
+        };
+        if c.flags.has(ConnFlags::EMBRYONIC) && !is_embryonic_state(c.state) {
+            c.flags.clear(ConnFlags::EMBRYONIC);
+            self.n_embryonic -= 1;
+        }
+    }
+
+    /// Give memory back once the table holds a quarter of what it has room for: slots past
+    /// the last live entry, and the indexes' spare capacity (never below the reservation).
+    /// Cheap when there is nothing to give back; call it from the timer tick.
+    pub fn shrink(&mut self) {
+        let cap = self.entries.capacity();
+        if cap <= self.reserved.max(1024) || self.len * 4 > cap {
+            return;
+        }
+        let keep = self
+            .entries
+            .iter()
+            .rposition(|c| c.live)
+            .map_or(0, |i| i + 1);
+        self.entries.truncate(keep);
+        self.entries.shrink_to(self.reserved.max(keep));
+        let free: Vec<_> = std::mem::take(&mut self.free)
+            .into_iter()
+            .filter(|Reverse(i)| (*i as usize) < keep)
+            .collect();
+        self.free = BinaryHeap::from(free);
+        self.free.shrink_to(self.reserved);
+        let want = self.reserved.max(self.len);
+        self.by_in.shrink_to(want);
+        self.by_out.shrink_to(want);
+        self.embryonic.retain(|&(i, _)| (i as usize) < keep);
+        self.embryonic.shrink_to(self.n_embryonic);
+        self.wheel.shrink();
     }
 
     /// Entries in use (flows and templates).
@@ -327,7 +413,12 @@ impl ConnTable {
         if conn.method == ForwardMethod::Masq && !conn.is_template() {
             conn.flags.set(ConnFlags::OUT_HASHED);
         }
-        let index = match self.free.pop() {
+        let embryonic =
+            conn.proto == Protocol::Tcp && !conn.is_template() && is_embryonic_state(conn.state);
+        if embryonic {
+            conn.flags.set(ConnFlags::EMBRYONIC);
+        }
+        let index = match self.free.pop().map(|Reverse(i)| i) {
             Some(i) => {
                 conn.generation = self.entries[i as usize].generation.wrapping_add(1);
                 self.entries[i as usize] = conn;
@@ -352,7 +443,42 @@ impl ConnTable {
         self.entries[index as usize].filed = expires;
         self.wheel.schedule((index, id.generation, seq), expires);
         self.len += 1;
+        if embryonic {
+            self.n_embryonic += 1;
+            self.embryonic.push_back((index, id.generation));
+            // Entries that moved on leave from the front as new ones come in; a front that
+            // stays embryonic (an old SYN_RECV) would let the rest pile up, so the queue is
+            // compacted when it is twice the table's size.
+            for _ in 0..2 {
+                match self.embryonic.front() {
+                    Some(&(i, g))
+                        if !self.is_embryonic(ConnId {
+                            index: i,
+                            generation: g,
+                        }) =>
+                    {
+                        self.embryonic.pop_front();
+                    }
+                    _ => break,
+                }
+            }
+            if self.embryonic.len() > 2 * self.len.max(512) {
+                let mut q = std::mem::take(&mut self.embryonic);
+                q.retain(|&(i, g)| {
+                    self.is_embryonic(ConnId {
+                        index: i,
+                        generation: g,
+                    })
+                });
+                self.embryonic = q;
+            }
+        }
         Ok(id)
+    }
+
+    fn is_embryonic(&self, id: ConnId) -> bool {
+        self.get(id)
+            .is_some_and(|c| c.flags.has(ConnFlags::EMBRYONIC))
     }
 
     /// After `id`'s `expires` moved: when it is now earlier than the deadline its timer is
@@ -385,8 +511,11 @@ impl ConnTable {
         }
         let slot = &mut self.entries[id.index as usize];
         slot.live = false;
+        if slot.flags.has(ConnFlags::EMBRYONIC) {
+            self.n_embryonic -= 1;
+        }
         let gone = slot.clone();
-        self.free.push(id.index);
+        self.free.push(Reverse(id.index));
         self.len -= 1;
         Some(gone)
     }

@@ -42,7 +42,8 @@ pub enum TcpState {
 pub const TCP_STATES: usize = 11;
 
 impl TcpState {
-    const ALL: [TcpState; TCP_STATES] = [
+    /// Every state, in `TcpState as usize` order.
+    pub const ALL: [TcpState; TCP_STATES] = [
         TcpState::None,
         TcpState::Established,
         TcpState::SynSent,
@@ -59,6 +60,13 @@ impl TcpState {
     /// State from its index.
     pub fn from_index(i: usize) -> Option<TcpState> {
         Self::ALL.get(i).copied()
+    }
+
+    /// The state named `name` as [`TcpState::name`] writes it, in either case, `-` or `_`
+    /// between words (`syn_recv`, `SYN-RECV`).
+    pub fn from_name(name: &str) -> Option<TcpState> {
+        let n = name.trim().to_ascii_uppercase().replace('-', "_");
+        Self::ALL.iter().copied().find(|s| s.name() == n)
     }
 
     /// Name as `ipvsadm -L -c` prints it.
@@ -212,6 +220,11 @@ impl Timeouts {
             crate::types::Protocol::Udp => self.udp,
             crate::types::Protocol::Sctp => self.sctp,
         }
+    }
+
+    /// Set the timeout of one TCP state (`--set` covers ESTABLISHED and FIN_WAIT only).
+    pub fn set_tcp(&mut self, state: TcpState, timeout: Duration) {
+        self.tcp[state as usize] = timeout;
     }
 
     /// `ipvsadm --set tcp tcpfin udp`: a zero leaves that value unchanged, as in ipvsadm.

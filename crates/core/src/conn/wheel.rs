@@ -35,6 +35,20 @@ pub enum Due {
 }
 
 impl TimerWheel {
+    /// Give back the slots' spare capacity (after a burst of timers, e.g. a SYN flood). An
+    /// empty slot lets its buffer go altogether: a few bytes kept in each of thousands of
+    /// blocks scattered by the burst would keep most of their pages resident.
+    pub fn shrink(&mut self) {
+        for s in &mut self.slots {
+            if s.is_empty() {
+                *s = Vec::new();
+            } else {
+                s.shrink_to_fit();
+            }
+        }
+        self.scratch = Vec::new();
+    }
+
     /// A wheel of `slots` slots of `tick_nanos` each, starting at `now`.
     pub fn new(slots: usize, tick_nanos: u64, now: Time) -> TimerWheel {
         let slots = slots.max(1);

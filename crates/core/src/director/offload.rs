@@ -108,6 +108,14 @@ impl Director {
         self.journal.get_or_insert_with(Journal::default);
     }
 
+    /// Give back the journal's spare capacity (after a burst of changes, e.g. a flood).
+    pub fn shrink_journal(&mut self) {
+        if let Some(j) = &mut self.journal {
+            j.touched.shrink_to(1024);
+            j.removed.shrink_to(1024);
+        }
+    }
+
     /// Swap the journal's content into `out` (which should be empty: clear it after use and
     /// hand it back, so no allocation happens once warmed up). Nothing if not enabled.
     pub fn swap_journal(&mut self, out: &mut Journal) {
@@ -264,6 +272,7 @@ impl Director {
             conn.flags.clear(ConnFlags::NO_OUTPUT);
         }
         conn.timeout = self.timeouts.initial(a.proto);
+        self.make_room(1, a.proto == Protocol::Tcp && a.state == TcpState::SynRecv);
         let id = self
             .conns
             .insert(conn, now)
