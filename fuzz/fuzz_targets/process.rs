@@ -5,14 +5,16 @@
 //! - byte 0: bits 0-1 method (0 NAT, 1 DR, 2 Tun, 3 NAT with persistence), bit 2
 //!   `csum_partial`, bit 3 `truncated`, bit 4 GSO present, bits 5-6 GSO kind, bit 7 arrives
 //!   on the back interface (from the real servers) instead of the front;
-//! - byte 1: headroom before the frame (0..=79);
+//! - byte 1: bits 0-6 headroom before the frame (0..=79), bit 7 the frame's VLAN tag was
+//!   taken off into metadata;
 //! - byte 2: tailroom after the frame (0..=63) and GSO size (`byte * 23`);
 //! - the rest: the frame (Ethernet onwards).
 //!
 //! Each run builds a fresh director (so every crash reproduces from its input alone) with a
 //! NAT/DR/Tun service on VIP:80 and VIP:53, establishes one TCP flow from CLIENT:40000 so
 //! established and reply paths are reachable, then processes the frame twice (the second
-//! time after timers ran) and checks the invariants.
+//! time after timers ran) and checks the invariants, among them that a frame failing the
+//! director's validation (judged apart, `lvs_core::sim::judge`) is never forwarded.
 
 #![no_main]
 
@@ -137,8 +139,9 @@ fuzz_target!(|data: &[u8]| {
             size: u16::from(*tail) * 23,
         }),
         fwmark: 0,
+        vlan: head & 0x80 != 0,
     };
-    let start = usize::from(*head) % 80;
+    let start = usize::from(head & 0x7f) % 80;
     let tailroom = usize::from(*tail) % 64;
 
     let mut d = director(method, persistent);
@@ -150,8 +153,22 @@ fuzz_target!(|data: &[u8]| {
         if round > 0 {
             d.expire(now);
         }
+        let judged = sim::judge(frame);
         let v = d.process(now, &meta, &mut buf, start, frame.len());
         check(&d, v, buf.len());
+        // No frame that fails validation is forwarded; one whose only fault is its TTL may
+        // be answered with "time exceeded".
+        if let Verdict::Transmit(tx) = v {
+            let out = &buf[tx.start..tx.start + tx.len];
+            match judged {
+                sim::Judged::Refused(why) => panic!("forwarded a frame failing validation ({why})"),
+                sim::Judged::TtlOnly => assert!(
+                    out.get(23) == Some(&1) && out.get(34) == Some(&11),
+                    "a TTL of 1 or 0 answered otherwise than by time exceeded"
+                ),
+                sim::Judged::Any => {}
+            }
+        }
     }
     // A persistence template still controlling a connection when its time comes is kept
     // one more period (as in IPVS), so run the timers twice.

@@ -320,3 +320,84 @@ pub fn after_hop(ip: &[u8]) -> Vec<u8> {
     let _ = Ipv4Packet::new_unchecked(&mut out[..]).decrement_ttl_incremental();
     out
 }
+
+/// What the director may do with a frame, judged without its code (an oracle for the
+/// random-frame test and the fuzz target, written apart from `director/validate.rs`): a
+/// frame that fails validation is never forwarded.
+#[derive(Debug, PartialEq)]
+pub enum Judged {
+    /// Anything (not an IPv4 TCP/UDP/ICMP packet, a fragment, or valid).
+    Any,
+    /// Only its TTL is at fault: "time exceeded" or nothing.
+    TtlOnly,
+    /// Never forwarded.
+    Refused(&'static str),
+}
+
+/// Judge `frame` (Ethernet onwards) as [`Judged`] says.
+pub fn judge(frame: &[u8]) -> Judged {
+    let Some(ip) = frame
+        .get(14..)
+        .filter(|_| frame.get(12..14) == Some(&[8, 0]))
+    else {
+        return Judged::Any;
+    };
+    let Ok(p) = Ipv4Packet::new_checked(ip) else {
+        return Judged::Any;
+    };
+    if p.is_fragment() {
+        return Judged::Any;
+    }
+    let l4 = p.payload();
+    let refused = match p.protocol() {
+        protocol::TCP | protocol::UDP | protocol::ICMP if !p.verify_checksum() => {
+            Some("ip checksum")
+        }
+        protocol::TCP | protocol::UDP => {
+            let mut o = p.options();
+            let mut srr = false;
+            while let Some(&k) = o.first() {
+                if k == 0 {
+                    break;
+                }
+                if k == 1 {
+                    o = &o[1..];
+                    continue;
+                }
+                let l = o.get(1).map_or(0, |&l| usize::from(l));
+                if l < 2 || l > o.len() {
+                    srr = true; // malformed options are refused too
+                    break;
+                }
+                srr |= k == 131 || k == 137;
+                o = &o[l..];
+            }
+            let [a, b, ..] = p.src_addr().octets();
+            let martian = a == 0 || a == 127 || a >= 224 || (a == 169 && b == 254);
+            let bad_l4 = if p.protocol() == protocol::TCP {
+                let off = l4.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
+                !(20..=l4.len()).contains(&off)
+            } else {
+                l4.len() < 8 || usize::from(u16::from_be_bytes([l4[4], l4[5]])) != l4.len()
+            };
+            if srr {
+                Some("options")
+            } else if bad_l4 {
+                Some("transport header")
+            } else if martian {
+                // No entry is ever made for one, and it is not answered either.
+                Some("martian source")
+            } else {
+                None
+            }
+        }
+        protocol::ICMP if lvs_wire::checksum::checksum(l4) != 0 => Some("icmp checksum"),
+        protocol::ICMP if p.ttl() <= 1 => Some("icmp ttl"),
+        _ => return Judged::Any,
+    };
+    match refused {
+        Some(r) => Judged::Refused(r),
+        None if p.ttl() <= 1 && p.protocol() != protocol::ICMP => Judged::TtlOnly,
+        None => Judged::Any,
+    }
+}
