@@ -1600,3 +1600,75 @@ fn tcp_header_len(buf: &[u8], start: usize, ihl: usize) -> usize {
     buf.get(start + ETH + ihl + 12)
         .map_or(20, |b| usize::from(b >> 4) * 4)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{self, PacketSpec, addr, tcp_flags};
+    use crate::types::SchedulerKind;
+
+    /// Every change to a TCP state with a shorter timeout than the one before moves the
+    /// entry's expiry (virtual time, the timers run every 250 ms as in lvsd): for each pair of
+    /// states (`from`, `to`) with `timeout(to) < timeout(from)` — every shortening transition
+    /// the state tables have and more — an entry that sat in `from` past `timeout(to)` and
+    /// then moves to `to` is still there just before `timeout(to)` has passed and gone just
+    /// after, not at `from`'s deadline.
+    #[test]
+    fn every_shortening_state_change_expires_on_time() {
+        let t = Timeouts::default();
+        let tick = Duration::from_millis(250);
+        let mut pairs = 0;
+        for from in TcpState::ALL {
+            for to in TcpState::ALL {
+                let (long, short) = (t.tcp(from), t.tcp(to));
+                if short >= long {
+                    continue;
+                }
+                pairs += 1;
+                let mut d =
+                    sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO);
+                let (mut f, len) =
+                    PacketSpec::tcp((addr::CLIENT, 40000), (addr::VIP, 80), tcp_flags::SYN).frame();
+                let meta = RxMeta {
+                    ifindex: addr::FRONT,
+                    ..RxMeta::default()
+                };
+                let t0 = Time::from_secs(1);
+                assert!(matches!(
+                    d.process(t0, &meta, &mut f, sim::HEADROOM, len),
+                    Verdict::Transmit(_)
+                ));
+                let id = d.conns.iter().map(|(id, _)| id).next().unwrap();
+                d.set_state(t0, id, from);
+                // Time passes in `from` (ticks running), past what `to` would allow.
+                let mut now = t0;
+                let sat = (long - short).min(short) + tick;
+                while now < t0 + sat {
+                    now = now + tick;
+                    d.expire(now);
+                }
+                assert_eq!(d.conns.len(), 1, "{from:?} kept its entry for {sat:?}");
+                let t1 = now;
+                d.set_state(t1, id, to);
+                while now + tick < t1 + short {
+                    now = now + tick;
+                    d.expire(now);
+                }
+                assert_eq!(
+                    d.conns.len(),
+                    1,
+                    "{from:?} -> {to:?}: gone before its {short:?}"
+                );
+                now = t1 + short + tick;
+                d.expire(now);
+                assert_eq!(
+                    d.conns.len(),
+                    0,
+                    "{from:?} -> {to:?}: still there {short:?} + a tick after the change \
+                     (its old deadline was {long:?})"
+                );
+            }
+        }
+        assert!(pairs >= 20, "{pairs} shortening pairs");
+    }
+}
