@@ -149,10 +149,13 @@ impl Default for Options<'_> {
 
 /// The connection map of a predecessor's program attached at tc ingress of one of
 /// `ifindexes` (by lvsd's handle and priority), with the interface it was found on.
-fn predecessor_conns(ifindexes: &[u32]) -> Option<(u32, MapHandle)> {
+fn predecessor_conns(ifindexes: &[u32]) -> (Option<(u32, MapHandle)>, Option<u32>) {
+    let mut foreign = None;
     use libbpf_rs::query::{ProgInfoIter, ProgInfoQueryOptions};
     // A hook wants a program fd, which a query never uses: any open descriptor will do.
-    let placeholder = std::fs::File::open("/dev/null").ok()?;
+    let Ok(placeholder) = std::fs::File::open("/dev/null") else {
+        return (None, None);
+    };
     let previous = libbpf_rs::set_print(None);
     let found = ifindexes.iter().find_map(|&ifindex| {
         let idx = i32::try_from(ifindex).ok()?;
@@ -170,17 +173,36 @@ fn predecessor_conns(ifindexes: &[u32]) -> Option<(u32, MapHandle)> {
         if info.name.to_str() != Some(&want[..want.len().min(15)]) {
             return None;
         }
-        info.map_ids.iter().find_map(|&id| {
-            let m = MapHandle::from_map_id(id).ok()?;
-            // A predecessor of another layout (an upgrade that changed the entry) is not
-            // adopted: its flows break, but the new programs load.
-            let same_layout =
+        let maps: Vec<MapHandle> = info
+            .map_ids
+            .iter()
+            .filter_map(|&id| MapHandle::from_map_id(id).ok())
+            .collect();
+        // A predecessor of another layout (an upgrade that changed what an entry means) is
+        // not adopted: its flows break, but the new programs load and nothing is misread.
+        let layout = maps
+            .iter()
+            .find(|m| m.name() == "lvs_config")
+            .and_then(config_layout)
+            .map(|l| if l == 0 { 1 } else { l });
+        if layout != Some(maps::LAYOUT) {
+            foreign = Some(layout.unwrap_or(0));
+            return None;
+        }
+        maps.into_iter().find_map(|m| {
+            let same_size =
                 (m.key_size() as usize, m.value_size() as usize) == (Flow::LEN, ConnEntry::LEN);
-            (m.name() == "lvs_conns" && same_layout).then_some((ifindex, m))
+            (m.name() == "lvs_conns" && same_size).then_some((ifindex, m))
         })
     });
     libbpf_rs::set_print(previous);
-    found
+    (found, foreign)
+}
+
+/// The `layout` field of an `lvs_config` map's entry.
+fn config_layout(m: &MapHandle) -> Option<u32> {
+    let v = m.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(u32::from_ne_bytes(v.get(4..8)?.try_into().ok()?))
 }
 
 /// One run of a program through `BPF_PROG_TEST_RUN`.
@@ -246,6 +268,8 @@ pub struct Datapath {
     events_map: MapHandle,
     /// Where the connection map of a predecessor was found (it is this one's now).
     adopted_from: Option<u32>,
+    /// The layout of a predecessor's connection table that was not adopted for it.
+    foreign_layout: Option<u32>,
     /// The consumer of `lvs_events`; its callback decodes records into `inbox`.
     events: RingBuffer<'static>,
     inbox: Arc<Mutex<Vec<Event>>>,
@@ -291,7 +315,7 @@ impl Datapath {
             };
             r.map_err(|e| Error::Open(format!("map {name}: {e}")))?;
         }
-        let adopted = predecessor_conns(opts.adopt_from);
+        let (adopted, foreign_layout) = predecessor_conns(opts.adopt_from);
         if let Some((_, conns)) = &adopted {
             for mut m in open.maps_mut() {
                 if m.name() == "lvs_conns" {
@@ -351,8 +375,9 @@ impl Datapath {
             .map_err(map_err("lvs_events"))?;
             b.build().map_err(map_err("lvs_events"))?
         };
-        Ok(Datapath {
+        let dp = Datapath {
             adopted_from: adopted.map(|(i, _)| i),
+            foreign_layout,
             events,
             inbox,
             conns: handle("lvs_conns", Flow::LEN, ConnEntry::LEN)?,
@@ -374,7 +399,10 @@ impl Datapath {
             route_keys: Vec::new(),
             refused_keys: Default::default(),
             obj,
-        })
+        };
+        // The layout goes in at once: a successor may look for it before the first routes.
+        dp.write_config()?;
+        Ok(dp)
     }
 
     fn prog(&self, p: Prog) -> Result<libbpf_rs::ProgramMut<'_>, Error> {
@@ -456,6 +484,12 @@ impl Datapath {
         self.adopted_from
     }
 
+    /// A predecessor's program was found whose connection table has another layout
+    /// ([`maps::LAYOUT`]; 0: unreadable): its flows were not adopted.
+    pub fn foreign_layout(&self) -> Option<u32> {
+        self.foreign_layout
+    }
+
     /// Every entry of the connection map (a walk of the whole map: for start-up).
     pub fn entries(&self) -> Vec<(Flow, ConnEntry)> {
         self.conns
@@ -510,11 +544,26 @@ impl Datapath {
         // Every entry's cached route is now stale: the program re-reads the trie once per
         // entry. Generation 0 is never current, so a fresh entry always looks its route up.
         self.route_gen = self.route_gen.wrapping_add(1).max(1);
+        self.write_config()
+    }
+
+    /// `lvs_config`: the route generation and this loader's [`maps::LAYOUT`].
+    fn write_config(&self) -> Result<(), Error> {
         let mut cfg = [0u8; 8];
         cfg[..4].copy_from_slice(&self.route_gen.to_ne_bytes());
+        cfg[4..].copy_from_slice(&maps::LAYOUT.to_ne_bytes());
         self.config
             .update(&0u32.to_ne_bytes(), &cfg, MapFlags::ANY)
             .map_err(map_err("lvs_config"))
+    }
+
+    /// The connection-table layout the loaded program's `lvs_config` says (0 before the
+    /// loader wrote it).
+    pub fn layout(&self) -> Result<u32, Error> {
+        config_layout(&self.config).ok_or_else(|| Error::Map {
+            map: "lvs_config",
+            error: "no entry 0".into(),
+        })
     }
 
     /// Make `lvs_refused` hold exactly `addrs`: the sources new flows are never scheduled

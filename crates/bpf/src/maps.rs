@@ -525,6 +525,13 @@ impl Counter {
     }
 }
 
+/// The layout of `lvs_conns`: what its keys and values (`Flow`, `ConnEntry`) mean. Bump it
+/// with any change of `struct lvs_flow` or `struct lvs_conn` or of how a field is read, even
+/// one that keeps the sizes: a successor lvsd adopts a predecessor's connection table only
+/// when the predecessor wrote the same number into `lvs_config` (0, from a program before
+/// layouts were numbered, is layout 1).
+pub const LAYOUT: u32 = 1;
+
 /// Size of `struct lvs_tcp_table`.
 pub const TCP_TABLE_LEN: usize = 168;
 

@@ -728,3 +728,11 @@ fn frames_the_core_refuses_stay_out_of_the_kernel() {
         assert_eq!(d.counters().drops(R::Malformed), before + 1);
     }
 }
+
+/// The loader writes its connection-table layout where a successor looks for it.
+#[test]
+fn the_loader_records_its_connection_table_layout() {
+    let Some(dp) = datapath() else { return };
+    assert_eq!(dp.layout().expect("lvs_config"), lvs_bpf::maps::LAYOUT);
+    assert_eq!(dp.foreign_layout(), None, "nothing to adopt in a test run");
+}

@@ -127,6 +127,13 @@ impl FastPath {
         })
         .context("cannot load the kernel fast path")?;
         let mut orphans = Vec::new();
+        if let Some(layout) = dp.foreign_layout() {
+            warn!(
+                predecessor_layout = layout,
+                ours = lvs_bpf::maps::LAYOUT,
+                "the kernel fast path left by the previous lvsd keeps its connections in another layout: they are not adopted, so its flows break"
+            );
+        }
         if let Some(ifindex) = dp.adopted_from() {
             for (flow, mut entry) in dp.entries() {
                 if entry.action == Action::NatOut {

@@ -96,7 +96,9 @@ struct lvs_dest {
 /* Global settings, one element. */
 struct lvs_config {
 	__u32 route_gen; /* bumped by the loader whenever lvs_routes changes */
-	__u32 pad;
+	__u32 layout;    /* maps.rs LAYOUT, the meaning of lvs_conns' keys and values, written by
+			  * the loader: a successor adopts the table only if it is its own
+			  * (0: a program from before layouts were numbered, layout 1) */
 };
 
 /* A route, longest-prefix matched on the destination (kept from the netlink sync). */
