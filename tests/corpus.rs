@@ -82,6 +82,7 @@ fn corpus_through(method: Method, test: &str) {
         .lab()
         .exec_ok(&router, &["cat", "/sys/class/net/eth1/address"])
         .expect("router MAC");
+    let front_ip = d.lab().director_front_ip().to_string();
     let (vip, dip, rip) = (
         VIP.to_string(),
         lvs_lab::DIP.to_string(),
@@ -106,6 +107,8 @@ fn corpus_through(method: Method, test: &str) {
                 &vip,
                 "--dip",
                 &dip,
+                "--front-ip",
+                &front_ip,
                 "--rip",
                 &rip,
                 "--front-net",

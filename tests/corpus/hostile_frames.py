@@ -7,8 +7,8 @@ route, a bad TCP data offset or UDP length, a truncated packet, a martian, spoof
 broadcast source, a TTL that runs out, a fragment, a VLAN tag. Built with struct only (no
 scapy), sent with an AF_PACKET socket, so it needs root (run it in the namespace of the link).
 
-    hostile_frames.py --dev eth1 --dst-mac M --src-mac M --vip A --dip A --rip A \\
-        --front-net A/N --back-net A/N [--repeat N] [--list]
+    hostile_frames.py --dev eth1 --dst-mac M --src-mac M --vip A --dip A --front-ip A \\
+        --rip A --front-net A/N --back-net A/N [--repeat N] [--list]
 
 Prints one JSON object: frame name -> [what lvsd must count it as, frames sent]. The reason
 is a drop reason of lvs_core::DropReason, or "passed" (left to the kernel: VLAN-tagged
@@ -101,7 +101,7 @@ def corpus(a):
     add("tcp_data_offset_past_the_segment", "malformed", ipv4(client, vip, 6, bytes(seg)))
     add("udp_length_too_long", "malformed", dgram(udp={"length": 200}))
     add("udp_length_too_short", "malformed", dgram(udp={"length": 7}))
-    add("udp_length_short_of_the_payload", "malformed", dgram(udp={"payload": b"abcd", "length": 10}))
+    add("udp_length_zero", "malformed", dgram(udp={"length": 0}))
     add("ip_total_length_past_the_frame", "malformed", syn(total=400))
     for name, src in [
         ("source_unspecified", "0.0.0.0"),
@@ -114,7 +114,8 @@ def corpus(a):
     ]:
         add(f"tcp_{name}", "martian_source", syn(src=src))
         add(f"udp_{name}", "martian_source", dgram(src=src))
-    for name, src in [("vip", vip), ("dip", a.dip), ("real_server", a.rip)]:
+    # A real server's address is not among them: it may be a client of another service.
+    for name, src in [("vip", vip), ("dip", a.dip), ("front_address", a.front_ip)]:
         add(f"tcp_source_{name}", "spoofed_source", syn(src=src))
         add(f"udp_source_{name}", "spoofed_source", dgram(src=src))
     for name, net in [("front", front), ("back", back)]:
@@ -133,7 +134,7 @@ def corpus(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k in ["dev", "dst-mac", "src-mac", "vip", "dip", "rip", "front-net", "back-net"]:
+    for k in ["dev", "dst-mac", "src-mac", "vip", "dip", "front-ip", "rip", "front-net", "back-net"]:
         p.add_argument(f"--{k}", required=k != "dev")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--list", action="store_true")

@@ -570,15 +570,24 @@ impl Datapath {
     /// from in the kernel (the core drops them and counts why). Only the difference to the
     /// present set is written.
     pub fn set_refused(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<(), Error> {
-        for a in addrs.difference(&self.refused_keys) {
+        // The record follows each write, so that after a failure (the map full) it still
+        // says what the map holds and the next call mends the rest.
+        let stale: Vec<Ipv4Addr> = self.refused_keys.difference(addrs).copied().collect();
+        for a in stale {
+            match self.refused.delete(&a.octets()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => return Err(map_err("lvs_refused")(e)),
+            }
+            self.refused_keys.remove(&a);
+        }
+        let new: Vec<Ipv4Addr> = addrs.difference(&self.refused_keys).copied().collect();
+        for a in new {
             self.refused
                 .update(&a.octets(), &[1], MapFlags::ANY)
                 .map_err(map_err("lvs_refused"))?;
+            self.refused_keys.insert(a);
         }
-        for a in self.refused_keys.difference(addrs) {
-            let _ = self.refused.delete(&a.octets());
-        }
-        self.refused_keys = addrs.clone();
         Ok(())
     }
 

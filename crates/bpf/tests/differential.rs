@@ -682,8 +682,8 @@ fn frames_the_core_refuses_stay_out_of_the_kernel() {
                 Some(R::SpoofedSource),
             ),
             (
-                "a real server",
-                frame_of(&new_from(addr::RIPS[2])),
+                "the director's back address",
+                frame_of(&new_from(addr::DIP)),
                 Some(R::SpoofedSource),
             ),
             (

@@ -71,8 +71,8 @@ drop_reasons! {
     /// A new connection from a source no client can have: 0/8, 127/8, 169.254/16, 224/4,
     /// 240/4 (limited broadcast included).
     MartianSource => "martian_source",
-    /// A new connection from one of this site's own addresses: a VIP, an address of the
-    /// director, a real server's.
+    /// A new connection from one of the director's own addresses: a VIP, an address of an
+    /// interface (as the kernel's `fib_validate_source` refuses a local source).
     SpoofedSource => "spoofed_source",
     /// A new connection from a connected subnet's broadcast address (its replies would go
     /// to the whole subnet).

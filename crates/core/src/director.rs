@@ -228,6 +228,46 @@ pub struct Director {
     /// The frame being processed was answered with "time exceeded": its `Transmit` is the
     /// answer, and the frame itself counts as a `ttl_exceeded` drop.
     ttl_answered: bool,
+    /// The time of the frame being processed.
+    now: Time,
+    /// The ICMP errors the director sends (time exceeded, fragmentation needed), limited as
+    /// the kernel's `icmp_send` is.
+    icmp_limit: IcmpLimit,
+}
+
+/// A token bucket for the ICMP errors the director generates: the kernel's global limit
+/// (`net.ipv4.icmp_msgs_per_sec` 1000, `icmp_msgs_burst` 50), so that spoofed packets cannot
+/// make the director an ICMP reflector at line rate. An error over the limit is not sent;
+/// its packet is counted under its drop reason as any other.
+#[derive(Debug)]
+struct IcmpLimit {
+    tokens: u32,
+    last: Time,
+}
+
+impl IcmpLimit {
+    const PER_SEC: u64 = 1000;
+    const BURST: u32 = 50;
+
+    fn new(now: Time) -> IcmpLimit {
+        IcmpLimit {
+            tokens: IcmpLimit::BURST,
+            last: now,
+        }
+    }
+
+    fn allow(&mut self, now: Time) -> bool {
+        let earned = now.saturating_since(self.last).as_micros() as u64 * Self::PER_SEC / 1_000_000;
+        if earned > 0 {
+            self.tokens = (u64::from(self.tokens) + earned).min(u64::from(Self::BURST)) as u32;
+            self.last = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 impl Director {
@@ -253,6 +293,8 @@ impl Director {
             waiting_for: None,
             sources: validate::SourceFilter::default(),
             ttl_answered: false,
+            now,
+            icmp_limit: IcmpLimit::new(now),
         }
     }
 
@@ -503,6 +545,7 @@ impl Director {
         self.counters.rx_frames += 1;
         self.waiting_for = None;
         self.ttl_answered = false;
+        self.now = now;
         let v = self.decide(now, meta, buf, start, len);
         let v = match (v, self.waiting_for.take()) {
             (Verdict::Transmit(t), Some(addr)) => self.hold(now, addr, buf, t),
@@ -551,13 +594,9 @@ impl Director {
     /// The driver could not send a frame [`Director::release_held`] gave it: it moves from
     /// `forwarded` to `tx_errors`.
     pub fn held_send_failed(&mut self) {
-        self.send_failed(&Verdict::Transmit(Tx {
-            ifindex: 0,
-            start: 0,
-            len: 0,
-            csum: None,
-            gso: None,
-        }));
+        let c = &mut self.counters;
+        c.forwarded = c.forwarded.saturating_sub(1);
+        c.tx_errors += 1;
     }
 
     /// The frames held for neighbours that are resolved now (after the caller updated
@@ -575,11 +614,19 @@ impl Director {
         c.drops[DropReason::NeighbourUnresolved as usize] += dropped;
     }
 
-    /// The driver could not carry out `verdict` (returned by [`Director::process`]): the
-    /// frame moves from `forwarded` (or `segment_requests`) to `tx_errors`, so that the
-    /// counters hold each frame once whichever side failed. Other verdicts are ignored.
+    /// The driver could not carry out `verdict`, returned by the [`Director::process`] call
+    /// just before (call it before the next one): the frame moves from `forwarded` (or
+    /// `segment_requests`) to `tx_errors`, so that the counters hold each frame once
+    /// whichever side failed; an unsent "time exceeded" answer leaves its frame a
+    /// `ttl_exceeded` drop and is taken off `icmp_sent`. Other verdicts are ignored.
     pub fn send_failed(&mut self, verdict: &Verdict) {
         let c = &mut self.counters;
+        // The "time exceeded" answer of the last frame: that frame stays a ttl_exceeded
+        // drop, only the answer was not sent.
+        if self.ttl_answered && matches!(verdict, Verdict::Transmit(_)) {
+            c.icmp_sent = c.icmp_sent.saturating_sub(1);
+            return;
+        }
         let from = match verdict {
             Verdict::Transmit(_) => &mut c.forwarded,
             Verdict::Segment { .. } => &mut c.segment_requests,
@@ -747,18 +794,20 @@ impl Director {
         {
             return Verdict::Drop(r);
         }
+        // A TTL that runs out here is answered for a packet that would be forwarded: one of a
+        // connection now, a new one once it would be scheduled (`new_conn`).
         if ip.ttl() <= 1 {
-            // A reply towards the client comes from the director's address on the way in; one
-            // to the virtual address from that address, as the kernel's icmp_send does.
-            let from = match ours {
-                Ours::Out(_) => self.interface_v4(meta.ifindex),
-                Ours::In(_) | Ours::New(_) => None,
-            };
-            let from = match from {
-                Some(IpAddr::V4(a)) => a,
-                _ => f.dst,
-            };
-            return self.time_exceeded(meta.ifindex, buf, start, f, from);
+            match ours {
+                Ours::In(_) => return self.time_exceeded(meta.ifindex, buf, start, f, f.dst),
+                Ours::Out(_) => {
+                    // From the address the director would answer the real server with.
+                    let Some(from) = self.source_towards(IpAddr::V4(f.src)) else {
+                        return Verdict::Drop(DropReason::TtlExceeded);
+                    };
+                    return self.time_exceeded(meta.ifindex, buf, start, f, from);
+                }
+                Ours::New(_) => {}
+            }
         }
         match ours {
             Ours::In(id) => self.established_in(now, meta, buf, start, f, id),
@@ -782,6 +831,12 @@ impl Director {
         {
             return Verdict::Drop(DropReason::NoConnection);
         }
+        // Its TTL runs out here: answered (from the virtual address, as the kernel's
+        // icmp_send for a packet to a local address), no entry made.
+        let ttl = buf.get(start + ETH + 8).copied().unwrap_or(0);
+        if ttl <= 1 {
+            return self.time_exceeded(meta.ifindex, buf, start, f, f.dst);
+        }
         let (client, vaddr) = (IpAddr::V4(f.src), IpAddr::V4(f.dst));
         let ctx = SchedCtx {
             now,
@@ -799,10 +854,12 @@ impl Director {
             ServiceKey::Fwmark { mark, .. } => mark,
             ServiceKey::Addr { .. } => 0,
         };
-        self.make_room(
-            1 + usize::from(cfg.persistence.is_some()),
-            f.proto == Protocol::Tcp,
-        );
+        if !(cfg.one_packet && f.proto == Protocol::Udp) {
+            self.make_room(
+                1 + usize::from(cfg.persistence.is_some()),
+                f.proto == Protocol::Tcp,
+            );
+        }
         let (dest_slot, controller) = match cfg.persistence {
             Some(p) => match self.persistent_dest(now, svc_slot, &cfg, p, &ctx, fwmark) {
                 Ok(x) => x,
@@ -843,7 +900,15 @@ impl Director {
         }
         let id = match self.conns.insert(conn, now) {
             Ok(id) => id,
-            Err(_) => return Verdict::Drop(DropReason::TableFull),
+            Err(_) => {
+                // A template made for this connection alone is not left behind.
+                if let Some(t) = controller
+                    && self.conns.get(t).is_some_and(|t| t.n_control == 0)
+                {
+                    self.remove_conn(t);
+                }
+                return Verdict::Drop(DropReason::TableFull);
+            }
         };
         self.counters.conns_created += 1;
         self.services.acquire(svc_slot);
@@ -863,18 +928,25 @@ impl Director {
     /// oldest requests; nothing else is ever evicted. Each eviction is counted.
     pub(crate) fn make_room(&mut self, n: usize, embryonic: bool) {
         let cap = self.settings.embryonic_limit();
-        for _ in 0..n {
-            let full = self.conns.len() >= self.conns.limit();
+        // Each eviction frees one entry, or two with the template it leaves idle.
+        for _ in 0..2 * n.max(1) {
+            let full = self.conns.len() + n > self.conns.limit();
             let crowded = embryonic && self.conns.embryonic() >= cap;
             if !(full || crowded) {
                 return;
             }
-            match self.conns.oldest_embryonic() {
-                Some(victim) => {
-                    self.remove_conn(victim);
-                    self.counters.embryonic_evicted += 1;
-                }
-                None => return,
+            let Some(victim) = self.conns.oldest_embryonic() else {
+                return;
+            };
+            let template = self.conns.get(victim).and_then(|c| c.controller);
+            self.remove_conn(victim);
+            self.counters.embryonic_evicted += 1;
+            // A persistence template the evicted connection leaves controlling nothing
+            // goes with it: a flood's templates would fill the table for their timeout.
+            if let Some(t) = template
+                && self.conns.get(t).is_some_and(|t| t.n_control == 0)
+            {
+                self.remove_conn(t);
             }
         }
     }
@@ -1205,7 +1277,7 @@ impl Director {
             .get(start + ETH..)
             .and_then(|ip| Ipv4Packet::new_checked_truncated(ip).ok())
             .is_some_and(|ip| ip.dont_frag());
-        if !df {
+        if !df || !self.icmp_limit.allow(self.now) {
             return Verdict::Drop(DropReason::TooBig);
         }
         let Some(frame) = buf.get_mut(start..) else {
@@ -1237,6 +1309,9 @@ impl Director {
         from: Ipv4Addr,
     ) -> Verdict {
         self.waiting_for = None;
+        if !self.icmp_limit.allow(self.now) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
         let repr = Icmpv4ErrorRepr {
             msg_type: icmpv4::msg_type::TIME_EXCEEDED,
             msg_code: icmpv4::time_exceeded_code::TTL,
@@ -1337,6 +1412,16 @@ impl Director {
             csum: None,
             gso: None,
         })
+    }
+
+    /// The source the director answers `dst` from: its route's preferred source, else an
+    /// address of the route's interface.
+    fn source_towards(&self, dst: IpAddr) -> Option<Ipv4Addr> {
+        let r = self.net.route(dst)?;
+        match r.src.or_else(|| self.interface_v4(r.ifindex))? {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
     }
 
     fn interface_v4(&self, ifindex: u32) -> Option<IpAddr> {

@@ -378,7 +378,8 @@ pub fn judge(frame: &[u8]) -> Judged {
                 let off = l4.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
                 !(20..=l4.len()).contains(&off)
             } else {
-                l4.len() < 8 || usize::from(u16::from_be_bytes([l4[4], l4[5]])) != l4.len()
+                l4.len() < 8
+                    || !(8..=l4.len()).contains(&usize::from(u16::from_be_bytes([l4[4], l4[5]])))
             };
             if srr {
                 Some("options")

@@ -1079,7 +1079,6 @@ fn sources_no_client_can_have_get_no_entry() {
             (Ipv4Addr::new(255, 255, 255, 255), DropReason::MartianSource),
             (addr::VIP, DropReason::SpoofedSource),
             (addr::DIP, DropReason::SpoofedSource),
-            (addr::RIPS[1], DropReason::SpoofedSource),
             (Ipv4Addr::new(10, 0, 1, 255), DropReason::BroadcastSource),
             (Ipv4Addr::new(192, 0, 2, 255), DropReason::BroadcastSource),
         ];
@@ -1096,16 +1095,23 @@ fn sources_no_client_can_have_get_no_entry() {
         for (_, reason) in cases {
             assert!(d.counters().drops(reason) > 0, "{reason} counted");
         }
-        // An ordinary client still gets through, and a real server added later is refused
-        // as a source from then on.
+        // An ordinary client still gets through, so does a real server (a client of the
+        // services like any other); an address made a VIP later is refused from then on.
         let (v, _) = run(&mut d, Time::from_secs(1), front(), &client_pkt(SYN));
         assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+        let syn = PacketSpec::tcp((addr::RIPS[1], CPORT), (addr::VIP, 80), SYN);
+        let (v, _) = run(&mut d, Time::from_secs(1), back(), &syn);
+        assert!(
+            matches!(v, Verdict::Transmit(_)),
+            "a real server as a client: {v:?}"
+        );
         let extra = Ipv4Addr::new(198, 51, 100, 77);
-        d.add_dest(
-            &sim::http_service(),
-            DestConfig::new(IpAddr::V4(extra), 8080, method),
-        )
-        .unwrap();
+        let key = ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            addr: IpAddr::V4(extra),
+            port: 25,
+        };
+        d.add_service(ServiceConfig::new(key)).unwrap();
         let syn = PacketSpec::tcp((extra, CPORT), (addr::VIP, 80), SYN);
         let (v, _) = run(&mut d, Time::from_secs(1), front(), &syn);
         assert_eq!(v, Verdict::Drop(DropReason::SpoofedSource));
@@ -1153,7 +1159,7 @@ fn headers_the_kernel_would_refuse_are_dropped_before_any_entry() {
         );
     }
     let udp = PacketSpec::udp((addr::CLIENT, CPORT), (addr::VIP, 53), b"abcd").ip_packet();
-    for ulen in [7u16, 11, 13] {
+    for ulen in [7u16, 13, 200] {
         let mut ip = udp.clone();
         ip[24..26].copy_from_slice(&ulen.to_be_bytes());
         assert_eq!(
@@ -1163,6 +1169,11 @@ fn headers_the_kernel_would_refuse_are_dropped_before_any_entry() {
         );
     }
     assert!(d.conns().is_empty(), "nothing of it made an entry");
+    // A UDP length short of the payload is the kernel's to trim (UDP options live there).
+    let mut ip = udp.clone();
+    ip[24..26].copy_from_slice(&11u16.to_be_bytes());
+    assert!(matches!(run_ip(&mut d, front(), &ip), Verdict::Transmit(_)));
+    d.flush_connections();
     assert!(matches!(
         run_ip(&mut d, front(), &with_option(7)),
         Verdict::Transmit(_)
@@ -1278,4 +1289,64 @@ fn an_icmp_error_with_a_bad_checksum_is_not_translated() {
         Verdict::Drop(DropReason::TtlExceeded)
     );
     drop(out);
+}
+
+/// A SYN flood against a persistent service: each half-open connection's template goes with
+/// it when it is evicted, so templates never fill the table and clients keep connecting.
+#[test]
+fn a_syn_flood_on_a_persistent_service_leaves_no_templates_behind() {
+    let settings = lvs_core::Settings {
+        conn_limit: 4_000,
+        conn_prealloc: 0,
+        embryonic_limit: Some(4_000),
+        ..sim::director(ForwardMethod::DirectRoute, SchedulerKind::Rr, Time::ZERO)
+            .settings()
+            .clone()
+    };
+    let mut d = Director::new(settings, Time::ZERO);
+    sim::wire_network(&mut d);
+    let key = sim::http_service();
+    let mut cfg = ServiceConfig::new(key);
+    cfg.persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask: Netmask::V4(32),
+    });
+    d.add_service(cfg).unwrap();
+    for rip in addr::RIPS {
+        d.add_dest(
+            &key,
+            DestConfig::new(IpAddr::V4(rip), 80, ForwardMethod::DirectRoute),
+        )
+        .unwrap();
+    }
+    let now = Time::from_secs(1);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kept_out = 0;
+    for i in 0..20_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let src = Ipv4Addr::from(0x2d00_0000 | (x as u32 & 0x00ff_ffff));
+        let _ = run(
+            &mut d,
+            now,
+            front(),
+            &PacketSpec::tcp((src, 1000), (addr::VIP, 80), SYN),
+        );
+        if i % 1_000 == 999 {
+            let c = Ipv4Addr::new(198, 51, 100, 30 + (i / 1_000) as u8);
+            let syn = PacketSpec::tcp((c, 2000), (addr::VIP, 80), SYN);
+            let ack = PacketSpec::tcp((c, 2000), (addr::VIP, 80), ACK);
+            let ok = matches!(run(&mut d, now, front(), &syn).0, Verdict::Transmit(_))
+                && matches!(run(&mut d, now, front(), &ack).0, Verdict::Transmit(_));
+            kept_out += u32::from(!ok);
+        }
+    }
+    let templates = d.conns().iter().filter(|(_, c)| c.is_template()).count();
+    assert_eq!(kept_out, 0, "clients refused during the flood");
+    assert_eq!(d.counters().drops(DropReason::TableFull), 0);
+    assert!(d.conns().len() <= 4_000);
+    // The 20 clients' templates and connections, and the flood's latest half-open
+    // connections with theirs.
+    assert!(templates <= 2_000 + 20, "{templates} templates");
 }

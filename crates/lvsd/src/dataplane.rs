@@ -115,6 +115,8 @@ pub struct ControlPart {
 pub struct Trim {
     peak: usize,
     next: Instant,
+    /// The table shrank: the allocator is asked once the lock is released.
+    pending: bool,
 }
 
 impl Default for Trim {
@@ -122,6 +124,7 @@ impl Default for Trim {
         Trim {
             peak: 0,
             next: Instant::now() + Trim::EVERY,
+            pending: false,
         }
     }
 }
@@ -145,14 +148,21 @@ impl Trim {
             fp.shrink(director);
         }
         director.shrink();
-        let released = lvs_io::trim_heap();
         info!(
             entries = len,
             peak = self.peak,
-            released,
             "the connection table shrank to a quarter of its peak: memory given back"
         );
         self.peak = len;
+        self.pending = true;
+    }
+
+    /// After the director's lock is released (the allocator walks its free lists, which
+    /// must not hold up the other workers): give the allocator's free pages back.
+    fn release(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            let _ = lvs_io::trim_heap();
+        }
     }
 }
 
@@ -348,6 +358,7 @@ impl Worker {
             drop(director);
             if let Some(c) = &mut self.control {
                 resolve(c);
+                c.trim.release();
             }
             // Send outside the lock so another worker can process meanwhile.
             for sock in &mut self.sockets {

@@ -326,14 +326,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct hdrs *h, struct p
 	__u32 need = proto == IPPROTO_TCP ? 14 : 8;
 	if (l4 + need > h->len || l4 + 14 > HDR_MAX)
 		return V_USER;
-	/* A TCP data offset within the segment, a UDP length that is the IP payload's. */
+	/* A TCP data offset within the segment, a UDP length within the IP payload (what lies
+	 * past it the kernel trims). */
 	__u32 seg = tot - ihl;
 	if (proto == IPPROTO_TCP) {
 		__u32 off = (h->b[l4 + 12] >> 4) * 4;
 		if (off < 20 || off > seg)
 			return V_USER;
-	} else if ((((__u32)h->b[l4 + 4] << 8) | h->b[l4 + 5]) != seg) {
-		return V_USER;
+	} else {
+		__u32 ulen = ((__u32)h->b[l4 + 4] << 8) | h->b[l4 + 5];
+		if (ulen < 8 || ulen > seg)
+			return V_USER;
 	}
 	p->flow.proto = proto;
 	__builtin_memcpy(&p->flow.src, &ip[12], 4);

@@ -258,6 +258,9 @@ pub struct ConnTable {
     embryonic: VecDeque<(u32, u32)>,
     /// Live entries with [`ConnFlags::EMBRYONIC`].
     n_embryonic: usize,
+    /// The generation a slot pushed anew starts at: above every generation a slot given
+    /// back by [`ConnTable::shrink`] had, so no handle to a forgotten entry finds a new one.
+    generation_floor: u32,
 }
 
 /// Wheel slots: 4096 ticks of 250 ms cover the longest default timeout (900 s) in one turn.
@@ -285,6 +288,7 @@ impl ConnTable {
             reserved: pre,
             embryonic: VecDeque::new(),
             n_embryonic: 0,
+            generation_floor: 0,
         }
     }
 
@@ -337,6 +341,14 @@ impl ConnTable {
             .iter()
             .rposition(|c| c.live)
             .map_or(0, |i| i + 1);
+        // Nothing worth the rebuild below (a live entry near the end pins the slab: the
+        // entries are not moved, handles name them by slot).
+        if keep + keep / 3 >= cap {
+            return;
+        }
+        if let Some(g) = self.entries[keep..].iter().map(|c| c.generation).max() {
+            self.generation_floor = self.generation_floor.max(g.wrapping_add(1));
+        }
         self.entries.truncate(keep);
         self.entries.shrink_to(self.reserved.max(keep));
         let free: Vec<_> = std::mem::take(&mut self.free)
@@ -426,6 +438,7 @@ impl ConnTable {
             }
             None => {
                 let i = u32::try_from(self.entries.len()).map_err(|_| TableFull)?;
+                conn.generation = self.generation_floor;
                 self.entries.push(conn);
                 i
             }
@@ -637,6 +650,31 @@ mod tests {
             None,
             "DR entries are not indexed by reply tuple"
         );
+    }
+
+    #[test]
+    fn a_handle_from_before_a_shrink_finds_nothing_after_it() {
+        let now = Time::ZERO;
+        let mut t = ConnTable::new(100_000, 0, 1, now);
+        let ids: Vec<_> = (0..5_000u16)
+            .map(|p| {
+                t.insert(conn(p + 1, ForwardMethod::DirectRoute, 60), now)
+                    .unwrap()
+            })
+            .collect();
+        for id in &ids[1..] {
+            t.remove(*id);
+        }
+        let before = t.capacity();
+        t.shrink();
+        assert!(t.capacity() < before, "{} -> {}", before, t.capacity());
+        let fresh = t
+            .insert(conn(9, ForwardMethod::DirectRoute, 60), now)
+            .unwrap();
+        assert_eq!(fresh.index, ids[1].index, "the slot is pushed anew");
+        assert!(t.get(ids[1]).is_none(), "the old handle finds nothing");
+        assert!(t.get(fresh).is_some());
+        assert!(t.get(ids[0]).is_some());
     }
 
     #[test]

@@ -272,7 +272,10 @@ impl Director {
             conn.flags.clear(ConnFlags::NO_OUTPUT);
         }
         conn.timeout = self.timeouts.initial(a.proto);
-        self.make_room(1, a.proto == Protocol::Tcp && a.state == TcpState::SynRecv);
+        self.make_room(
+            1,
+            a.proto == Protocol::Tcp && matches!(a.state, TcpState::SynRecv | TcpState::None),
+        );
         let id = self
             .conns
             .insert(conn, now)

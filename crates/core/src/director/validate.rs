@@ -5,15 +5,20 @@
 //! - **Headers** as the kernel would accept them at `ip_rcv` (IPVS sees nothing else): a
 //!   correct IPv4 header checksum, no source-route option (the kernel drops those for a local
 //!   address unless `accept_source_route` is set, off by default), well-formed options; a TCP
-//!   data offset of at least 5 within the segment; a UDP length equal to the IP payload.
-//!   Transport checksums are not verified, as IPVS does not: NAT updates them incrementally,
-//!   so a bad one stays bad and the receiver drops the segment.
+//!   data offset of at least 5 within the segment; a UDP length of at least 8 and
+//!   a UDP length no longer than the IP payload (the kernel trims what lies past it; UDP
+//!   options live there). Transport checksums are not verified, as IPVS does not: NAT
+//!   updates them incrementally, so a bad one stays bad and the receiver drops the segment.
 //! - **Sources** no client can have (`martian_source`): unspecified (0/8), loopback (127/8),
-//!   link-local (169.254/16), multicast (224/4), reserved and limited broadcast (240/4); and
-//!   ones that are this site's own (`spoofed_source`: a VIP, an address of the director, a
-//!   real server's) or a connected subnet's broadcast address (`broadcast_source`: a server's
-//!   answer would go to the whole subnet). Checked before a connection is scheduled; an
-//!   entry can only exist for a source that passed.
+//!   link-local (169.254/16), multicast (224/4), reserved and limited broadcast (240/4) — the
+//!   kernel refuses 0/8, 127/8, 224/4 and 255.255.255.255 (`ip_route_input_slow`); link-local
+//!   and the rest of 240/4 are refused here too, as no client of a virtual service has them;
+//!   and ones that are the director's own (`spoofed_source`: a VIP, an address of the
+//!   director, as the kernel's `fib_validate_source` refuses a local source) or the broadcast
+//!   address of one of its subnets (`broadcast_source`: a server's answer would go to the
+//!   whole subnet). A real server's address is a client like any other (a web tier that is a
+//!   real server of one VIP and a client of another). Checked before a connection is
+//!   scheduled; an entry can only exist for a source that passed.
 //!
 //! The kernel fast path refuses the same frames: it leaves any packet with IP options, a bad
 //! header checksum, a TTL of 1 or less, a bad TCP offset or UDP length to user space (here),
@@ -82,7 +87,7 @@ pub(super) fn transport(proto: Protocol, l4: &[u8]) -> Result<(), DropReason> {
                 [_, _, _, _, a, b, ..] => usize::from(u16::from_be_bytes([*a, *b])),
                 _ => 0,
             };
-            if len < udp::HEADER_LEN || len != l4.len() {
+            if len < udp::HEADER_LEN || len > l4.len() {
                 return Err(DropReason::Malformed);
             }
         }
@@ -97,8 +102,8 @@ pub fn martian(src: Ipv4Addr) -> bool {
     a == 0 || a == 127 || a >= 224 || (a == 169 && b == 254)
 }
 
-/// The sources this site's own configuration refuses (VIPs, the director's addresses, real
-/// servers, connected subnets' broadcast addresses), kept for the tables they come from.
+/// The sources this site's own configuration refuses (VIPs, the director's addresses, its
+/// subnets' broadcast addresses), kept for the tables they come from.
 #[derive(Debug, Default)]
 pub(super) struct SourceFilter {
     /// The set, or `None` when a table it depends on changed since it was built.
@@ -142,7 +147,8 @@ impl SourceFilter {
 }
 
 /// Every source address the configuration refuses, with the reason (the first reason per
-/// address wins: a VIP that is also a broadcast address is a spoofed source).
+/// address wins: a VIP that is also a broadcast address is a spoofed source): the
+/// director's addresses and VIPs, and its subnets' broadcast addresses.
 pub fn refused(net: &NetTable, services: &ServiceTable) -> Vec<(Ipv4Addr, DropReason)> {
     let mut out = Vec::new();
     let v4 = |a: IpAddr| match a {
@@ -163,18 +169,23 @@ pub fn refused(net: &NetTable, services: &ServiceTable) -> Vec<(Ipv4Addr, DropRe
         {
             out.push((a, DropReason::SpoofedSource));
         }
-        out.extend(
-            s.dests()
-                .iter()
-                .filter_map(|d| v4(d.addr()))
-                .map(|a| (a, DropReason::SpoofedSource)),
-        );
     }
     for r in net.routes() {
-        // A connected IPv4 subnet with room for a broadcast address (/31 and /32 have none).
-        if let (IpAddr::V4(p), None, 1..=30) = (r.prefix, r.gateway, r.len) {
-            let host = u32::MAX >> r.len;
-            let b = Ipv4Addr::from(u32::from(p) | host);
+        // A subnet of the director's (a connected route whose interface has an address in
+        // it; a device route such as a VPN's /8 is not a broadcast domain of ours) with room
+        // for a broadcast address (/31 and /32 have none).
+        let (IpAddr::V4(p), None, 1..=30) = (r.prefix, r.gateway, r.len) else {
+            continue;
+        };
+        let mask = u32::MAX << (32 - r.len);
+        let own = net.interface(r.ifindex).is_some_and(|i| {
+            i.addrs
+                .iter()
+                .filter_map(|&a| v4(a))
+                .any(|a| u32::from(a) & mask == u32::from(p) & mask)
+        });
+        if own {
+            let b = Ipv4Addr::from(u32::from(p) | !mask);
             out.push((b, DropReason::BroadcastSource));
         }
     }
@@ -247,10 +258,13 @@ mod tests {
         let mut u = [0u8; 12];
         u[5] = 12;
         assert_eq!(transport(Protocol::Udp, &u), Ok(()));
-        u[5] = 11;
+        u[5] = 7;
         assert_eq!(transport(Protocol::Udp, &u), Err(DropReason::Malformed));
         u[5] = 13;
         assert_eq!(transport(Protocol::Udp, &u), Err(DropReason::Malformed));
+        // Shorter than the payload: the rest is trimmed by the kernel, fine.
+        u[5] = 9;
+        assert_eq!(transport(Protocol::Udp, &u), Ok(()));
         u[5] = 7;
         assert_eq!(
             transport(Protocol::Udp, &u[..7]),
