@@ -34,6 +34,15 @@ pub fn trim_heap() -> bool {
     sys::trim_heap()
 }
 
+/// Make glibc map every allocation of 128 KiB or more on its own (`M_MMAP_THRESHOLD`,
+/// fixed: glibc otherwise raises it after each such block is freed, up to 32 MiB). The
+/// connection table's slab, indexes and timer slots grow into such blocks under a flood;
+/// mapped apart, each goes back to the system whole when it is freed or shrunk, instead of
+/// leaving holes in the heap. Call it once at start. Returns whether it took effect.
+pub fn map_large_allocations() -> bool {
+    sys::fixed_mmap_threshold(128 * 1024)
+}
+
 pub use afpacket::{
     AfPacket, AfPacketConfig, Fanout, PacketTx, RingStats, RingVersion, TxCounters,
 };

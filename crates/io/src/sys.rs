@@ -173,3 +173,18 @@ pub(crate) fn trim_heap() -> bool {
         false
     }
 }
+
+/// `mallopt(M_MMAP_THRESHOLD, bytes)` where the C library is glibc.
+pub(crate) fn fixed_mmap_threshold(bytes: i32) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt takes two plain integers and only changes the allocator's own
+        // parameters (under its lock); no memory the program owns is touched.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = bytes;
+        false
+    }
+}

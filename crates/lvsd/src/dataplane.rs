@@ -117,6 +117,8 @@ pub struct Trim {
     next: Instant,
     /// The table shrank: the allocator is asked once the lock is released.
     pending: bool,
+    /// The table's size at the last trim since the peak (`usize::MAX`: none yet).
+    trimmed_at: usize,
 }
 
 impl Default for Trim {
@@ -125,6 +127,7 @@ impl Default for Trim {
             peak: 0,
             next: Instant::now() + Trim::EVERY,
             pending: false,
+            trimmed_at: usize::MAX,
         }
     }
 }
@@ -141,20 +144,30 @@ impl Trim {
             return;
         }
         self.next = Instant::now() + Trim::EVERY;
-        if self.peak < Trim::WORTH || len * 4 > self.peak {
+        // Once at a quarter of the peak, then each time the table halved again, down to
+        // empty: what the last entries of a flood held comes back too.
+        if self.peak < Trim::WORTH || len * 4 > self.peak || len * 2 > self.trimmed_at {
             return;
         }
         if let Some(fp) = fast {
             fp.shrink(director);
         }
         director.shrink();
-        info!(
-            entries = len,
-            peak = self.peak,
-            "the connection table shrank to a quarter of its peak: memory given back"
-        );
-        self.peak = len;
+        if self.trimmed_at == usize::MAX {
+            info!(
+                entries = len,
+                peak = self.peak,
+                "the connection table shrank to a quarter of its peak: memory given back"
+            );
+        }
         self.pending = true;
+        if len == 0 {
+            // Done: the next burst starts from here.
+            self.peak = 0;
+            self.trimmed_at = usize::MAX;
+        } else {
+            self.trimmed_at = len;
+        }
     }
 
     /// After the director's lock is released (the allocator walks its free lists, which

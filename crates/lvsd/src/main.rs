@@ -265,6 +265,8 @@ fn main() {
     if let Some(path) = &args.check_config {
         std::process::exit(config::check(path));
     }
+    // Memory a SYN flood's entries took goes back to the system once they are gone.
+    let _ = lvs_io::map_large_allocations();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
     let log = tracing_subscriber::fmt()
