@@ -250,8 +250,14 @@ fn run(method: Method, removal: Removal, test: &str) {
         Some(2),
         "UDP VIP:5353 is served by rs3: {echo}"
     );
+    let mut looping = Some(looping);
     if removal == Removal::DeleteService {
+        // The loop's last request must be over before the service goes (a SYN sent just
+        // after the removal has no service to go to).
         stop.store(true, Ordering::SeqCst);
+        if let Some(l) = looping.take() {
+            l.join().expect("request loop panicked");
+        }
     }
     let removed_at = Instant::now();
     remove(&d, removal, &file, &down);
@@ -334,7 +340,9 @@ fn run(method: Method, removal: Removal, test: &str) {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    looping.join().expect("request loop panicked");
+    if let Some(l) = looping {
+        l.join().expect("request loop panicked");
+    }
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(&down);
     assert!(
