@@ -28,6 +28,7 @@
 //! expire_nodest_conn = false
 //! expire_quiescent_template = false
 //! conn_reuse_mode = 1        # 0..=3
+//! sloppy_tcp = false         # schedule non-SYN packets of unknown flows (mh, sh, dh only)
 //!
 //! [[service]]
 //! protocol = "tcp"           # tcp | udp | sctp (required with address)
@@ -226,6 +227,9 @@ pub struct Settings {
     pub expire_quiescent_template: bool,
     /// Bit 0: reschedule a SYN hitting TIME_WAIT; bit 1: also FIN_WAIT of DR/Tun.
     pub conn_reuse_mode: u8,
+    /// Schedule a non-SYN TCP packet of an unknown flow to an mh, sh or dh service (a flow
+    /// another director had); see `lvs_core::director::Settings::sloppy_tcp`.
+    pub sloppy_tcp: bool,
 }
 
 impl Default for Settings {
@@ -235,6 +239,7 @@ impl Default for Settings {
             expire_nodest_conn: false,
             expire_quiescent_template: false,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
         }
     }
 }
@@ -379,6 +384,9 @@ pub fn to_toml(cfg: &Config) -> String {
             "[settings]\nexpire_nodest_conn = {}\nexpire_quiescent_template = {}\nconn_reuse_mode = {}",
             st.expire_nodest_conn, st.expire_quiescent_template, st.conn_reuse_mode
         );
+        if st.sloppy_tcp {
+            s.push_str("sloppy_tcp = true\n");
+        }
     }
     for e in &cfg.services {
         let c = &e.config;

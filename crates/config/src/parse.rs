@@ -305,6 +305,7 @@ fn settings(cx: &mut Cx<'_>, item: &Item, kspan: Span) -> Option<Settings> {
             "expire_nodest_conn",
             "expire_quiescent_template",
             "conn_reuse_mode",
+            "sloppy_tcp",
         ],
         "[settings]",
     );
@@ -317,6 +318,9 @@ fn settings(cx: &mut Cx<'_>, item: &Item, kspan: Span) -> Option<Settings> {
     }
     if let Some((n, _)) = get_int(cx, t, "conn_reuse_mode", 0, 3) {
         s.conn_reuse_mode = n as u8;
+    }
+    if let Some(b) = get_bool(cx, t, "sloppy_tcp") {
+        s.sloppy_tcp = b;
     }
     (cx.diags.len() == before).then_some(s)
 }

@@ -12,6 +12,7 @@ udp = 300
 [settings]
 expire_nodest_conn = true
 conn_reuse_mode = 2
+sloppy_tcp = true
 
 [[service]]
 protocol = "tcp"
@@ -126,7 +127,8 @@ fn parses_full_example() {
         Some(Settings {
             expire_nodest_conn: true,
             expire_quiescent_template: false,
-            conn_reuse_mode: 2
+            conn_reuse_mode: 2,
+            sloppy_tcp: true
         })
     );
     assert_eq!(c.services.len(), 1);

@@ -54,6 +54,14 @@ pub struct Settings {
     /// `conn_reuse_mode`: bit 0 reschedules a SYN that hits a TIME_WAIT entry; bit 1 also a
     /// FIN_WAIT entry of a DR/Tun connection. Default 1.
     pub conn_reuse_mode: u8,
+    /// `sloppy_tcp`: a TCP packet without SYN of a flow the table does not know, to a
+    /// service whose scheduler maps a flow to a real server by its addresses alone (mh, sh,
+    /// dh), is scheduled and forwarded instead of dropped, so an established connection that
+    /// the upstream router's ECMP moved to this director (another died, one was added)
+    /// continues on the same real server. A RST is never scheduled. Off by default, as in
+    /// IPVS (whose sysctl applies to every scheduler; only these three can find the same
+    /// server again).
+    pub sloppy_tcp: bool,
     /// Most TCP entries that have not got past SYN_RECV (`None`: an eighth of `conn_limit`).
     /// Past it, and whenever the table is full, a new connection takes the place of the
     /// oldest such entry: a SYN flood cannot crowd out established connections nor keep new
@@ -71,6 +79,7 @@ impl Default for Settings {
             expire_nodest_conn: false,
             expire_quiescent_template: false,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
             embryonic_limit: None,
         }
     }
@@ -330,6 +339,11 @@ impl Director {
         self.settings.expire_nodest_conn = expire_nodest_conn;
         self.settings.expire_quiescent_template = expire_quiescent_template;
         self.settings.conn_reuse_mode = conn_reuse_mode;
+    }
+
+    /// `sloppy_tcp` (see [`Settings::sloppy_tcp`]).
+    pub fn set_sloppy_tcp(&mut self, on: bool) {
+        self.settings.sloppy_tcp = on;
     }
 
     /// Connection timeouts.
@@ -825,9 +839,11 @@ impl Director {
         f: Flow,
         svc_slot: u32,
     ) -> Verdict {
-        // IPVS schedules TCP only on a SYN without RST.
+        // IPVS schedules TCP only on a SYN without RST; with sloppy_tcp any packet but a
+        // RST of a service whose scheduler finds the same server again.
         if f.proto == Protocol::Tcp
-            && (f.tcp_flags & tcp_flags::SYN == 0 || f.tcp_flags & tcp_flags::RST != 0)
+            && (f.tcp_flags & tcp_flags::RST != 0
+                || (f.tcp_flags & tcp_flags::SYN == 0 && !self.sloppy(svc_slot)))
         {
             return Verdict::Drop(DropReason::NoConnection);
         }
@@ -920,6 +936,16 @@ impl Director {
         self.bind(svc_slot, dest_slot, false);
         self.count_new_conn(svc_slot, dest_slot);
         self.established_in(now, meta, buf, start, f, id)
+    }
+
+    /// Whether `sloppy_tcp` takes a non-SYN packet of an unknown flow to service `svc`.
+    fn sloppy(&self, svc: u32) -> bool {
+        use crate::types::SchedulerKind as S;
+        self.settings.sloppy_tcp
+            && self
+                .services
+                .get(svc)
+                .is_some_and(|s| matches!(s.config().scheduler, S::Mh | S::Sh | S::Dh))
     }
 
     /// Make room for `n` new entries (`embryonic`: the first is a TCP flow starting its

@@ -1350,3 +1350,53 @@ fn a_syn_flood_on_a_persistent_service_leaves_no_templates_behind() {
     // connections with theirs.
     assert!(templates <= 2_000 + 20, "{templates} templates");
 }
+
+/// `sloppy_tcp`: a connection established through one director and moved (ECMP) to a
+/// second with the same table continues there on the same real server, for mh, sh and dh;
+/// not for rr (another server would answer with a RST), never for a RST, and not without
+/// the setting.
+#[test]
+fn sloppy_tcp_continues_a_moved_connection_on_the_same_real_server() {
+    for (sched, sloppy, want) in [
+        (SchedulerKind::Mh, true, true),
+        (SchedulerKind::Sh, true, true),
+        (SchedulerKind::Dh, true, true),
+        (SchedulerKind::Rr, true, false),
+        (SchedulerKind::Mh, false, false),
+    ] {
+        let mut first = sim::director(ForwardMethod::DirectRoute, sched, Time::ZERO);
+        let mut second = sim::director(ForwardMethod::DirectRoute, sched, Time::ZERO);
+        second.set_sloppy_tcp(sloppy);
+        let now = Time::from_secs(1);
+        let (_, out) = run(&mut first, now, front(), &client_pkt(SYN));
+        let rs_mac = out[0..6].to_vec();
+        let (v, out) = run(&mut second, now, front(), &client_pkt(ACK | PSH));
+        if want {
+            assert!(matches!(v, Verdict::Transmit(_)), "{sched:?}: {v:?}");
+            assert_eq!(out[0..6], rs_mac[..], "{sched:?}: the same real server");
+            // IPVS's input-only table takes NONE + ACK to CLOSE (10 s), refreshed by each
+            // packet: the moved connection lives on as long as it carries traffic.
+            assert_eq!(conn_state(&second), Some(TcpState::Close));
+            let later = now + Duration::from_secs(8);
+            second.expire(later);
+            let (v, out) = run(&mut second, later, front(), &client_pkt(ACK));
+            assert!(matches!(v, Verdict::Transmit(_)), "{sched:?}: {v:?}");
+            assert_eq!(out[0..6], rs_mac[..]);
+        } else {
+            assert_eq!(
+                v,
+                Verdict::Drop(DropReason::NoConnection),
+                "{sched:?} sloppy {sloppy}"
+            );
+            assert!(second.conns().is_empty());
+        }
+        let mut third = sim::director(ForwardMethod::DirectRoute, sched, Time::ZERO);
+        third.set_sloppy_tcp(true);
+        let (v, _) = run(&mut third, now, front(), &client_pkt(RST | ACK));
+        assert_eq!(
+            v,
+            Verdict::Drop(DropReason::NoConnection),
+            "{sched:?}: a RST"
+        );
+    }
+}

@@ -78,6 +78,7 @@ impl Reloader {
                 s.expire_quiescent_template,
                 s.conn_reuse_mode,
             );
+            d.set_sloppy_tcp(s.sloppy_tcp);
         }
     }
 

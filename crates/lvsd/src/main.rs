@@ -617,6 +617,7 @@ fn new_director(
         expire_nodest_conn: policy.expire_nodest_conn,
         expire_quiescent_template: policy.expire_quiescent_template,
         conn_reuse_mode: policy.conn_reuse_mode,
+        sloppy_tcp: policy.sloppy_tcp,
         conn_limit: args.conn_limit,
         embryonic_limit: args.embryonic_limit.map(|n| n as usize),
         hash_seed: random_seed(),
