@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use lvs_e2e::{Director, Method, VIP, skip};
+use lvs_e2e::{Director, Method, VIP, skip, skip_without_trafgen};
 
 const FLOOD_SECS: u64 = 30;
 const AFTER_SECS: u64 = 20;
@@ -41,15 +41,7 @@ impl Tally {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    lvs_e2e::status_kib(pid, "VmRSS:")
 }
 
 /// The mappings of `pid` holding the most resident memory, for a failure's message.
@@ -89,15 +81,7 @@ fn tx_packets(d: &Director, ns: &str, dev: &str) -> u64 {
 #[test]
 fn a_syn_flood_keeps_no_client_out_and_its_memory_comes_back() {
     const TEST: &str = "a_syn_flood_keeps_no_client_out_and_its_memory_comes_back";
-    if skip(TEST) {
-        return;
-    }
-    if !lvs_testkit::runs("sh", &["-c", "command -v trafgen"]) {
-        assert!(
-            !lvs_testkit::under_ci(),
-            "{TEST}: trafgen is missing (netsniff-ng; scripts/install-deps.sh installs it)"
-        );
-        lvs_testkit::skip(TEST, "trafgen (netsniff-ng) is not installed");
+    if skip(TEST) || skip_without_trafgen(TEST) {
         return;
     }
     let mut d = Director::without_lvsd(Method::Nat, TEST);
@@ -129,27 +113,6 @@ fn a_syn_flood_keeps_no_client_out_and_its_memory_comes_back() {
         biggest_mappings(pid)
     );
 
-    let dmac = d
-        .in_director(&["cat", "/sys/class/net/eth0/address"])
-        .stdout;
-    let dmac = String::from_utf8_lossy(&dmac).trim().to_string();
-    let smac = d
-        .lab()
-        .exec_ok(&router, &["cat", "/sys/class/net/eth1/address"])
-        .expect("router MAC");
-    let conf = std::env::temp_dir().join(format!("lvs-e2e-flood-{}.trafgen", std::process::id()));
-    std::fs::write(
-        &conf,
-        format!(
-            "{{ eth(da={dmac}, sa={}), ipv4(da={VIP}, sa=drnd({}, {}), ttl=64, df), \
-             tcp(sp=drnd(1024, 65535), dp=80, seq=drnd(), syn, win=64240) }}\n",
-            smac.trim(),
-            0x0afa_0000u32,
-            0x0afa_ffffu32
-        ),
-    )
-    .expect("trafgen config");
-
     // The client loop: a new connection per request, during the flood and after it.
     let total = FLOOD_SECS + AFTER_SECS + 2;
     let loop_script = format!(
@@ -170,29 +133,14 @@ fn a_syn_flood_keeps_no_client_out_and_its_memory_comes_back() {
         .unwrap()
         .as_secs_f64();
     let t0 = Instant::now();
-    let conf_s = conf.to_str().expect("UTF-8 path").to_string();
-    let secs = FLOOD_SECS.to_string();
-    let mut generator = d
-        .lab()
-        .spawn(
-            &router,
-            &[
-                "timeout",
-                "-s",
-                "INT",
-                &secs,
-                "trafgen",
-                "--dev",
-                "eth1",
-                "--conf",
-                &conf_s,
-                "--cpus",
-                "1",
-                "--no-sock-mem",
-                "-q",
-            ],
-        )
-        .expect("trafgen");
+    let mut generator = d.trafgen(
+        &format!(
+            "ipv4(da={VIP}, sa=drnd({}, {}), ttl=64, df), \
+             tcp(sp=drnd(1024, 65535), dp=80, seq=drnd(), syn, win=64240)",
+            0x0afa_0000u32, 0x0afa_ffffu32
+        ),
+        FLOOD_SECS,
+    );
     let mut peak_rss = baseline;
     let mut peak_conns = 0usize;
     let mut embryonic_evicted = 0;
@@ -203,12 +151,11 @@ fn a_syn_flood_keeps_no_client_out_and_its_memory_comes_back() {
         peak_conns = peak_conns.max(c.conns);
         embryonic_evicted = c.embryonic_evicted;
     }
-    let _ = generator.wait();
+    generator.wait();
     let flood_secs = t0.elapsed().as_secs_f64().min(FLOOD_SECS as f64);
     let sent = tx_packets(&d, &router, "eth1") - sent_before;
     let flood_end = flood_start + flood_secs;
     let out = loop_child.wait_with_output().expect("client loop output");
-    let _ = std::fs::remove_file(&conf);
 
     let (mut during, mut after) = (Tally::default(), Tally::default());
     for line in String::from_utf8_lossy(&out.stdout).lines() {

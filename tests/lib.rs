@@ -167,6 +167,33 @@ pub fn skip(test: &str) -> bool {
     true
 }
 
+/// True when trafgen (netsniff-ng) is missing: then the test is skipped (a failure under
+/// `CI=true`: scripts/install-deps.sh installs it).
+pub fn skip_without_trafgen(test: &str) -> bool {
+    if lvs_testkit::runs("sh", &["-c", "command -v trafgen"]) {
+        return false;
+    }
+    assert!(
+        !lvs_testkit::under_ci(),
+        "{test}: trafgen is missing (netsniff-ng; scripts/install-deps.sh installs it)"
+    );
+    lvs_testkit::skip(test, "trafgen (netsniff-ng) is not installed");
+    true
+}
+
+/// A `KiB` line of `/proc/PID/status` (`key` such as `VmRSS:` or `VmHWM:`); 0 when unreadable.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// lvsd's `--datapath` in this run: `LVS_E2E_DATAPATH`, else `afpacket`.
 pub fn datapath() -> String {
     std::env::var("LVS_E2E_DATAPATH").unwrap_or_else(|_| "afpacket".into())
@@ -624,6 +651,54 @@ impl Director {
         ]);
     }
 
+    /// Starts trafgen on the router's link to the director, on one CPU and as fast as it
+    /// goes, for at most `secs`: `packet` is what follows the Ethernet header in trafgen's
+    /// language (`ipv4(...), udp(...)`), sent from the router's MAC to the director's.
+    pub fn trafgen(&self, packet: &str, secs: u64) -> Trafgen {
+        let router = self.lab().router_ns();
+        let mac = |ns: &str, dev: &str| {
+            self.lab()
+                .exec_ok(ns, &["cat", &format!("/sys/class/net/{dev}/address")])
+                .unwrap_or_else(|e| panic!("{}: MAC of {dev}: {e:#}", self.test))
+                .trim()
+                .to_string()
+        };
+        let (dmac, smac) = (mac(&self.lab().director_ns(), "eth0"), mac(&router, "eth1"));
+        let conf = std::env::temp_dir().join(format!(
+            "lvs-e2e-{}-{}.trafgen",
+            prefix_for(&self.test),
+            std::process::id()
+        ));
+        std::fs::write(
+            &conf,
+            format!("{{ eth(da={dmac}, sa={smac}), {packet} }}\n"),
+        )
+        .expect("trafgen configuration");
+        let (secs, conf_s) = (secs.to_string(), conf.to_str().expect("UTF-8 path"));
+        let child = self
+            .lab()
+            .spawn(
+                &router,
+                &[
+                    "timeout",
+                    "-s",
+                    "INT",
+                    &secs,
+                    "trafgen",
+                    "--dev",
+                    "eth1",
+                    "--conf",
+                    conf_s,
+                    "--cpus",
+                    "1",
+                    "--no-sock-mem",
+                    "-q",
+                ],
+            )
+            .expect("trafgen");
+        Trafgen { child, conf }
+    }
+
     /// Runs `args` in the director namespace.
     pub fn in_director(&self, args: &[&str]) -> Output {
         self.lab()
@@ -757,6 +832,38 @@ impl Drop for Director {
         drop(self.lab.take());
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A running trafgen ([`Director::trafgen`]); stopped, and its configuration removed, when
+/// dropped.
+#[derive(Debug)]
+pub struct Trafgen {
+    child: Child,
+    conf: PathBuf,
+}
+
+impl Trafgen {
+    /// Waits until its time is up.
+    pub fn wait(&mut self) {
+        let _ = self.child.wait();
+    }
+
+    /// Stops it now (`timeout` passes the signal on to trafgen's worker, a child of its own).
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Trafgen {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.conf);
     }
 }
 

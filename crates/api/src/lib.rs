@@ -31,6 +31,18 @@ pub use types::{
 /// Protocol version spoken by this crate.
 pub const VERSION: u32 = 1;
 
+/// The most connection entries lvsd puts in one page of [`Request::Connections`], whatever
+/// the `limit` asked.
+pub const CONNECTIONS_PAGE_MAX: u32 = 16_384;
+
+/// How lvsd's `error` reply starts when it refuses a new connection because every one it
+/// serves has a request under way. It has read nothing: connect again.
+pub const REFUSED_BUSY: &str = "too many control connections at once";
+
+/// How lvsd's `error` reply starts when it closes an idle connection to make room for a new
+/// one. It has read nothing from this connection since its last reply: connect again.
+pub const CLOSED_FOR_ROOM: &str = "closed to make room for a new control connection";
+
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/lvsd/lvsd.sock";
 
@@ -106,8 +118,23 @@ pub enum Request {
     },
     /// The service table with counters (`-L`).
     List,
-    /// Connection entries (`-L -c`).
-    Connections,
+    /// Connection entries (`-L -c`): the whole table in one reply, or one page of it.
+    ///
+    /// With `limit`, the reply holds at most that many entries (and never more than
+    /// [`CONNECTIONS_PAGE_MAX`]) and, when more may follow, a `next` cursor: send the request
+    /// again with `cursor` set to it for the next page. lvsd reads each page from its table
+    /// in one short step, so forwarding goes on between pages; an entry that exists from the
+    /// first page to the last is listed exactly once, one created or removed meanwhile may or
+    /// may not be. Without `limit` lvsd answers with every entry (from `cursor`, if given) in
+    /// one reply line, which it writes a page at a time.
+    Connections {
+        /// Where to resume: the `next` of the previous page (absent: from the start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<u64>,
+        /// At most this many entries in the reply (absent: all of them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Director-wide counters and drop reasons.
     Counters,
     /// `--set tcp tcpfin udp` (seconds; 0 keeps a value).
@@ -190,7 +217,7 @@ impl Request {
             | Request::Batch { .. } => true,
             Request::Version
             | Request::List
-            | Request::Connections
+            | Request::Connections { .. }
             | Request::Counters
             | Request::Timeouts
             | Request::Zero { .. }
@@ -232,6 +259,10 @@ pub enum Reply {
     Connections {
         /// Entries.
         conns: Vec<ConnInfo>,
+        /// More entries may follow: ask for them with this `cursor` (left out on the last
+        /// page, and in a reply to a request without `limit`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
     },
     /// Director counters.
     Counters(CountersInfo),
@@ -473,6 +504,10 @@ impl std::fmt::Display for ClientError {
 impl std::error::Error for ClientError {}
 
 /// A connection to the daemon.
+///
+/// When lvsd answers that it did not read a request ([`REFUSED_BUSY`], [`CLOSED_FOR_ROOM`]:
+/// other clients crowd the socket), [`Client::call`] connects again and sends it again, up
+/// to [`Client::RETRIES`] times with a growing pause (0.3 s in all).
 pub struct Client {
     path: PathBuf,
     reader: BufReader<UnixStream>,
@@ -480,6 +515,9 @@ pub struct Client {
 }
 
 impl Client {
+    /// Times a request lvsd did not read is sent again.
+    pub const RETRIES: u32 = 6;
+
     /// Connect to the socket at `path`.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
         let io = |e| ClientError::Io(path.to_path_buf(), e);
@@ -504,17 +542,39 @@ impl Client {
         let mut line =
             serde_json::to_string(&env).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push('\n');
+        let mut pause = Duration::from_millis(5);
+        for _ in 0..Self::RETRIES {
+            match self.exchange(&line)? {
+                Reply::Error { message }
+                    if message.starts_with(REFUSED_BUSY)
+                        || message.starts_with(CLOSED_FOR_ROOM) =>
+                {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    *self = Client::connect(&self.path)?;
+                }
+                reply => return Ok(reply),
+            }
+        }
+        self.exchange(&line)
+    }
+
+    /// Write `line`, read one reply. A refusal may already wait in place of the reply
+    /// (lvsd closed the connection before the request came): it is read even when the write
+    /// failed.
+    fn exchange(&mut self, line: &str) -> Result<Reply, ClientError> {
         let io = |e| ClientError::Io(self.path.clone(), e);
-        self.writer.write_all(line.as_bytes()).map_err(io)?;
+        let written = self.writer.write_all(line.as_bytes());
         let mut answer = String::new();
-        let n = self
-            .reader
-            .read_line(&mut answer)
-            .map_err(|e| ClientError::Io(self.path.clone(), e))?;
+        let n = match self.reader.read_line(&mut answer) {
+            Ok(n) => n,
+            Err(e) => return Err(io(written.err().unwrap_or(e))),
+        };
         if n == 0 {
-            return Err(ClientError::Protocol(
-                "connection closed without an answer".into(),
-            ));
+            return Err(match written {
+                Err(e) => io(e),
+                Ok(()) => ClientError::Protocol("connection closed without an answer".into()),
+            });
         }
         serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer}")))
     }
@@ -594,6 +654,94 @@ mod tests {
                 .starts_with("bad request")
         );
         assert_eq!(parse_request(r#"{"v":1,"op":"list"}"#), Ok(Request::List));
+    }
+
+    #[test]
+    fn connection_pages_are_compatible_both_ways() {
+        // An old client's request is the whole listing, and reads as it did.
+        let all = Request::Connections {
+            cursor: None,
+            limit: None,
+        };
+        assert_eq!(
+            parse_request(r#"{"v":1,"op":"connections"}"#),
+            Ok(all.clone())
+        );
+        assert_eq!(
+            serde_json::to_string(&all).unwrap(),
+            r#"{"op":"connections"}"#
+        );
+        let page = Request::Connections {
+            cursor: Some(16384),
+            limit: Some(100),
+        };
+        let line = r#"{"v":1,"op":"connections","cursor":16384,"limit":100}"#;
+        assert_eq!(parse_request(line), Ok(page));
+        assert!(
+            parse_request(r#"{"v":1,"op":"connections","limit":-1}"#)
+                .unwrap_err()
+                .starts_with("bad request")
+        );
+        // An old lvsd (a unit variant) takes a page request as the whole listing...
+        #[derive(Deserialize, Debug, PartialEq)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        enum OldRequest {
+            Connections,
+        }
+        assert_eq!(
+            serde_json::from_str::<OldRequest>(line).unwrap(),
+            OldRequest::Connections
+        );
+        // ...and its reply, without `next`, is the last page.
+        let old = r#"{"result":"connections","conns":[]}"#;
+        let reply: Reply = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            reply,
+            Reply::Connections {
+                conns: Vec::new(),
+                next: None
+            }
+        );
+        assert_eq!(serde_json::to_string(&reply).unwrap(), old);
+    }
+
+    #[test]
+    fn a_request_lvsd_did_not_read_is_sent_again_on_a_new_connection() {
+        use std::io::Read;
+        let dir = std::env::temp_dir().join(format!("lvs-api-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let refusals = [
+                format!("{REFUSED_BUSY} (32, each with a request under way): try again"),
+                format!("{CLOSED_FOR_ROOM}: more than 32 at once"),
+            ];
+            // Refused before the request comes, as lvsd does; then answered.
+            for message in refusals {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut line = serde_json::to_string(&Reply::Error { message }).unwrap();
+                line.push('\n');
+                s.write_all(line.as_bytes()).unwrap();
+            }
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1];
+            while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                got.push(b[0]);
+            }
+            s.write_all(b"{\"result\":\"version\",\"protocol\":1,\"daemon\":\"t\"}\n")
+                .unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let mut c = Client::connect(&path).unwrap();
+        let reply = c.call(Request::Version).unwrap();
+        assert!(
+            matches!(reply, Reply::Version { protocol: 1, .. }),
+            "{reply:?}"
+        );
+        assert_eq!(server.join().unwrap(), r#"{"v":1,"op":"version"}"#);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

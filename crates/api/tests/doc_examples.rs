@@ -114,7 +114,18 @@ fn requests() -> Vec<Request> {
             port: 8080,
         },
         Request::List,
-        Request::Connections,
+        Request::Connections {
+            cursor: None,
+            limit: None,
+        },
+        Request::Connections {
+            cursor: None,
+            limit: Some(lvs_api::CONNECTIONS_PAGE_MAX),
+        },
+        Request::Connections {
+            cursor: Some(16411),
+            limit: Some(lvs_api::CONNECTIONS_PAGE_MAX),
+        },
         Request::Counters,
         Request::Timeouts,
         Request::SetTimeouts {
@@ -234,6 +245,23 @@ fn replies() -> Vec<Reply> {
                 method: ForwardMethod::Masq.into(),
                 template: false,
             }],
+            next: None,
+        },
+        Reply::Connections {
+            conns: vec![ConnInfo {
+                proto: Protocol::Udp.into(),
+                caddr: ip("203.0.113.9"),
+                cport: 40000,
+                vaddr: ip("192.0.2.100"),
+                vport: 53,
+                daddr: ip("10.0.1.12"),
+                dport: 53,
+                state: "UDP".into(),
+                expires_secs: 241,
+                method: ForwardMethod::Masq.into(),
+                template: false,
+            }],
+            next: Some(16411),
         },
         Reply::Counters(CountersInfo {
             rx_frames: 5230,
@@ -389,7 +417,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::EditDest { .. } => "edit_dest",
         Request::DeleteDest { .. } => "delete_dest",
         Request::List => "list",
-        Request::Connections => "connections",
+        Request::Connections { .. } => "connections",
         Request::Counters => "counters",
         Request::SetTimeouts { .. } => "set_timeouts",
         Request::Timeouts => "timeouts",

@@ -9,7 +9,9 @@
 //! - [`args`] turns argv into an [`args::Invocation`] (or a [`args::ParseError`]);
 //! - [`render`] prints replies in ipvsadm's formats;
 //! - [`run`] ties them together against any [`Daemon`], returning the exit code and both
-//!   output streams as an [`Outcome`]. `main.rs` only connects it to the real socket.
+//!   output streams as an [`Outcome`]; [`run_to`] writes the connection listing to a stream
+//!   as its pages arrive, so a table of a million entries is never held whole. `main.rs`
+//!   only connects it to the real socket and standard output.
 //!
 //! Exit codes follow ipvsadm (see [`args::EXIT_INVALID`], [`args::EXIT_USAGE`],
 //! [`EXIT_REFUSED`], [`EXIT_LIST_FAILED`], [`EXIT_UNREACHABLE`]).
@@ -22,7 +24,7 @@ pub mod names;
 pub mod render;
 pub mod restore;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use lvs_api::{Reply, Request};
@@ -116,6 +118,26 @@ pub fn run_with(
     input: &mut dyn Read,
     names: &dyn Resolve,
 ) -> Outcome {
+    let mut streamed = Vec::new();
+    let mut outcome = run_to(argv, daemon, input, names, &mut streamed);
+    if !streamed.is_empty() {
+        let mut stdout = String::from_utf8_lossy(&streamed).into_owned();
+        stdout.push_str(&outcome.stdout);
+        outcome.stdout = stdout;
+    }
+    outcome
+}
+
+/// [`run_with`], writing the connection listing (`-L -c`) to `out` a page at a time as lvsd
+/// sends it instead of into [`Outcome::stdout`]; whatever `out` gets comes before
+/// `Outcome::stdout`.
+pub fn run_to(
+    argv: &[String],
+    daemon: &mut dyn Daemon,
+    input: &mut dyn Read,
+    names: &dyn Resolve,
+    out: &mut dyn Write,
+) -> Outcome {
     let program = argv.first().map_or("lvsadm", String::as_str);
     if argv.get(1).map(String::as_str) == Some("import") {
         return import::run(&argv[2..], names);
@@ -182,7 +204,7 @@ pub fn run_with(
         ),
         Command::List { what, format } => {
             let names: &dyn Resolve = if format.numeric { &Numeric } else { names };
-            list(daemon, socket, what, &format, names)
+            list(daemon, socket, what, &format, names, out)
         }
         Command::Save(format) => {
             let names: &dyn Resolve = if format.numeric { &Numeric } else { names };
@@ -288,16 +310,77 @@ fn restore(
     }
 }
 
+/// `-L -c`: the entries a page at a time ([`lvs_api::CONNECTIONS_PAGE_MAX`] each), every
+/// page's rows written to `out` as it arrives, in ipvsadm's format; the heading comes with
+/// the first page, so a refusal prints nothing. A failure after some pages leaves them
+/// printed, says what failed and exits 1.
+fn connections(
+    daemon: &mut dyn Daemon,
+    socket: Option<&Path>,
+    format: &Format,
+    names: &dyn Resolve,
+    out: &mut dyn Write,
+) -> Outcome {
+    let mut text = render::connections_title(format);
+    let mut cursor: Option<u64> = None;
+    loop {
+        let request = Request::Connections {
+            cursor,
+            limit: Some(lvs_api::CONNECTIONS_PAGE_MAX),
+        };
+        let next = match daemon.call(socket, request) {
+            Ok(Reply::Connections { conns, next }) => {
+                render::connection_rows(&mut text, &conns, names);
+                next
+            }
+            Ok(Reply::Error { message }) => return Outcome::err(EXIT_LIST_FAILED, &message),
+            Ok(other) => return Outcome::err(EXIT_LIST_FAILED, &unexpected(&other)),
+            Err(DaemonError::Unreachable(m)) => return Outcome::err(EXIT_UNREACHABLE, &m),
+            Err(DaemonError::Failed(m)) => return Outcome::err(EXIT_LIST_FAILED, &m),
+        };
+        if let Err(e) = out.write_all(text.as_bytes()) {
+            // `lvsadm -L -n -c | head`: the reader is gone, nothing to say to it.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Outcome {
+                    code: EXIT_LIST_FAILED,
+                    ..Outcome::default()
+                };
+            }
+            return Outcome::err(
+                EXIT_LIST_FAILED,
+                &format!("cannot write the connection listing: {e}"),
+            );
+        }
+        text.clear();
+        match next {
+            None => return Outcome::ok(String::new()),
+            // Cursors grow from page to page: one that does not would loop for ever.
+            Some(n) if n > cursor.unwrap_or(0) => cursor = Some(n),
+            Some(n) => {
+                return Outcome::err(
+                    EXIT_LIST_FAILED,
+                    &format!(
+                        "lvsd answered a page of connections with cursor {n} after {}: the \
+                         listing is incomplete (are lvsadm and lvsd the same version?)",
+                        cursor.unwrap_or(0)
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn list(
     daemon: &mut dyn Daemon,
     socket: Option<&Path>,
     what: ListWhat,
     format: &Format,
     names: &dyn Resolve,
+    out: &mut dyn Write,
 ) -> Outcome {
     let request = match what {
         ListWhat::All | ListWhat::Service(_) => Request::List,
-        ListWhat::Connections => Request::Connections,
+        ListWhat::Connections => return connections(daemon, socket, format, names, out),
         ListWhat::Timeouts => Request::Timeouts,
         // ipvsadm exits 1 when the daemon state cannot be read.
         ListWhat::Daemon => {
@@ -333,9 +416,6 @@ fn list(
                     ),
                 ),
             }
-        }
-        (ListWhat::Connections, Reply::Connections { conns }) => {
-            Outcome::ok(render::connections(&conns, format, names))
         }
         (ListWhat::Timeouts, Reply::Timeouts { tcp, tcpfin, udp }) => {
             Outcome::ok(render::timeouts(tcp, tcpfin, udp))

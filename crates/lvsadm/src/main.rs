@@ -32,9 +32,20 @@ fn main() {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let outcome = lvsadm::run(&argv, &mut SocketDaemon::default());
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    // The connection listing goes out a page at a time, the rest once done.
+    let outcome = lvsadm::run_to(
+        &argv,
+        &mut SocketDaemon::default(),
+        &mut stdin.lock(),
+        &lvsadm::names::System::default(),
+        &mut out,
+    );
     // Output errors (a closed pipe) are not worth a panic; the exit status still tells.
-    let _ = std::io::stdout().write_all(outcome.stdout.as_bytes());
+    let _ = out.write_all(outcome.stdout.as_bytes());
+    let _ = out.flush();
     let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
     std::process::exit(outcome.code);
 }

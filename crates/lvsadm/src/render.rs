@@ -352,6 +352,13 @@ pub fn save(services: &[ServiceInfo], names: &dyn Resolve) -> String {
 
 /// `list_conn`/`print_conn`: the connection entries.
 pub fn connections(conns: &[ConnInfo], format: &Format, names: &dyn Resolve) -> String {
+    let mut out = connections_title(format);
+    connection_rows(&mut out, conns, names);
+    out
+}
+
+/// `list_conn`'s heading: the two lines above the entries.
+pub fn connections_title(format: &Format) -> String {
     let mut out = String::from("IPVS connection entries\n");
     if format.persistent_conn {
         let _ = writeln!(
@@ -366,8 +373,14 @@ pub fn connections(conns: &[ConnInfo], format: &Format, names: &dyn Resolve) -> 
             "state", "source", "virtual"
         );
     }
-    // Entries have no persistence-engine data (lvsd has no --pe), so ipvsadm prints them
-    // in the short form even under --persistent-conn.
+    out
+}
+
+/// `print_conn` for each entry, appended to `out`.
+///
+/// Entries have no persistence-engine data (lvsd has no --pe), so ipvsadm prints them in the
+/// short form even under --persistent-conn.
+pub fn connection_rows(out: &mut String, conns: &[ConnInfo], names: &dyn Resolve) {
     for c in conns {
         let proto = Protocol::from(c.proto);
         let expire = format!("{:02}:{:02}", c.expires_secs / 60, c.expires_secs % 60);
@@ -382,7 +395,6 @@ pub fn connections(conns: &[ConnInfo], format: &Format, names: &dyn Resolve) -> 
             anyname(c.daddr, c.dport, proto, names)
         );
     }
-    out
 }
 
 /// `list_timeout`.

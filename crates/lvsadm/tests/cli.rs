@@ -240,6 +240,7 @@ fn golden_connections_and_timeouts() {
             template,
         };
     let reply = Reply::Connections {
+        next: None,
         conns: vec![
             conn(
                 Protocol::Tcp.into(),
@@ -282,8 +283,12 @@ fn golden_connections_and_timeouts() {
     for line in ["-L -n -c", "-Lnc", "-l -n --connection"] {
         let (out, sent) = exec(line, Ok(reply.clone()));
         assert_eq!(out.stdout, GOLDEN_CONNS);
-        assert_eq!((out.code, sent), (0, vec![Request::Connections]));
+        assert_eq!((out.code, sent), (0, vec![first_page()]));
     }
+    let Reply::Connections { conns, .. } = reply else {
+        unreachable!()
+    };
+    paged_connections_print_the_same_rows(&conns);
     let (out, sent) = exec(
         "-L --timeout",
         Ok(Reply::Timeouts {
@@ -294,6 +299,93 @@ fn golden_connections_and_timeouts() {
     );
     assert_eq!(out.stdout, "Timeout (tcp tcpfin udp): 900 120 300\n");
     assert_eq!((out.code, sent), (0, vec![Request::Timeouts]));
+}
+
+fn first_page() -> Request {
+    Request::Connections {
+        cursor: None,
+        limit: Some(lvs_api::CONNECTIONS_PAGE_MAX),
+    }
+}
+
+/// The same entries a page of one each (cursors 10, 20, ...): the same listing, written a
+/// page at a time; a failure on the way leaves what was printed and exits 1; a cursor that
+/// does not grow stops the listing.
+fn paged_connections_print_the_same_rows(conns: &[ConnInfo]) {
+    let page = |cursor: Option<u64>| {
+        let i = cursor.map_or(0, |c| c as usize / 10);
+        Reply::Connections {
+            conns: vec![conns[i].clone()],
+            next: (i + 1 < conns.len()).then_some((i as u64 + 1) * 10),
+        }
+    };
+    /// Counts the writes it gets.
+    struct Writes(Vec<u8>, usize);
+    impl std::io::Write for Writes {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(b);
+            self.1 += 1;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sent = Vec::new();
+    let mut daemon = |r: Request| {
+        sent.push(r.clone());
+        match r {
+            Request::Connections { cursor, .. } => Ok(page(cursor)),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut out = Writes(Vec::new(), 0);
+    let outcome = lvsadm::run_to(
+        &argv("-L -n -c"),
+        &mut daemon,
+        &mut std::io::empty(),
+        &lvsadm::names::Numeric,
+        &mut out,
+    );
+    assert_eq!((outcome.code, outcome.stdout.as_str()), (0, ""));
+    assert_eq!(String::from_utf8(out.0).unwrap(), GOLDEN_CONNS);
+    assert_eq!(out.1, 3, "one write per page");
+    let cursors: Vec<Option<u64>> = sent
+        .iter()
+        .map(|r| match r {
+            Request::Connections { cursor, limit } => {
+                assert_eq!(*limit, Some(lvs_api::CONNECTIONS_PAGE_MAX));
+                *cursor
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(cursors, vec![None, Some(10), Some(20)]);
+
+    let mut calls = 0;
+    let mut failing = |r: Request| {
+        calls += 1;
+        match (calls, r) {
+            (1, Request::Connections { cursor, .. }) => Ok(page(cursor)),
+            _ => Ok(Reply::Error {
+                message: "the data path did not answer in 10 s".into(),
+            }),
+        }
+    };
+    let out = lvsadm::run(&argv("-L -n -c"), &mut failing);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, "the data path did not answer in 10 s\n");
+    assert_eq!(out.stdout.lines().count(), 3, "heading and the first page");
+
+    let mut stuck = |_: Request| {
+        Ok(Reply::Connections {
+            conns: vec![conns[0].clone()],
+            next: Some(0),
+        })
+    };
+    let out = lvsadm::run(&argv("-L -n -c"), &mut stuck);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cursor 0 after 0"), "{}", out.stderr);
 }
 
 /// (command line, expected message start, exit code): every one refused before sending.

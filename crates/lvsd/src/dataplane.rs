@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lvs_api::{ConnInfo, CountersInfo, Reply, Request};
+use lvs_api::{CountersInfo, Reply, Request};
 use lvs_core::director::{CsumOffload, Gso, GsoKind, RxMeta, Tx, Verdict};
 use lvs_core::net::NetTable;
 use lvs_core::{Director, DropReason, Time};
@@ -654,32 +654,8 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
             table_size: director.conns().limit(),
             services: list(director),
         },
-        Request::Connections => {
-            let now = shared.now();
-            let conns = director
-                .conns()
-                .iter()
-                .map(|(_, c)| ConnInfo {
-                    proto: c.proto.into(),
-                    caddr: c.caddr,
-                    cport: c.cport,
-                    vaddr: c.vaddr,
-                    vport: c.vport,
-                    daddr: c.daddr,
-                    dport: c.dport,
-                    state: c.state.name().to_string(),
-                    // The kernel may have forwarded packets since the core last saw one.
-                    expires_secs: fast
-                        .and_then(|f| f.last_seen(c))
-                        .map(|seen| seen + c.timeout)
-                        .filter(|e| *e > c.expires)
-                        .map_or(c.remaining(now), |e| e.saturating_since(now))
-                        .as_secs(),
-                    method: c.method.into(),
-                    template: c.is_template(),
-                })
-                .collect();
-            Reply::Connections { conns }
+        Request::Connections { cursor, limit } => {
+            crate::listing::page(director, shared.now(), fast, cursor, limit)
         }
         Request::Counters => {
             let c = director.counters();

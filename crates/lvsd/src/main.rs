@@ -20,6 +20,7 @@ mod fastpath;
 mod handover;
 mod health;
 mod ifaces;
+mod listing;
 mod losses;
 mod metrics;
 mod netsync;
