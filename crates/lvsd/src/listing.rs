@@ -31,10 +31,9 @@ pub fn page(
         .unwrap_or(CONNECTIONS_PAGE_MAX)
         .min(CONNECTIONS_PAGE_MAX) as usize;
     let from = cursor.unwrap_or(0);
-    let mut entries = director
-        .conns()
-        .iter()
-        .skip_while(|(id, _)| u64::from(id.index) < from);
+    // A cursor past every slot (u32) lists nothing.
+    let start = u32::try_from(from).unwrap_or(u32::MAX);
+    let mut entries = director.conns().iter_from(start);
     let conns: Vec<ConnInfo> = entries
         .by_ref()
         .take(limit)

@@ -584,6 +584,25 @@ impl ConnTable {
         n
     }
 
+    /// Every live entry from slot `start` on, in slab order (a listing's next page starts
+    /// where the last one ended: entries never move between slots).
+    pub fn iter_from(&self, start: u32) -> impl Iterator<Item = (ConnId, &Conn)> {
+        let start = (start as usize).min(self.entries.len());
+        self.entries[start..]
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.live)
+            .map(move |(i, c)| {
+                (
+                    ConnId {
+                        index: (start + i) as u32,
+                        generation: c.generation,
+                    },
+                    c,
+                )
+            })
+    }
+
     /// Every live entry, in slab order.
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
         self.entries
@@ -675,6 +694,24 @@ mod tests {
         assert!(t.get(ids[1]).is_none(), "the old handle finds nothing");
         assert!(t.get(fresh).is_some());
         assert!(t.get(ids[0]).is_some());
+    }
+
+    #[test]
+    fn iter_from_starts_at_a_slot() {
+        let now = Time::ZERO;
+        let mut t = ConnTable::new(100, 0, 1, now);
+        let ids: Vec<_> = (0..6u16)
+            .map(|p| {
+                t.insert(conn(p + 1, ForwardMethod::DirectRoute, 60), now)
+                    .unwrap()
+            })
+            .collect();
+        t.remove(ids[3]);
+        let from: Vec<u32> = t.iter_from(2).map(|(id, _)| id.index).collect();
+        assert_eq!(from, vec![2, 4, 5]);
+        assert!(t.iter_from(6).next().is_none());
+        assert!(t.iter_from(u32::MAX).next().is_none());
+        assert_eq!(t.iter_from(0).count(), t.iter().count());
     }
 
     #[test]
