@@ -1,5 +1,6 @@
-//! Nanoseconds per packet in the kernel program (`lvs_tc_ingress`), measured by the kernel
-//! itself with `BPF_PROG_TEST_RUN`, beside the core (`Director::process`) on the same frames.
+//! Nanoseconds per packet in the kernel programs (`lvs_tc_ingress`, and `lvs_xdp` for the
+//! established paths), measured by the kernel itself with `BPF_PROG_TEST_RUN`, beside the core
+//! (`Director::process`) on the same frames.
 //!
 //! Paths: NAT in and NAT out, DR and Tun on an established TCP flow (100-byte payload, as in
 //! `benches/packet.rs`); a new flow the program schedules itself (a SYN from a new client
@@ -17,6 +18,11 @@
 //!   hence 254 per run (the kernel's timer reads, once per run, cost under 0.5 ns a packet
 //!   at that count). Tun cannot be repeated (each run would add another outer header), so it
 //!   has no `repeat` figure.
+//!
+//! XDP runs on a bare frame where tc runs on an skb: the `xdp` columns are what the same work
+//! costs before the kernel builds an skb (what a NIC with native XDP gets), the `tc` columns
+//! what it costs on an skb (what a veth gets). New flows are tc's only (`lvs_xdp` passes them
+//! up).
 //! - `single`: 200,000 runs of repeat 1, the median of the kernel-reported time of each run
 //!   (includes the kernel's own timer reads, so it is an upper bound). New flows have only
 //!   this figure (each run needs a frame of its own); the event ring is drained every 4096
@@ -28,7 +34,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use lvs_bpf::services::Tables;
-use lvs_bpf::{Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, compile};
+use lvs_bpf::{Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, XDP_REDIRECT, compile};
 use lvs_core::director::{RxMeta, Verdict};
 use lvs_core::sim::{self, PacketSpec, addr, tcp_flags::*};
 use lvs_core::types::{ForwardMethod, SchedulerKind};
@@ -69,6 +75,8 @@ fn setup(dp: &mut Datapath, method: ForwardMethod) -> (Director, PacketSpec, Pac
         }
     }
     dp.set_routes(&compile::routes(&d.net)).expect("routes");
+    dp.set_neighbours(&compile::neighbours(&d.net))
+        .expect("neighbours");
     let c = d
         .conns()
         .iter()
@@ -102,11 +110,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn kernel_repeat_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
+fn kernel_repeat_ns(dp: &Datapath, prog: Prog, f: &[u8], expect: u32) -> f64 {
     median(
         (0..ROUNDS)
             .map(|_| {
-                let r = dp.test_run(Prog::TcIngress, f, REPEAT).expect("test run");
+                let r = dp.test_run(prog, f, REPEAT).expect("test run");
                 assert_eq!(r.retval, expect, "unexpected verdict {:02x?}", r.frame);
                 r.duration.as_nanos() as f64
             })
@@ -114,11 +122,11 @@ fn kernel_repeat_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
     )
 }
 
-fn kernel_single_ns(dp: &Datapath, f: &[u8], expect: u32) -> f64 {
+fn kernel_single_ns(dp: &Datapath, prog: Prog, f: &[u8], expect: u32) -> f64 {
     median(
         (0..200_000)
             .map(|_| {
-                let r = dp.test_run(Prog::TcIngress, f, 1).expect("test run");
+                let r = dp.test_run(prog, f, 1).expect("test run");
                 assert_eq!(r.retval, expect, "unexpected verdict");
                 r.duration.as_nanos() as f64
             })
@@ -200,8 +208,8 @@ fn main() {
         }
     };
     println!(
-        "{:<22} {:>11} {:>11} {:>9} {:>12}",
-        "path", "repeat ns", "single ns", "core ns", "core/single"
+        "{:<22} {:>11} {:>11} {:>11} {:>11} {:>9} {:>12}",
+        "path", "tc repeat", "tc single", "xdp repeat", "xdp single", "core ns", "core/tc 1"
     );
     let started = Instant::now();
     for (name, method, reply) in [
@@ -217,14 +225,22 @@ fn main() {
             (data, meta(addr::FRONT))
         };
         let f = frame(&spec);
-        let r = if method == ForwardMethod::Tunnel {
-            "-".to_string()
-        } else {
-            format!("{:.1}", kernel_repeat_ns(&dp, &f, TC_ACT_REDIRECT))
+        let repeat = |prog, expect| {
+            if method == ForwardMethod::Tunnel {
+                "-".to_string()
+            } else {
+                format!("{:.1}", kernel_repeat_ns(&dp, prog, &f, expect))
+            }
         };
-        let k = kernel_single_ns(&dp, &f, TC_ACT_REDIRECT);
+        let r = repeat(Prog::TcIngress, TC_ACT_REDIRECT);
+        let k = kernel_single_ns(&dp, Prog::TcIngress, &f, TC_ACT_REDIRECT);
+        let xr = repeat(Prog::Xdp, XDP_REDIRECT);
+        let xk = kernel_single_ns(&dp, Prog::Xdp, &f, XDP_REDIRECT);
         let c = core_ns(&mut d, m, &spec);
-        println!("{name:<22} {r:>11} {k:>11.1} {c:>9.1} {:>12.2}", c / k);
+        println!(
+            "{name:<22} {r:>11} {k:>11.1} {xr:>11} {xk:>11.1} {c:>9.1} {:>12.2}",
+            c / k
+        );
     }
     let new_flows = [
         (
@@ -242,13 +258,18 @@ fn main() {
     ];
     for (name, method, sched) in new_flows {
         let k = new_flow_ns(method, sched);
-        println!("{name:<22} {:>11} {k:>11.1} {:>9} {:>12}", "-", "-", "-");
+        println!(
+            "{name:<22} {:>11} {k:>11.1} {:>11} {:>11} {:>9} {:>12}",
+            "-", "-", "-", "-", "-"
+        );
     }
     let unknown = frame(&PacketSpec::tcp((addr::CLIENT, 1), (addr::VIP, 80), ACK));
-    let r = kernel_repeat_ns(&dp, &unknown, TC_ACT_OK);
-    let k = kernel_single_ns(&dp, &unknown, TC_ACT_OK);
+    let r = kernel_repeat_ns(&dp, Prog::TcIngress, &unknown, TC_ACT_OK);
+    let k = kernel_single_ns(&dp, Prog::TcIngress, &unknown, TC_ACT_OK);
+    let xr = kernel_repeat_ns(&dp, Prog::Xdp, &unknown, lvs_bpf::XDP_PASS);
+    let xk = kernel_single_ns(&dp, Prog::Xdp, &unknown, lvs_bpf::XDP_PASS);
     println!(
-        "{:<22} {r:>11.1} {k:>11.1} {:>9} {:>12}",
+        "{:<22} {r:>11.1} {k:>11.1} {xr:>11.1} {xk:>11.1} {:>9} {:>12}",
         "unknown_flow_to_user", "-", "-"
     );
     memory();

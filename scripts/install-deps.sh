@@ -16,6 +16,8 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # The SYN-flood test (tests/flood.rs) and benches/lab-pps.sh generate frames with trafgen.
 command -v trafgen >/dev/null 2>&1 || need+=(netsniff-ng)
+# The XDP test (tests/xdp.rs) turns checksum offload off and GRO on on the lab's veths.
+command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -23,8 +23,8 @@ suite() { "$@" 2>&1 | tee -a "$log"; return "${PIPESTATUS[0]}"; }
 # through user space)...
 suite cargo test --workspace --no-fail-fast || rc=1
 # ...and the end-to-end tests again on the kernel fast path (eBPF at tc ingress); the restart
-# tests, which name their datapath themselves, ran above.
-LVS_E2E_DATAPATH=tc suite cargo test --workspace --no-fail-fast -- --skip restart_and_kill9 --skip afpacket_sigterm || rc=1
+# and XDP tests, which name their datapath themselves, ran above.
+LVS_E2E_DATAPATH=tc suite cargo test --workspace --no-fail-fast -- --skip restart_and_kill9 --skip afpacket_sigterm --skip datapath_xdp || rc=1
 
 # One line over every suite: libtest's counts, less the tests that skipped themselves at run
 # time (libtest counts those as passed), plus the ignored ones.

@@ -1,7 +1,9 @@
 //! From the core's state to the kernel's maps: a connection becomes its map entries, the
-//! network view becomes the route trie, the TCP state machine becomes a transition table.
+//! network view becomes the route trie and the neighbour map, the TCP state machine becomes a
+//! transition table.
 //! Pure functions: what the core decided, said in the program's terms.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use lvs_core::conn::state::{Direction, TCP_STATES, TcpState, tcp_next_state};
@@ -14,8 +16,8 @@ use lvs_core::sched::{ASK_CORE, Compiled};
 use lvs_core::types::Protocol;
 
 use crate::maps::{
-    Action, ConnEntry, DestEntry, F_NO_OUTPUT, Flow, NO_DEST, RouteCache, RouteEntry, RouteKey,
-    SVC_HASH_PORT, Sched, SvcKey, TCP_TABLE_LEN,
+    Action, ConnEntry, DestEntry, F_NO_OUTPUT, Flow, NO_DEST, NeighEntry, RouteCache, RouteEntry,
+    RouteKey, SVC_HASH_PORT, Sched, SvcKey, TCP_TABLE_LEN,
 };
 
 /// The map entries of a connection: one for DR and Tun (client → VIP), two for NAT (and the
@@ -192,6 +194,26 @@ pub fn routes(net: &NetTable) -> Vec<(RouteKey, RouteEntry)> {
         ));
     }
     out
+}
+
+/// `lvs_neigh`'s entries from the core's neighbour table: each IPv4 neighbour on an
+/// interface the core serves, with that interface's MAC as the source (what the core writes
+/// for a next hop there, and what `bpf_redirect_neigh` would).
+pub fn neighbours(net: &NetTable) -> BTreeMap<Ipv4Addr, NeighEntry> {
+    net.neighbours()
+        .filter_map(|(addr, ifindex, mac)| {
+            let IpAddr::V4(a) = addr else { return None };
+            let iface = net.interface(ifindex)?;
+            Some((
+                a,
+                NeighEntry {
+                    ifindex,
+                    mac: mac.0,
+                    src_mac: iface.mac.0,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Representative TCP flags for the program's event columns: SYN, FIN, ACK, RST, none.

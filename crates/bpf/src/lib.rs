@@ -8,6 +8,9 @@
 //!   `lvs_core::rewrite`. The next hop comes from `lvs_routes` (the core's routes) and the
 //!   kernel's neighbour table through `bpf_redirect_neigh`, which queues the packet while the
 //!   neighbour is resolved instead of dropping it.
+//! - `lvs_xdp` (XDP, for NICs with native XDP) forwards the packets of those connections the
+//!   same way before the kernel builds an skb, with the MAC addresses from `lvs_neigh` (the
+//!   core's neighbour table); anything else it passes up to `lvs_tc_ingress` untouched.
 //! - `lvs_sock_filter` (a socket filter for lvsd's AF_PACKET sockets) lets a frame through
 //!   to user space only when the tc program will not forward it; everything the kernel does
 //!   not handle (new connections, ICMP errors, too-big packets, odd frames) still reaches
@@ -27,7 +30,7 @@ pub mod compile;
 pub mod maps;
 pub mod services;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -36,11 +39,12 @@ use std::time::Duration;
 
 use libbpf_rs::{
     MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
-    RingBufferBuilder, TC_INGRESS, TcHookBuilder,
+    RingBufferBuilder, TC_INGRESS, TcHookBuilder, Xdp, XdpFlags,
 };
 
 use maps::{
-    ConnEntry, Counter, DestEntry, Event, Flow, RouteEntry, RouteKey, StatsEntry, SvcEntry, SvcKey,
+    ConnEntry, Counter, DestEntry, Event, Flow, NeighEntry, RouteEntry, RouteKey, StatsEntry,
+    SvcEntry, SvcKey,
 };
 
 /// The compiled object.
@@ -52,6 +56,12 @@ pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 /// `TC_ACT_REDIRECT`: forwarded.
 pub const TC_ACT_REDIRECT: u32 = 7;
+/// `XDP_DROP`: dropped.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`: up to the stack (and so to tc ingress).
+pub const XDP_PASS: u32 = 2;
+/// `XDP_REDIRECT`: forwarded.
+pub const XDP_REDIRECT: u32 = 4;
 
 /// What went wrong in the fast path; says which program or map and the kernel's reason.
 #[derive(Debug)]
@@ -105,6 +115,8 @@ pub enum Prog {
     TcIngress,
     /// `lvs_sock_filter`.
     SockFilter,
+    /// `lvs_xdp`.
+    Xdp,
 }
 
 impl Prog {
@@ -113,6 +125,7 @@ impl Prog {
         match self {
             Prog::TcIngress => "lvs_tc_ingress",
             Prog::SockFilter => "lvs_sock_filter",
+            Prog::Xdp => "lvs_xdp",
         }
     }
 }
@@ -265,6 +278,7 @@ pub struct Datapath {
     dests: MapHandle,
     slots: MapHandle,
     refused: MapHandle,
+    neigh: MapHandle,
     events_map: MapHandle,
     /// Where the connection map of a predecessor was found (it is this one's now).
     adopted_from: Option<u32>,
@@ -278,6 +292,8 @@ pub struct Datapath {
     route_keys: Vec<[u8; RouteKey::LEN]>,
     /// The addresses in `lvs_refused`.
     refused_keys: BTreeSet<Ipv4Addr>,
+    /// What `lvs_neigh` holds.
+    neigh_entries: BTreeMap<Ipv4Addr, NeighEntry>,
 }
 
 impl fmt::Debug for Datapath {
@@ -390,6 +406,7 @@ impl Datapath {
             dests: handle("lvs_dests", 4, DestEntry::LEN)?,
             slots: handle("lvs_slots", 4, 4)?,
             refused: handle("lvs_refused", 4, 1)?,
+            neigh: handle("lvs_neigh", 4, NeighEntry::LEN)?,
             events_map: handle("lvs_events", 0, 0)?,
             // Entries adopted from a predecessor carry its generations: start elsewhere, so
             // none of their cached routes looks current to this program.
@@ -398,6 +415,7 @@ impl Datapath {
                 .map_or(1, |d| d.subsec_nanos() | 1),
             route_keys: Vec::new(),
             refused_keys: Default::default(),
+            neigh_entries: BTreeMap::new(),
             obj,
         };
         // The layout goes in at once: a successor may look for it before the first routes.
@@ -462,6 +480,39 @@ impl Datapath {
                 ifindex,
                 created_qdisc: !had_qdisc,
             })
+        })?
+    }
+
+    /// Attach `lvs_xdp` to `ifindex` in native (driver) mode. A predecessor's `lvs_xdp` there
+    /// is replaced in one step; any other XDP program is left alone and the attach refused,
+    /// as is an interface whose driver has no native XDP (with the kernel's reason).
+    pub fn attach_xdp(&self, ifindex: u32) -> Result<XdpAttachment, Error> {
+        let err = |what: &str, e: &dyn fmt::Display| Error::Program {
+            program: Prog::Xdp.name(),
+            error: format!("{what} interface {ifindex}: {e}"),
+        };
+        let idx = i32::try_from(ifindex).map_err(|_| err("bad index for", &"out of range"))?;
+        let present = present_xdp(idx);
+        self.with_program_fd(Prog::Xdp, |fd| {
+            let xdp = Xdp::new(fd);
+            match present {
+                None => xdp
+                    .attach(idx, XdpFlags::DRV_MODE | XdpFlags::UPDATE_IF_NOEXIST)
+                    .map_err(|e| err("cannot attach (native mode) to", &e))?,
+                Some((_, Some(old))) => xdp
+                    .replace(idx, old.as_fd())
+                    .map_err(|e| err("cannot replace the previous lvs_xdp on", &e))?,
+                Some((id, None)) => {
+                    return Err(err(
+                        "another XDP program is attached to",
+                        &format!("program id {id}; lvsd does not replace it"),
+                    ));
+                }
+            }
+            let prog = fd
+                .try_clone_to_owned()
+                .map_err(|e| err("cannot keep the program's descriptor for", &e))?;
+            Ok(XdpAttachment { prog, ifindex })
         })?
     }
 
@@ -587,6 +638,39 @@ impl Datapath {
                 .update(&a.octets(), &[1], MapFlags::ANY)
                 .map_err(map_err("lvs_refused"))?;
             self.refused_keys.insert(a);
+        }
+        Ok(())
+    }
+
+    /// Make `lvs_neigh` hold exactly `entries` (the next hops `lvs_xdp` can send to), writing
+    /// only what changed.
+    pub fn set_neighbours(
+        &mut self,
+        entries: &BTreeMap<Ipv4Addr, NeighEntry>,
+    ) -> Result<(), Error> {
+        // As in set_refused, the record follows each write.
+        let stale: Vec<Ipv4Addr> = self
+            .neigh_entries
+            .keys()
+            .filter(|a| !entries.contains_key(a))
+            .copied()
+            .collect();
+        for a in stale {
+            match self.neigh.delete(&a.octets()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => return Err(map_err("lvs_neigh")(e)),
+            }
+            self.neigh_entries.remove(&a);
+        }
+        for (a, n) in entries {
+            if self.neigh_entries.get(a) == Some(n) {
+                continue;
+            }
+            self.neigh
+                .update(&a.octets(), &n.to_bytes(), MapFlags::ANY)
+                .map_err(map_err("lvs_neigh"))?;
+            self.neigh_entries.insert(*a, *n);
         }
         Ok(())
     }
@@ -791,6 +875,79 @@ impl TcAttachment {
         }
         Ok(())
     }
+}
+
+/// The XDP program attached to an interface (native mode): its id, and a descriptor of it
+/// if it is an `lvs_xdp` (a predecessor's).
+fn present_xdp(idx: i32) -> Option<(u32, Option<std::os::fd::OwnedFd>)> {
+    let placeholder = std::fs::File::open("/dev/null").ok()?;
+    let previous = libbpf_rs::set_print(None);
+    let id = Xdp::new(placeholder.as_fd())
+        .query_id(idx, XdpFlags::DRV_MODE)
+        .ok()
+        .filter(|&id| id != 0);
+    libbpf_rs::set_print(previous);
+    let id = id?;
+    // The kernel keeps 15 bytes of a program's name.
+    let ours = libbpf_rs::query::ProgInfoIter::default()
+        .find(|p| p.id == id)
+        .is_some_and(|p| p.name.to_str() == Some(Prog::Xdp.name()));
+    Some((
+        id,
+        ours.then(|| libbpf_rs::Program::fd_from_id(id).ok())
+            .flatten(),
+    ))
+}
+
+/// Remove a predecessor's `lvs_xdp` from `ifindex` (native mode), if there is one: for a
+/// successor that forwards at tc only there, so that no program with the old maps stays in
+/// front. Returns whether one was removed.
+pub fn remove_predecessor_xdp(ifindex: u32) -> Result<bool, Error> {
+    let Ok(idx) = i32::try_from(ifindex) else {
+        return Ok(false);
+    };
+    let Some((_, Some(old))) = present_xdp(idx) else {
+        return Ok(false);
+    };
+    Xdp::new(old.as_fd())
+        .detach(idx, XdpFlags::DRV_MODE)
+        .map_err(|e| Error::Program {
+            program: Prog::Xdp.name(),
+            error: format!("cannot remove the previous lvs_xdp from interface {ifindex}: {e}"),
+        })?;
+    Ok(true)
+}
+
+/// `lvs_xdp` attached to one interface (native mode).
+#[derive(Debug)]
+pub struct XdpAttachment {
+    prog: std::os::fd::OwnedFd,
+    /// The interface.
+    pub ifindex: u32,
+}
+
+impl XdpAttachment {
+    /// Remove the program, if it is still ours.
+    pub fn detach(self) -> Result<(), Error> {
+        let err = |e: &dyn fmt::Display| Error::Program {
+            program: Prog::Xdp.name(),
+            error: format!("cannot detach from interface {}: {e}", self.ifindex),
+        };
+        let idx = i32::try_from(self.ifindex).map_err(|_| err(&"index out of range"))?;
+        let xdp = Xdp::new(self.prog.as_fd());
+        // Only our own program: another one put there since is not ours to remove.
+        match xdp.query_id(idx, XdpFlags::DRV_MODE) {
+            Ok(id) if id != 0 && Some(id) == prog_id(self.prog.as_fd()) => {}
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(err(&e)),
+        }
+        xdp.detach(idx, XdpFlags::DRV_MODE).map_err(|e| err(&e))
+    }
+}
+
+/// The kernel's id of a program.
+fn prog_id(fd: BorrowedFd<'_>) -> Option<u32> {
+    libbpf_rs::Program::id_from_fd(fd).ok()
 }
 
 fn num_cpus() -> usize {

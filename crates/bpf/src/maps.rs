@@ -238,6 +238,32 @@ impl RouteEntry {
     }
 }
 
+/// Value of `lvs_neigh` (key: the next hop's IPv4 address): where `lvs_xdp` sends a frame
+/// for that next hop, with the link-layer addresses `bpf_redirect_neigh` would have written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighEntry {
+    /// The interface the neighbour is on.
+    pub ifindex: u32,
+    /// The neighbour's MAC.
+    pub mac: [u8; 6],
+    /// Ours on that interface.
+    pub src_mac: [u8; 6],
+}
+
+impl NeighEntry {
+    /// Encoded size.
+    pub const LEN: usize = 16;
+
+    /// The bytes of `struct lvs_neigh`.
+    pub fn to_bytes(&self) -> [u8; NeighEntry::LEN] {
+        let mut b = [0u8; NeighEntry::LEN];
+        b[0..4].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[4..10].copy_from_slice(&self.mac);
+        b[10..16].copy_from_slice(&self.src_mac);
+        b
+    }
+}
+
 /// Packets and bytes of one real server on one CPU (`struct lvs_stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsEntry {
@@ -463,7 +489,8 @@ impl DestEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Counter {
-    /// Frames the tc program looked at.
+    /// Frames the programs looked at, each once: all that tc saw, and those `lvs_xdp`
+    /// forwarded before tc could.
     Rx = 0,
     /// Forwarded NAT client → real server.
     NatIn = 1,
@@ -487,11 +514,15 @@ pub enum Counter {
     New = 10,
     /// New flows it scheduled but could not send or record: dropped.
     NewDropped = 11,
+    /// Of the forwarded, those `lvs_xdp` sent (the rest went through tc).
+    Xdp = 12,
+    /// Frames `lvs_xdp` handed on to the stack (and so to `lvs_tc_ingress`).
+    XdpPass = 13,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 14] = [
         Counter::Rx,
         Counter::NatIn,
         Counter::NatOut,
@@ -504,6 +535,8 @@ impl Counter {
         Counter::EventLost,
         Counter::New,
         Counter::NewDropped,
+        Counter::Xdp,
+        Counter::XdpPass,
     ];
 
     /// Metric-style name.
@@ -521,6 +554,8 @@ impl Counter {
             Counter::EventLost => "event_lost",
             Counter::New => "new_flows",
             Counter::NewDropped => "new_flows_dropped",
+            Counter::Xdp => "xdp_forwarded",
+            Counter::XdpPass => "xdp_pass",
         }
     }
 }

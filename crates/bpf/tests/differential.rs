@@ -7,14 +7,22 @@
 //! scheduled itself too, so its choice of real server is the core's; wherever the program
 //! declines, the socket filter must hand the frame to user space.
 //!
+//! Every test runs twice: once as on a veth (the tap's filter, then tc ingress) and once as
+//! on a NIC with native XDP, where `lvs_xdp` sees the frame first. There, what `lvs_xdp`
+//! forwards must be the core's frame whole (it writes the MAC addresses itself), and what it
+//! passes up must be untouched and then judged by the filter and tc as before.
+//!
 //! Needs root (loading BPF programs). Without it the tests fail under CI (`CI=true`) and
 //! are reported as skipped elsewhere.
 
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 
 use lvs_bpf::maps::{Counter, EventKind, Flow};
 use lvs_bpf::services::Tables;
-use lvs_bpf::{Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, compile};
+use lvs_bpf::{
+    Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, compile,
+};
 use lvs_core::director::{RxMeta, Tx, Verdict};
 use lvs_core::sim::{self, PacketSpec, addr, tcp_flags::*};
 use lvs_core::types::{ForwardMethod, Protocol, SchedFlags, SchedulerKind};
@@ -25,7 +33,29 @@ mod common;
 
 const CPORT: u16 = 40000;
 
-fn datapath() -> Option<Datapath> {
+/// The programs as a frame meets them: with `xdp`, `lvs_xdp` first.
+struct Dp {
+    dp: Datapath,
+    xdp: bool,
+}
+
+impl Deref for Dp {
+    type Target = Datapath;
+    fn deref(&self) -> &Datapath {
+        &self.dp
+    }
+}
+
+impl DerefMut for Dp {
+    fn deref_mut(&mut self) -> &mut Datapath {
+        &mut self.dp
+    }
+}
+
+/// Both ways a frame can meet the programs: tc only (a veth), then XDP in front (a NIC).
+const FRONTS: [bool; 2] = [false, true];
+
+fn datapath(xdp: bool) -> Option<Dp> {
     if !common::root_or_skip("the BPF differential tests") {
         return None;
     }
@@ -36,7 +66,10 @@ fn datapath() -> Option<Datapath> {
         test_mode: true,
         adopt_from: &[],
     };
-    Some(Datapath::load(&opts).unwrap_or_else(|e| panic!("{e}")))
+    Some(Dp {
+        dp: Datapath::load(&opts).unwrap_or_else(|e| panic!("{e}")),
+        xdp,
+    })
 }
 
 fn front() -> RxMeta {
@@ -97,6 +130,8 @@ fn sync(dp: &mut Datapath, d: &Director) {
         .map(|(a, _)| a)
         .collect();
     dp.set_refused(&refused).expect("refused sources");
+    dp.set_neighbours(&compile::neighbours(&d.net))
+        .expect("neighbours");
 }
 
 /// Give the program the core's compiled schedulers (what lvsd does after every change).
@@ -115,7 +150,10 @@ fn in_flow(d: &Director) -> Option<(Flow, u8)> {
 
 /// Run `frame` through both; when the program forwards, check it did what the core did.
 /// Returns whether the program forwarded.
-fn compare(dp: &mut Datapath, d: &mut Director, now: Time, meta: RxMeta, frame: &[u8]) -> bool {
+fn compare(dp: &mut Dp, d: &mut Director, now: Time, meta: RxMeta, frame: &[u8]) -> bool {
+    if dp.xdp && xdp_forwards(dp, d, now, meta, frame) {
+        return true;
+    }
     // The capture tap (with its filter) sees a frame before tc ingress does.
     let filter = dp.test_run(Prog::SockFilter, frame, 1).expect("filter run");
     let bpf = dp
@@ -165,6 +203,35 @@ fn compare(dp: &mut Datapath, d: &mut Director, now: Time, meta: RxMeta, frame: 
     }
 }
 
+/// `lvs_xdp` first: whether it forwarded (and then exactly as the core did, MAC addresses
+/// included). A frame it passes up must be as it came.
+fn xdp_forwards(dp: &mut Dp, d: &mut Director, now: Time, meta: RxMeta, frame: &[u8]) -> bool {
+    let x = dp
+        .test_run(Prog::Xdp, frame, 1)
+        .unwrap_or_else(|e| panic!("{e}: {frame:02x?}"));
+    match x.retval {
+        XDP_PASS => {
+            assert_eq!(x.frame, frame, "lvs_xdp changed a frame it passed up");
+            false
+        }
+        XDP_REDIRECT => {
+            let (v, out) = core_run(d, now, meta, frame);
+            let Verdict::Transmit(tx) = v else {
+                panic!("lvs_xdp forwarded what the core did not: {v:?}\n{frame:02x?}");
+            };
+            assert_eq!(x.frame, out, "frames differ (left: lvs_xdp, right: core)");
+            let (ifindex, _) = x.out.expect("test mode records the next hop");
+            assert_eq!(ifindex, tx.ifindex, "egress interface");
+            if let Some((flow, state)) = in_flow(d) {
+                let e = dp.entry(&flow).expect("lookup").expect("entry still there");
+                assert_eq!(e.state, state, "TCP state (xdp {} / core {state})", e.state);
+            }
+            true
+        }
+        r => panic!("unexpected XDP verdict {r} for {frame:02x?}"),
+    }
+}
+
 fn client(flags: u8, payload: &[u8]) -> PacketSpec {
     PacketSpec::tcp((addr::CLIENT, CPORT), (addr::VIP, 80), flags).payload(payload)
 }
@@ -172,86 +239,104 @@ fn client(flags: u8, payload: &[u8]) -> PacketSpec {
 /// A TCP exchange through `method`: the SYN makes the connection in the core (the program
 /// declines it), then every segment must go through the kernel exactly as through the core.
 fn tcp_exchange(method: ForwardMethod, sched: SchedulerKind) {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(method, sched, Time::ZERO);
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    let mut tables = Tables::new(dp.sched_slots());
-    sync_services(&dp, &mut tables, &d);
-    // rr: the program schedules the SYN itself; wlc: the core does.
-    let in_kernel = sched == SchedulerKind::Rr;
-    assert_eq!(
-        compare(&mut dp, &mut d, t, front(), &frame_of(&client(SYN, b""))),
-        in_kernel
-    );
-    let c = d
-        .conns()
-        .iter()
-        .next()
-        .map(|(_, c)| c.clone())
-        .expect("a connection");
-    let IpAddr::V4(rip) = c.daddr else { panic!() };
-    let rs = sim::rs_index(rip).unwrap();
-    let reply = |flags: u8, payload: &[u8]| {
-        PacketSpec::tcp((rip, c.dport), (addr::CLIENT, CPORT), flags)
-            .macs(addr::rs_mac(rs), addr::BACK_MAC)
-            .payload(payload)
-    };
-    let nat = method == ForwardMethod::Masq;
-    if nat {
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(method, sched, Time::ZERO);
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        sync_services(&dp, &mut tables, &d);
+        // rr: the program schedules the SYN itself; wlc: the core does.
+        let in_kernel = sched == SchedulerKind::Rr;
+        assert_eq!(
+            compare(&mut dp, &mut d, t, front(), &frame_of(&client(SYN, b""))),
+            in_kernel
+        );
+        let c = d
+            .conns()
+            .iter()
+            .next()
+            .map(|(_, c)| c.clone())
+            .expect("a connection");
+        let IpAddr::V4(rip) = c.daddr else { panic!() };
+        let rs = sim::rs_index(rip).unwrap();
+        let reply = |flags: u8, payload: &[u8]| {
+            PacketSpec::tcp((rip, c.dport), (addr::CLIENT, CPORT), flags)
+                .macs(addr::rs_mac(rs), addr::BACK_MAC)
+                .payload(payload)
+        };
+        let nat = method == ForwardMethod::Masq;
+        if nat {
+            assert!(compare(
+                &mut dp,
+                &mut d,
+                t,
+                back(),
+                &frame_of(&reply(SYN | ACK, b""))
+            ));
+        }
         assert!(compare(
             &mut dp,
             &mut d,
             t,
-            back(),
-            &frame_of(&reply(SYN | ACK, b""))
+            front(),
+            &frame_of(&client(ACK, b""))
         ));
-    }
-    assert!(compare(
-        &mut dp,
-        &mut d,
-        t,
-        front(),
-        &frame_of(&client(ACK, b""))
-    ));
-    let req = client(ACK | PSH, b"GET / HTTP/1.0\r\n\r\n");
-    assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&req)));
-    if nat {
-        let body = vec![0x5a; 1200];
+        let req = client(ACK | PSH, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&req)));
+        if nat {
+            let body = vec![0x5a; 1200];
+            assert!(compare(
+                &mut dp,
+                &mut d,
+                t,
+                back(),
+                &frame_of(&reply(ACK | PSH, &body))
+            ));
+            assert!(compare(
+                &mut dp,
+                &mut d,
+                t,
+                back(),
+                &frame_of(&reply(ACK | FIN, b""))
+            ));
+        }
         assert!(compare(
             &mut dp,
             &mut d,
             t,
-            back(),
-            &frame_of(&reply(ACK | PSH, &body))
+            front(),
+            &frame_of(&client(ACK | FIN, b""))
         ));
-        assert!(compare(
-            &mut dp,
-            &mut d,
-            t,
-            back(),
-            &frame_of(&reply(ACK | FIN, b""))
-        ));
+        let counted = match method {
+            ForwardMethod::Masq => Counter::NatIn,
+            ForwardMethod::DirectRoute => Counter::DirectRoute,
+            ForwardMethod::Tunnel => Counter::Tunnel,
+        };
+        assert!(dp.counter(counted).unwrap() >= 3);
+        // With XDP in front every packet after the first went through lvs_xdp, not tc.
+        let by_xdp = dp.counter(Counter::Xdp).unwrap();
+        if xdp {
+            let forwarded: u64 = [
+                Counter::NatIn,
+                Counter::NatOut,
+                Counter::DirectRoute,
+                Counter::Tunnel,
+            ]
+            .iter()
+            .map(|&c| dp.counter(c).unwrap())
+            .sum();
+            assert_eq!(by_xdp, forwarded - u64::from(in_kernel));
+        } else {
+            assert_eq!(by_xdp, 0);
+        }
+        let s = dp.stats(dest_id(c.svc, 0)).unwrap();
+        assert!(s.pkts_in >= 3 && s.bytes_in > 0, "{s:?}");
+        if nat {
+            assert!(s.pkts_out >= 3, "{s:?}");
+        }
+        assert_eq!(dp.counter(Counter::New).unwrap(), u64::from(in_kernel));
     }
-    assert!(compare(
-        &mut dp,
-        &mut d,
-        t,
-        front(),
-        &frame_of(&client(ACK | FIN, b""))
-    ));
-    let counted = match method {
-        ForwardMethod::Masq => Counter::NatIn,
-        ForwardMethod::DirectRoute => Counter::DirectRoute,
-        ForwardMethod::Tunnel => Counter::Tunnel,
-    };
-    assert!(dp.counter(counted).unwrap() >= 3);
-    let s = dp.stats(dest_id(c.svc, 0)).unwrap();
-    assert!(s.pkts_in >= 3 && s.bytes_in > 0, "{s:?}");
-    if nat {
-        assert!(s.pkts_out >= 3, "{s:?}");
-    }
-    assert_eq!(dp.counter(Counter::New).unwrap(), u64::from(in_kernel));
 }
 
 #[test]
@@ -276,82 +361,84 @@ fn tun_tcp_exchange_matches_the_core() {
 /// each SYN (and UDP datagram) is scheduled by the program and must reach the real server
 /// the core picks for the same packet, from the same state; every one is reported.
 fn new_flows(method: ForwardMethod, sched: SchedulerKind, flags: SchedFlags, weights: &[u32]) {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(method, sched, Time::ZERO);
-    for key in d.services().keys() {
-        let mut cfg = *d
-            .services()
-            .get(d.services().find(&key).unwrap())
-            .unwrap()
-            .config();
-        cfg.flags = flags;
-        d.edit_service(cfg).unwrap();
-        let svc = d.services().find(&key).unwrap();
-        let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
-        for (dest, &w) in dests.iter().zip(weights) {
-            d.edit_dest(&key, dest.config.with_weight(w)).unwrap();
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(method, sched, Time::ZERO);
+        for key in d.services().keys() {
+            let mut cfg = *d
+                .services()
+                .get(d.services().find(&key).unwrap())
+                .unwrap()
+                .config();
+            cfg.flags = flags;
+            d.edit_service(cfg).unwrap();
+            let svc = d.services().find(&key).unwrap();
+            let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
+            for (dest, &w) in dests.iter().zip(weights) {
+                d.edit_dest(&key, dest.config.with_weight(w)).unwrap();
+            }
         }
-    }
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    let mut tables = Tables::new(dp.sched_slots());
-    sync_services(&dp, &mut tables, &d);
-    let mut per_server = std::collections::BTreeMap::new();
-    // 60 TCP connections (the wrr case: 3:2:1 as 30/20/10) and 12 UDP flows.
-    let mut flows = Vec::new();
-    for i in 0..60u32 {
-        let src = std::net::Ipv4Addr::from(0x0a02_0000 + i.wrapping_mul(2_654_435_761) % 65536);
-        let sport = 20000 + (i * 7919 % 40000) as u16;
-        flows.push((Protocol::Tcp, src, sport));
-        if i % 5 == 4 {
-            flows.push((Protocol::Udp, src, sport ^ 0x5555));
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        sync_services(&dp, &mut tables, &d);
+        let mut per_server = std::collections::BTreeMap::new();
+        // 60 TCP connections (the wrr case: 3:2:1 as 30/20/10) and 12 UDP flows.
+        let mut flows = Vec::new();
+        for i in 0..60u32 {
+            let src = std::net::Ipv4Addr::from(0x0a02_0000 + i.wrapping_mul(2_654_435_761) % 65536);
+            let sport = 20000 + (i * 7919 % 40000) as u16;
+            flows.push((Protocol::Tcp, src, sport));
+            if i % 5 == 4 {
+                flows.push((Protocol::Udp, src, sport ^ 0x5555));
+            }
         }
-    }
-    for (i, &(proto, src, sport)) in flows.iter().enumerate() {
-        let vport = if proto == Protocol::Udp { 53 } else { 80 };
-        let spec = if proto == Protocol::Udp {
-            PacketSpec::udp((src, sport), (addr::VIP, vport), b"q")
-        } else {
-            PacketSpec::tcp((src, sport), (addr::VIP, vport), SYN)
-        };
-        assert!(
-            compare(&mut dp, &mut d, t, front(), &frame_of(&spec)),
-            "{sched} {method:?}: new flow {i} not scheduled in the kernel"
-        );
-        let key = lvs_core::conn::FlowKey::new(
-            proto,
-            IpAddr::V4(src),
-            sport,
-            IpAddr::V4(addr::VIP),
-            vport,
-        );
-        let id = d.conns().lookup_in(&key).expect("the core made it too");
-        let c = d.conns().get(id).unwrap();
-        let flow = Flow::new(proto, src, sport, addr::VIP, vport);
-        let e = dp
-            .entry(&flow)
-            .unwrap()
-            .expect("the program made its entry");
-        assert_eq!(IpAddr::V4(e.addr), c.daddr, "{sched}: flow {i}");
-        if proto == Protocol::Tcp {
-            *per_server.entry(c.daddr).or_insert(0u32) += 1;
+        for (i, &(proto, src, sport)) in flows.iter().enumerate() {
+            let vport = if proto == Protocol::Udp { 53 } else { 80 };
+            let spec = if proto == Protocol::Udp {
+                PacketSpec::udp((src, sport), (addr::VIP, vport), b"q")
+            } else {
+                PacketSpec::tcp((src, sport), (addr::VIP, vport), SYN)
+            };
+            assert!(
+                compare(&mut dp, &mut d, t, front(), &frame_of(&spec)),
+                "{sched} {method:?}: new flow {i} not scheduled in the kernel"
+            );
+            let key = lvs_core::conn::FlowKey::new(
+                proto,
+                IpAddr::V4(src),
+                sport,
+                IpAddr::V4(addr::VIP),
+                vport,
+            );
+            let id = d.conns().lookup_in(&key).expect("the core made it too");
+            let c = d.conns().get(id).unwrap();
+            let flow = Flow::new(proto, src, sport, addr::VIP, vport);
+            let e = dp
+                .entry(&flow)
+                .unwrap()
+                .expect("the program made its entry");
+            assert_eq!(IpAddr::V4(e.addr), c.daddr, "{sched}: flow {i}");
+            if proto == Protocol::Tcp {
+                *per_server.entry(c.daddr).or_insert(0u32) += 1;
+            }
         }
-    }
-    let mut events = Vec::new();
-    dp.drain_events(&mut events).unwrap();
-    let news = events
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::New { .. }))
-        .count();
-    assert_eq!(news, flows.len(), "one report per new flow");
-    assert_eq!(dp.counter(Counter::New).unwrap(), flows.len() as u64);
-    eprintln!("{sched} {method:?} weights {weights:?}: {per_server:?}");
-    let counts: Vec<u32> = per_server.values().copied().collect();
-    match sched {
-        SchedulerKind::Wrr => assert_eq!(counts, vec![30, 20, 10], "wrr through the kernel"),
-        SchedulerKind::Rr => assert_eq!(counts, vec![20, 20, 20], "rr through the kernel"),
-        SchedulerKind::Fo => assert_eq!(counts, vec![60], "fo: the heaviest server only"),
-        _ => {}
+        let mut events = Vec::new();
+        dp.drain_events(&mut events).unwrap();
+        let news = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::New { .. }))
+            .count();
+        assert_eq!(news, flows.len(), "one report per new flow");
+        assert_eq!(dp.counter(Counter::New).unwrap(), flows.len() as u64);
+        eprintln!("{sched} {method:?} weights {weights:?}: {per_server:?}");
+        let counts: Vec<u32> = per_server.values().copied().collect();
+        match sched {
+            SchedulerKind::Wrr => assert_eq!(counts, vec![30, 20, 10], "wrr through the kernel"),
+            SchedulerKind::Rr => assert_eq!(counts, vec![20, 20, 20], "rr through the kernel"),
+            SchedulerKind::Fo => assert_eq!(counts, vec![60], "fo: the heaviest server only"),
+            _ => {}
+        }
     }
 }
 
@@ -393,20 +480,22 @@ fn kernel_scheduling_matches_the_core() {
 /// both programs alike; one that fits is the kernel's.
 #[test]
 fn too_big_new_flow_goes_to_the_core() {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    let mut tables = Tables::new(dp.sched_slots());
-    sync_services(&dp, &mut tables, &d);
-    let big = PacketSpec::udp((addr::CLIENT, 7000), (addr::VIP, 53), &vec![1u8; 1481 - 28]);
-    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&big)));
-    // The core chose for that one: its rr position moved, so the table is made again (as
-    // lvsd does when the core schedules a connection of such a service).
-    sync_services(&dp, &mut tables, &d);
-    let fits = PacketSpec::udp((addr::CLIENT, 7001), (addr::VIP, 53), &vec![1u8; 1480 - 28]);
-    assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&fits)));
-    assert_eq!(dp.counter(Counter::NewDropped).unwrap(), 0);
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        sync_services(&dp, &mut tables, &d);
+        let big = PacketSpec::udp((addr::CLIENT, 7000), (addr::VIP, 53), &vec![1u8; 1481 - 28]);
+        assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&big)));
+        // The core chose for that one: its rr position moved, so the table is made again (as
+        // lvsd does when the core schedules a connection of such a service).
+        sync_services(&dp, &mut tables, &d);
+        let fits = PacketSpec::udp((addr::CLIENT, 7001), (addr::VIP, 53), &vec![1u8; 1480 - 28]);
+        assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&fits)));
+        assert_eq!(dp.counter(Counter::NewDropped).unwrap(), 0);
+    }
 }
 
 /// A table is rewritten only when what it is made from changed (a new generation each time),
@@ -414,111 +503,119 @@ fn too_big_new_flow_goes_to_the_core() {
 /// the core.
 #[test]
 fn tables_follow_changes_and_port_zero_servers() {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Sh, Time::ZERO);
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    let mut tables = Tables::new(dp.sched_slots());
-    let generations = |tables: &mut Tables, d: &Director| {
-        let r = tables.sync(&dp, d, |svc, slot| dest_id_of(d, svc, slot));
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        let mut g: Vec<u32> = r.in_kernel.iter().map(|k| k.generation).collect();
-        g.sort_unstable();
-        g
-    };
-    let first = generations(&mut tables, &d);
-    assert_eq!(first.len(), 2, "both services in the kernel");
-    assert_eq!(
-        generations(&mut tables, &d),
-        first,
-        "nothing changed, nothing rewritten"
-    );
-    // Every real server of the TCP service becomes port 0: the table is made again.
-    let key = d.services().keys()[0];
-    let svc = d.services().find(&key).unwrap();
-    let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
-    for dest in &dests {
-        d.delete_dest(&key, dest.addr(), dest.port()).unwrap();
-        let mut c = dest.config;
-        c.port = 0;
-        d.add_dest(&key, c).unwrap();
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Sh, Time::ZERO);
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        let generations = |tables: &mut Tables, d: &Director| {
+            let r = tables.sync(&dp, d, |svc, slot| dest_id_of(d, svc, slot));
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            let mut g: Vec<u32> = r.in_kernel.iter().map(|k| k.generation).collect();
+            g.sort_unstable();
+            g
+        };
+        let first = generations(&mut tables, &d);
+        assert_eq!(first.len(), 2, "both services in the kernel");
+        assert_eq!(
+            generations(&mut tables, &d),
+            first,
+            "nothing changed, nothing rewritten"
+        );
+        // Every real server of the TCP service becomes port 0: the table is made again.
+        let key = d.services().keys()[0];
+        let svc = d.services().find(&key).unwrap();
+        let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
+        for dest in &dests {
+            d.delete_dest(&key, dest.addr(), dest.port()).unwrap();
+            let mut c = dest.config;
+            c.port = 0;
+            d.add_dest(&key, c).unwrap();
+        }
+        let second = generations(&mut tables, &d);
+        assert_ne!(second, first);
+        tables.release_retired();
+        let syn = PacketSpec::tcp((addr::CLIENT, 33000), (addr::VIP, 80), SYN);
+        assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
+        let flow = Flow::new(Protocol::Tcp, addr::CLIENT, 33000, addr::VIP, 80);
+        let e = dp.entry(&flow).unwrap().expect("kernel entry");
+        assert_eq!(
+            e.port, 80,
+            "a port-0 server takes the client's destination port"
+        );
     }
-    let second = generations(&mut tables, &d);
-    assert_ne!(second, first);
-    tables.release_retired();
-    let syn = PacketSpec::tcp((addr::CLIENT, 33000), (addr::VIP, 80), SYN);
-    assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
-    let flow = Flow::new(Protocol::Tcp, addr::CLIENT, 33000, addr::VIP, 80);
-    let e = dp.entry(&flow).unwrap().expect("kernel entry");
-    assert_eq!(
-        e.port, 80,
-        "a port-0 server takes the client's destination port"
-    );
 }
 
 /// A quiescent server's bucket (sh without fallback) asks the core, which finds nobody;
 /// with fallback the kernel's table already holds the probe's answer.
 #[test]
 fn quiescent_servers_in_compiled_tables() {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Wrr, Time::ZERO);
-    let key = d.services().keys()[0];
-    let svc = d.services().find(&key).unwrap();
-    let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
-    d.edit_dest(&key, dests[0].config.with_weight(0)).unwrap();
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    let mut tables = Tables::new(dp.sched_slots());
-    sync_services(&dp, &mut tables, &d);
-    for i in 0..8u16 {
-        let syn = PacketSpec::tcp((addr::CLIENT, 30000 + i), (addr::VIP, 80), SYN);
-        assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Wrr, Time::ZERO);
+        let key = d.services().keys()[0];
+        let svc = d.services().find(&key).unwrap();
+        let dests: Vec<_> = d.services().get(svc).unwrap().dests().to_vec();
+        d.edit_dest(&key, dests[0].config.with_weight(0)).unwrap();
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let mut tables = Tables::new(dp.sched_slots());
+        sync_services(&dp, &mut tables, &d);
+        for i in 0..8u16 {
+            let syn = PacketSpec::tcp((addr::CLIENT, 30000 + i), (addr::VIP, 80), SYN);
+            assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
+        }
+        // Every server quiescent: the table is empty, the core drops ("no real server").
+        for dest in &dests {
+            d.edit_dest(&key, dest.config.with_weight(0)).unwrap();
+        }
+        sync_services(&dp, &mut tables, &d);
+        let syn = PacketSpec::tcp((addr::CLIENT, 31000), (addr::VIP, 80), SYN);
+        assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
     }
-    // Every server quiescent: the table is empty, the core drops ("no real server").
-    for dest in &dests {
-        d.edit_dest(&key, dest.config.with_weight(0)).unwrap();
-    }
-    sync_services(&dp, &mut tables, &d);
-    let syn = PacketSpec::tcp((addr::CLIENT, 31000), (addr::VIP, 80), SYN);
-    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&syn)));
 }
 
 #[test]
 fn nat_udp_with_and_without_checksum() {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    let q = PacketSpec::udp((addr::CLIENT, 5000), (addr::VIP, 53), b"query");
-    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&q)));
-    assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&q)));
-    // The same datagram without a checksum (0): stays 0 on both paths.
-    let mut f = frame_of(&q);
-    f[14 + 20 + 6] = 0;
-    f[14 + 20 + 7] = 0;
-    assert!(compare(&mut dp, &mut d, t, front(), &f));
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(ForwardMethod::Masq, SchedulerKind::Rr, Time::ZERO);
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        let q = PacketSpec::udp((addr::CLIENT, 5000), (addr::VIP, 53), b"query");
+        assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&q)));
+        assert!(compare(&mut dp, &mut d, t, front(), &frame_of(&q)));
+        // The same datagram without a checksum (0): stays 0 on both paths.
+        let mut f = frame_of(&q);
+        f[14 + 20 + 6] = 0;
+        f[14 + 20 + 7] = 0;
+        assert!(compare(&mut dp, &mut d, t, front(), &f));
+    }
 }
 
 #[test]
 fn too_big_and_unknown_go_to_user_space() {
-    let Some(mut dp) = datapath() else { return };
-    let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
-    let t = Time::from_secs(1);
-    sync(&mut dp, &d);
-    assert!(!compare(
-        &mut dp,
-        &mut d,
-        t,
-        front(),
-        &frame_of(&client(SYN, b""))
-    ));
-    // 1481 + 20 bytes of tunnel header > 1500: the core answers "fragmentation needed".
-    let big = client(ACK, &vec![7u8; 1481 - 40]);
-    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&big)));
-    // A flow nobody knows.
-    let other = PacketSpec::tcp((addr::CLIENT, 1), (addr::VIP, 80), ACK);
-    assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&other)));
-    assert!(dp.counter(Counter::ToUser).unwrap() >= 3);
+    for xdp in FRONTS {
+        let Some(mut dp) = datapath(xdp) else { return };
+        let mut d = sim::director(ForwardMethod::Tunnel, SchedulerKind::Rr, Time::ZERO);
+        let t = Time::from_secs(1);
+        sync(&mut dp, &d);
+        assert!(!compare(
+            &mut dp,
+            &mut d,
+            t,
+            front(),
+            &frame_of(&client(SYN, b""))
+        ));
+        // 1481 + 20 bytes of tunnel header > 1500: the core answers "fragmentation needed".
+        let big = client(ACK, &vec![7u8; 1481 - 40]);
+        assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&big)));
+        // A flow nobody knows.
+        let other = PacketSpec::tcp((addr::CLIENT, 1), (addr::VIP, 80), ACK);
+        assert!(!compare(&mut dp, &mut d, t, front(), &frame_of(&other)));
+        assert!(dp.counter(Counter::ToUser).unwrap() >= 3);
+    }
 }
 
 /// Mutations of an established NAT flow's packets: whatever the program forwards must be
@@ -547,8 +644,9 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..64),
         edits in proptest::collection::vec((0usize..200, any::<u8>()), 0..4),
         cut in 0usize..80,
+        xdp in any::<bool>(),
     ) {
-        let Some(mut dp) = datapath() else { return Ok(()) };
+        let Some(mut dp) = datapath(xdp) else { return Ok(()) };
         let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
         let t = Time::from_secs(1);
         sync(&mut dp, &d);
@@ -590,149 +688,154 @@ proptest! {
 /// core then drops it for the reason named (or answers "time exceeded").
 #[test]
 fn frames_the_core_refuses_stay_out_of_the_kernel() {
-    use lvs_core::DropReason as R;
-    for method in [
-        ForwardMethod::Masq,
-        ForwardMethod::DirectRoute,
-        ForwardMethod::Tunnel,
-    ] {
-        let Some(mut dp) = datapath() else { return };
-        let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
-        let t = Time::from_secs(1);
-        sync(&mut dp, &d);
-        let mut tables = Tables::new(dp.sched_slots());
-        sync_services(&dp, &mut tables, &d);
-        // An established flow in the kernel's table.
-        let _ = compare(&mut dp, &mut d, t, front(), &frame_of(&client(SYN, b"")));
-        assert!(compare(
-            &mut dp,
-            &mut d,
-            t,
-            front(),
-            &frame_of(&client(ACK, b"x"))
-        ));
-        let ip_edit = |spec: &PacketSpec, f: &dyn Fn(&mut Vec<u8>)| {
-            let mut fr = frame_of(spec);
-            let mut ip = fr.split_off(14);
-            f(&mut ip);
-            fr.extend_from_slice(&ip);
-            fr
-        };
-        let refill = |ip: &mut Vec<u8>| {
-            lvs_wire::ipv4::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
-        };
-        let est = client(ACK, b"data");
-        let new_from = |src: std::net::Ipv4Addr| PacketSpec::tcp((src, 999), (addr::VIP, 80), SYN);
-        let cases: Vec<(&str, Vec<u8>, Option<R>)> = vec![
-            (
-                "ttl 1",
-                ip_edit(&est, &|ip| {
-                    ip[8] = 1;
-                    refill(ip)
-                }),
-                None,
-            ),
-            (
-                "ttl 1, new",
-                ip_edit(&new_from(std::net::Ipv4Addr::new(203, 0, 113, 5)), &|ip| {
-                    ip[8] = 1;
-                    refill(ip)
-                }),
-                None,
-            ),
-            (
-                "bad ip checksum",
-                ip_edit(&est, &|ip| ip[10] ^= 0x10),
-                Some(R::BadChecksum),
-            ),
-            (
-                "tcp offset 4",
-                ip_edit(&est, &|ip| ip[32] = 0x40),
-                Some(R::Malformed),
-            ),
-            (
-                "tcp offset past the segment",
-                ip_edit(&est, &|ip| ip[32] = 0xf0),
-                Some(R::Malformed),
-            ),
-            (
-                "loose source route",
-                ip_edit(&est, &|ip| {
-                    ip.splice(20..20, [131, 7, 4, 10, 0, 0, 1, 0]);
-                    ip[0] = 0x47;
-                    let tl = u16::from_be_bytes([ip[2], ip[3]]) + 8;
-                    ip[2..4].copy_from_slice(&tl.to_be_bytes());
-                    refill(ip)
-                }),
-                Some(R::SourceRoute),
-            ),
-            (
-                "martian",
-                frame_of(&new_from(std::net::Ipv4Addr::new(127, 0, 0, 9))),
-                Some(R::MartianSource),
-            ),
-            (
-                "multicast",
-                frame_of(&new_from(std::net::Ipv4Addr::new(224, 1, 1, 1))),
-                Some(R::MartianSource),
-            ),
-            (
-                "the VIP",
-                frame_of(&new_from(addr::VIP)),
-                Some(R::SpoofedSource),
-            ),
-            (
-                "the director's back address",
-                frame_of(&new_from(addr::DIP)),
-                Some(R::SpoofedSource),
-            ),
-            (
-                "a subnet broadcast",
-                frame_of(&new_from(std::net::Ipv4Addr::new(10, 0, 1, 255))),
-                Some(R::BroadcastSource),
-            ),
-        ];
-        for (what, frame, reason) in cases {
-            let before = d.counters().clone();
-            assert!(
-                !compare(&mut dp, &mut d, t, front(), &frame),
-                "{method:?}: {what} forwarded by the kernel"
-            );
-            let after = d.counters();
-            match reason {
-                Some(r) => assert_eq!(after.drops(r), before.drops(r) + 1, "{method:?}: {what}"),
-                None => assert_eq!(
-                    after.icmp_sent,
-                    before.icmp_sent + 1,
-                    "{method:?}: {what} answered"
+    for xdp in FRONTS {
+        use lvs_core::DropReason as R;
+        for method in [
+            ForwardMethod::Masq,
+            ForwardMethod::DirectRoute,
+            ForwardMethod::Tunnel,
+        ] {
+            let Some(mut dp) = datapath(xdp) else { return };
+            let mut d = sim::director(method, SchedulerKind::Rr, Time::ZERO);
+            let t = Time::from_secs(1);
+            sync(&mut dp, &d);
+            let mut tables = Tables::new(dp.sched_slots());
+            sync_services(&dp, &mut tables, &d);
+            // An established flow in the kernel's table.
+            let _ = compare(&mut dp, &mut d, t, front(), &frame_of(&client(SYN, b"")));
+            assert!(compare(
+                &mut dp,
+                &mut d,
+                t,
+                front(),
+                &frame_of(&client(ACK, b"x"))
+            ));
+            let ip_edit = |spec: &PacketSpec, f: &dyn Fn(&mut Vec<u8>)| {
+                let mut fr = frame_of(spec);
+                let mut ip = fr.split_off(14);
+                f(&mut ip);
+                fr.extend_from_slice(&ip);
+                fr
+            };
+            let refill = |ip: &mut Vec<u8>| {
+                lvs_wire::ipv4::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+            };
+            let est = client(ACK, b"data");
+            let new_from =
+                |src: std::net::Ipv4Addr| PacketSpec::tcp((src, 999), (addr::VIP, 80), SYN);
+            let cases: Vec<(&str, Vec<u8>, Option<R>)> = vec![
+                (
+                    "ttl 1",
+                    ip_edit(&est, &|ip| {
+                        ip[8] = 1;
+                        refill(ip)
+                    }),
+                    None,
                 ),
+                (
+                    "ttl 1, new",
+                    ip_edit(&new_from(std::net::Ipv4Addr::new(203, 0, 113, 5)), &|ip| {
+                        ip[8] = 1;
+                        refill(ip)
+                    }),
+                    None,
+                ),
+                (
+                    "bad ip checksum",
+                    ip_edit(&est, &|ip| ip[10] ^= 0x10),
+                    Some(R::BadChecksum),
+                ),
+                (
+                    "tcp offset 4",
+                    ip_edit(&est, &|ip| ip[32] = 0x40),
+                    Some(R::Malformed),
+                ),
+                (
+                    "tcp offset past the segment",
+                    ip_edit(&est, &|ip| ip[32] = 0xf0),
+                    Some(R::Malformed),
+                ),
+                (
+                    "loose source route",
+                    ip_edit(&est, &|ip| {
+                        ip.splice(20..20, [131, 7, 4, 10, 0, 0, 1, 0]);
+                        ip[0] = 0x47;
+                        let tl = u16::from_be_bytes([ip[2], ip[3]]) + 8;
+                        ip[2..4].copy_from_slice(&tl.to_be_bytes());
+                        refill(ip)
+                    }),
+                    Some(R::SourceRoute),
+                ),
+                (
+                    "martian",
+                    frame_of(&new_from(std::net::Ipv4Addr::new(127, 0, 0, 9))),
+                    Some(R::MartianSource),
+                ),
+                (
+                    "multicast",
+                    frame_of(&new_from(std::net::Ipv4Addr::new(224, 1, 1, 1))),
+                    Some(R::MartianSource),
+                ),
+                (
+                    "the VIP",
+                    frame_of(&new_from(addr::VIP)),
+                    Some(R::SpoofedSource),
+                ),
+                (
+                    "the director's back address",
+                    frame_of(&new_from(addr::DIP)),
+                    Some(R::SpoofedSource),
+                ),
+                (
+                    "a subnet broadcast",
+                    frame_of(&new_from(std::net::Ipv4Addr::new(10, 0, 1, 255))),
+                    Some(R::BroadcastSource),
+                ),
+            ];
+            for (what, frame, reason) in cases {
+                let before = d.counters().clone();
+                assert!(
+                    !compare(&mut dp, &mut d, t, front(), &frame),
+                    "{method:?}: {what} forwarded by the kernel"
+                );
+                let after = d.counters();
+                match reason {
+                    Some(r) => {
+                        assert_eq!(after.drops(r), before.drops(r) + 1, "{method:?}: {what}")
+                    }
+                    None => assert_eq!(
+                        after.icmp_sent,
+                        before.icmp_sent + 1,
+                        "{method:?}: {what} answered"
+                    ),
+                }
             }
+            // UDP with a length that is not the payload's.
+            let _ = compare(
+                &mut dp,
+                &mut d,
+                t,
+                front(),
+                &frame_of(&PacketSpec::udp((addr::CLIENT, 7), (addr::VIP, 53), b"q")),
+            );
+            let bad_udp = ip_edit(
+                &PacketSpec::udp((addr::CLIENT, 7), (addr::VIP, 53), b"qq"),
+                &|ip| ip[25] += 1,
+            );
+            let before = d.counters().drops(R::Malformed);
+            assert!(
+                !compare(&mut dp, &mut d, t, front(), &bad_udp),
+                "{method:?}: bad UDP length"
+            );
+            assert_eq!(d.counters().drops(R::Malformed), before + 1);
         }
-        // UDP with a length that is not the payload's.
-        let _ = compare(
-            &mut dp,
-            &mut d,
-            t,
-            front(),
-            &frame_of(&PacketSpec::udp((addr::CLIENT, 7), (addr::VIP, 53), b"q")),
-        );
-        let bad_udp = ip_edit(
-            &PacketSpec::udp((addr::CLIENT, 7), (addr::VIP, 53), b"qq"),
-            &|ip| ip[25] += 1,
-        );
-        let before = d.counters().drops(R::Malformed);
-        assert!(
-            !compare(&mut dp, &mut d, t, front(), &bad_udp),
-            "{method:?}: bad UDP length"
-        );
-        assert_eq!(d.counters().drops(R::Malformed), before + 1);
     }
 }
 
 /// The loader writes its connection-table layout where a successor looks for it.
 #[test]
 fn the_loader_records_its_connection_table_layout() {
-    let Some(dp) = datapath() else { return };
+    let Some(dp) = datapath(false) else { return };
     assert_eq!(dp.layout().expect("lvs_config"), lvs_bpf::maps::LAYOUT);
     assert_eq!(dp.foreign_layout(), None, "nothing to adopt in a test run");
 }

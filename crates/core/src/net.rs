@@ -211,6 +211,11 @@ impl NetTable {
         self.neighbours.get(&addr).copied()
     }
 
+    /// Every known neighbour: address, interface, MAC (in no particular order).
+    pub fn neighbours(&self) -> impl Iterator<Item = (IpAddr, u32, EthernetAddress)> + '_ {
+        self.neighbours.iter().map(|(&a, &(i, m))| (a, i, m))
+    }
+
     /// Forget a neighbour.
     pub fn remove_neighbour(&mut self, addr: IpAddr) {
         self.neighbours.remove(&addr);

@@ -25,7 +25,7 @@ use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{self as nl_link, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -81,6 +81,9 @@ pub struct LinkInfo {
     pub up: bool,
     /// Loopback interface (`IFF_LOOPBACK`).
     pub loopback: bool,
+    /// The link type of a virtual interface (`IFLA_INFO_KIND`: `veth`, `bridge`, `vlan`, ...);
+    /// `None` for a physical NIC.
+    pub kind: Option<String>,
 }
 
 /// An address configured on an interface (`RTM_NEWADDR`).
@@ -543,12 +546,20 @@ fn link_info(l: &LinkMessage) -> LinkInfo {
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
         loopback: l.header.flags.contains(LinkFlags::Loopback),
+        kind: None,
     };
     for a in &l.attributes {
         match a {
             LinkAttribute::IfName(n) => info.name.clone_from(n),
             LinkAttribute::Address(m) => info.mac = mac6(m),
             LinkAttribute::Mtu(m) => info.mtu = *m,
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let nl_link::LinkInfo::Kind(k) = i {
+                        info.kind = Some(k.to_string());
+                    }
+                }
+            }
             _ => {}
         }
     }

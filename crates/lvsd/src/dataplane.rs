@@ -544,6 +544,7 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                 // Routes bound which new flows the kernel may schedule itself; addresses
                 // which sources it must leave to the core.
                 if let Some(fp) = &mut c.fast {
+                    fp.set_neighbours(&director.net);
                     if fp.set_routes(&director.net) {
                         fp.services_changed(director);
                     } else {
@@ -674,12 +675,12 @@ fn api(director: &mut Director, shared: &Shared, fast: Option<&FastPath>, req: R
                 held: c.held,
                 held_total: c.held_total,
                 embryonic_evicted: c.embryonic_evicted,
-                datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
+                datapath: fast.map_or("afpacket", FastPath::name).to_string(),
                 kernel: fast.map(FastPath::counters).unwrap_or_default(),
             })
         }
         Request::Drops => Reply::Drops(lvs_api::DropsInfo {
-            datapath: if fast.is_some() { "tc" } else { "afpacket" }.to_string(),
+            datapath: fast.map_or("afpacket", FastPath::name).to_string(),
             rows: losses::rows(
                 director.counters(),
                 &shared.losses.totals(),

@@ -1,6 +1,7 @@
-//! The kernel fast path as lvsd drives it (`--datapath tc`): the BPF programs of `lvs-bpf`
-//! attached at tc ingress of every served interface and as the filter of every AF_PACKET
-//! socket, kept in step with the core.
+//! The kernel fast path as lvsd drives it (`--datapath tc|xdp|auto`): the BPF programs of
+//! `lvs-bpf` attached at tc ingress of every served interface (and at XDP in front of it where
+//! [`XdpPolicy`] says so), and as the filter of every AF_PACKET socket, kept in step with the
+//! core.
 //!
 //! The core stays the owner of every connection. New flows of a service whose scheduler
 //! compiles into a table (rr, wrr, fo, sh, dh, mh; no persistence, no thresholds) are
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use lvs_bpf::maps::{Action, ConnEntry, Counter, Event, EventKind, F_NO_OUTPUT, Flow, StatsEntry};
 use lvs_bpf::services::Tables;
-use lvs_bpf::{Datapath, Options, Prog, TcAttachment, compile};
+use lvs_bpf::{Datapath, Options, Prog, TcAttachment, XdpAttachment, compile};
 use lvs_core::conn::{Conn, ConnId, FlowKey, TcpState};
 use lvs_core::director::{AdoptError, Adoptee, Journal};
 use lvs_core::net::NetTable;
@@ -54,6 +55,51 @@ struct Slot {
     folded: StatsEntry,
 }
 
+/// Where `lvs_xdp` goes in front of `lvs_tc_ingress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpPolicy {
+    /// Nowhere (`--datapath tc`).
+    Off,
+    /// On every interface that is no virtual link (a NIC) and takes a native XDP program
+    /// (`--datapath auto`). A veth is left to tc: frames from a local stack reach XDP with
+    /// partial checksums it cannot finish.
+    Nics,
+    /// On every interface, or lvsd does not start (`--datapath xdp`).
+    Everywhere,
+}
+
+/// The fast path's programs on one interface.
+#[derive(Debug)]
+pub struct Attachment {
+    /// At tc ingress: always (it handles what XDP passes up).
+    pub tc: TcAttachment,
+    /// At XDP, in front.
+    pub xdp: Option<XdpAttachment>,
+}
+
+impl Attachment {
+    /// The interface.
+    pub fn ifindex(&self) -> u32 {
+        self.tc.ifindex
+    }
+
+    /// Which programs forward here (for the logs and `lvsadm`).
+    pub fn datapath(&self) -> &'static str {
+        if self.xdp.is_some() { "xdp" } else { "tc" }
+    }
+
+    /// Remove both programs (XDP first, so that nothing is forwarded without tc behind it),
+    /// and the clsact qdisc if attaching created it.
+    pub fn detach(self) -> Result<()> {
+        let ifindex = self.ifindex();
+        let xdp = self.xdp.map(XdpAttachment::detach).transpose();
+        let tc = self.tc.detach();
+        xdp.with_context(|| format!("interface {ifindex}"))?;
+        tc.with_context(|| format!("interface {ifindex}"))?;
+        Ok(())
+    }
+}
+
 /// What the kernel fast path did since start, for `lvsadm`'s counters and the metrics.
 pub type KernelCounters = Vec<(String, u64)>;
 
@@ -61,6 +107,11 @@ pub type KernelCounters = Vec<(String, u64)>;
 /// the core.
 pub struct FastPath {
     dp: Datapath,
+    xdp: XdpPolicy,
+    /// `lvs_xdp` was attached somewhere.
+    xdp_attached: std::cell::Cell<bool>,
+    /// The neighbours last given to `lvs_xdp`.
+    neighbours: Option<std::collections::BTreeMap<std::net::Ipv4Addr, lvs_bpf::maps::NeighEntry>>,
     journal: Journal,
     touched: HashSet<ConnId>,
     events: Vec<Event>,
@@ -116,7 +167,7 @@ impl FastPath {
     /// predecessor's program is still attached to one of `served` (it was killed, or kept
     /// forwarding on exit), its connection map becomes this one's: the flows in it keep
     /// going through the switch-over and are adopted once their services exist here.
-    pub fn load(conn_limit: usize, now: Time, served: &[u32]) -> Result<FastPath> {
+    pub fn load(conn_limit: usize, now: Time, served: &[u32], xdp: XdpPolicy) -> Result<FastPath> {
         let entries = u32::try_from(conn_limit.saturating_mul(2)).unwrap_or(u32::MAX);
         let dp = Datapath::load(&Options {
             conn_entries: entries,
@@ -151,6 +202,9 @@ impl FastPath {
             );
         }
         Ok(FastPath {
+            xdp,
+            xdp_attached: std::cell::Cell::new(false),
+            neighbours: None,
             tables: Tables::new(dp.sched_slots()),
             routes: None,
             current_tables: HashSet::new(),
@@ -188,20 +242,96 @@ impl FastPath {
             })
     }
 
-    /// Attach the forwarding program at tc ingress of `ifindex`. The attachment stays with
-    /// the caller (the thread that made it): pass it to [`detach`] at the end.
-    pub fn attach(&self, ifindex: u32, name: &str) -> Result<TcAttachment> {
-        let a = self
+    /// Attach the forwarding program at tc ingress of `ifindex`, and `lvs_xdp` in front of it
+    /// as the [`XdpPolicy`] says. The attachment stays with the caller (the thread that made
+    /// it): pass it to [`detach`] at the end.
+    pub fn attach(&self, ifindex: u32, name: &str) -> Result<Attachment> {
+        let tc = self
             .dp
             .attach_tc(ifindex)
             .with_context(|| format!("cannot attach the fast path to {name}"))?;
+        let kind = lvs_io::netlink::dump()
+            .ok()
+            .and_then(|s| s.link(ifindex).and_then(|l| l.kind.clone()));
+        let xdp = match self.xdp {
+            XdpPolicy::Off => None,
+            XdpPolicy::Nics if kind.is_some() => {
+                info!(
+                    interface = name,
+                    kind = kind.as_deref().unwrap_or(""),
+                    "a virtual link: forwarding at tc ingress, not XDP"
+                );
+                None
+            }
+            XdpPolicy::Nics => match self.dp.attach_xdp(ifindex) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    info!(interface = name, reason = %e, "no native XDP here: forwarding at tc ingress");
+                    None
+                }
+            },
+            XdpPolicy::Everywhere => match self.dp.attach_xdp(ifindex) {
+                Ok(x) => {
+                    if kind.as_deref() == Some("veth") {
+                        warn!(
+                            interface = name,
+                            "XDP on a veth: frames a local stack sends through it carry partial checksums XDP cannot finish (the receiver drops them) unless the sender has checksum offload off (ethtool -K <peer> tx off)"
+                        );
+                    }
+                    Some(x)
+                }
+                Err(e) => {
+                    let _ = tc.detach();
+                    return Err(anyhow::Error::new(e)).with_context(|| {
+                        format!("--datapath xdp: cannot attach XDP to {name} (use --datapath tc or auto there)")
+                    });
+                }
+            },
+        };
+        if xdp.is_none() {
+            // A predecessor's lvs_xdp would go on forwarding in front, on its old maps.
+            match lvs_bpf::remove_predecessor_xdp(ifindex) {
+                Ok(true) => info!(interface = name, "removed the previous lvsd's XDP program"),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(interface = name, error = %e, "the previous lvsd's XDP program stays in front of tc")
+                }
+            }
+        }
+        let a = Attachment { tc, xdp };
+        if a.xdp.is_some() {
+            self.xdp_attached.set(true);
+        }
         info!(
             interface = name,
-            datapath = "tc",
-            created_qdisc = a.created_qdisc,
+            datapath = a.datapath(),
+            created_qdisc = a.tc.created_qdisc,
             "kernel fast path attached"
         );
         Ok(a)
+    }
+
+    /// The data path's name for listings: `xdp` once `lvs_xdp` forwards somewhere, else `tc`.
+    pub fn name(&self) -> &'static str {
+        if self.xdp_attached.get() { "xdp" } else { "tc" }
+    }
+
+    /// Give `lvs_xdp` the core's neighbours (after every change of the network view); only
+    /// what changed is written.
+    pub fn set_neighbours(&mut self, net: &NetTable) {
+        let n = compile::neighbours(net);
+        if self.neighbours.as_ref() == Some(&n) {
+            return;
+        }
+        match self.dp.set_neighbours(&n) {
+            Ok(()) => self.neighbours = Some(n),
+            Err(e) => {
+                // Tried again at the next update; meanwhile lvs_xdp passes what it cannot
+                // send to tc, which needs no MAC.
+                self.neighbours = None;
+                warn!(error = %e, "cannot update the XDP program's neighbours");
+            }
+        }
     }
 
     /// Give the program the core's routes (after every change of the network view).
@@ -666,11 +796,15 @@ impl FastPath {
 
 /// Remove attachments (and the clsact qdiscs lvsd created): the kernel stops forwarding.
 /// Then the record of created qdiscs (`qdiscs`, see [`qdiscs_file`]) goes too.
-pub fn detach(attached: Vec<TcAttachment>, qdiscs: &Path) {
+pub fn detach(attached: Vec<Attachment>, qdiscs: &Path) {
     for a in attached {
-        let ifindex = a.ifindex;
+        let ifindex = a.ifindex();
         if let Err(e) = a.detach() {
-            warn!(ifindex, error = %e, "cannot detach the kernel fast path");
+            warn!(
+                ifindex,
+                error = format!("{e:#}"),
+                "cannot detach the kernel fast path"
+            );
         }
     }
     let _ = std::fs::remove_file(qdiscs);
@@ -697,11 +831,11 @@ pub fn read_qdiscs(path: &Path) -> Vec<u32> {
 }
 
 /// Note the interfaces whose qdisc is lvsd's to remove.
-pub fn write_qdiscs(path: &Path, attached: &[TcAttachment]) {
+pub fn write_qdiscs(path: &Path, attached: &[Attachment]) {
     let text: String = attached
         .iter()
-        .filter(|a| a.created_qdisc)
-        .map(|a| format!("{}\n", a.ifindex))
+        .filter(|a| a.tc.created_qdisc)
+        .map(|a| format!("{}\n", a.ifindex()))
         .collect();
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);

@@ -13,7 +13,6 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use lvs_bpf::TcAttachment;
 use lvs_io::netlink::LinkInfo;
 use lvs_io::{AfPacket, AfPacketConfig, RingVersion};
 use tracing::{info, warn};
@@ -110,7 +109,7 @@ pub struct Follow {
     /// Each worker's channel, worker 0's own included (index = worker id).
     workers: Vec<Sender<SocketChange>>,
     /// The kernel fast path's attachments (shared with the shutdown, which detaches them).
-    attached: Arc<Mutex<Vec<TcAttachment>>>,
+    attached: Arc<Mutex<Vec<fastpath::Attachment>>>,
     /// The record of the qdiscs lvsd created (see [`fastpath::qdiscs_file`]).
     qdiscs: PathBuf,
 }
@@ -121,7 +120,7 @@ impl Follow {
         mut served: Vec<(u32, String)>,
         plan: SocketPlan,
         workers: Vec<Sender<SocketChange>>,
-        attached: Arc<Mutex<Vec<TcAttachment>>>,
+        attached: Arc<Mutex<Vec<fastpath::Attachment>>>,
         qdiscs: PathBuf,
     ) -> Follow {
         served.sort();
@@ -185,9 +184,9 @@ impl Follow {
                         return Err(e);
                     }
                     let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+                    datapath = a.datapath();
                     attached.push(a);
                     fastpath::write_qdiscs(&self.qdiscs, &attached);
-                    datapath = "tc";
                 }
                 // Without the program there, every frame must reach user space: no filter.
                 Err(e) => warn!(
@@ -214,7 +213,7 @@ impl Follow {
             let _ = w.send(SocketChange::Remove(index));
         }
         let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = attached.iter().position(|a| a.ifindex == index) {
+        if let Some(i) = attached.iter().position(|a| a.ifindex() == index) {
             // Gone with its device, usually; renamed away, it is still there.
             let _ = attached.swap_remove(i).detach();
             fastpath::write_qdiscs(&self.qdiscs, &attached);
@@ -239,6 +238,7 @@ mod tests {
             mtu: 1500,
             up: true,
             loopback,
+            kind: None,
         }
     }
 

@@ -109,9 +109,10 @@ struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     busy_poll_us: u32,
     /// Where established flows are forwarded: `tc` = in the kernel (eBPF at tc ingress of
-    /// every served interface; new flows still go through user space once), `afpacket` =
-    /// every packet through user space, `auto` = `tc` where the kernel allows it, else
-    /// `afpacket` (logged). `xdp` is not available yet.
+    /// every served interface), `xdp` = the same with XDP in front of tc on every interface
+    /// (refused where the driver has no native XDP), `afpacket` = every packet through user
+    /// space, `auto` = `tc`, with XDP in front on NICs that take it (not on veths or other
+    /// virtual links), else `afpacket` (each choice logged).
     #[arg(long, value_enum, default_value_t = DatapathArg::Auto)]
     datapath: DatapathArg,
     /// On SIGTERM/SIGINT, leave the kernel fast path attached and the steering table in
@@ -146,11 +147,11 @@ enum LogFormat {
 /// `--datapath`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum DatapathArg {
-    /// The kernel fast path where it loads and attaches, else AF_PACKET.
+    /// The kernel fast path where it loads and attaches (XDP on NICs), else AF_PACKET.
     Auto,
     /// The kernel fast path at tc ingress; refuse to start without it.
     Tc,
-    /// XDP (not available yet: refused).
+    /// XDP in front of tc ingress on every interface; refuse to start without it.
     Xdp,
     /// Every packet through user space over AF_PACKET rings.
     Afpacket,
@@ -166,12 +167,13 @@ fn fast_path(
     sockets: &[Vec<AfPacket>],
     qdiscs: &std::path::Path,
     net: &lvs_core::net::NetTable,
-) -> Result<Option<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)>> {
-    let attach = || -> Result<(fastpath::FastPath, Vec<lvs_bpf::TcAttachment>)> {
+) -> Result<Option<(fastpath::FastPath, Vec<fastpath::Attachment>)>> {
+    let attach = |xdp| -> Result<(fastpath::FastPath, Vec<fastpath::Attachment>)> {
         let served: Vec<u32> = ifaces.iter().map(|(i, _)| *i).collect();
-        let mut fp = fastpath::FastPath::load(conn_limit, now, &served)?;
+        let mut fp = fastpath::FastPath::load(conn_limit, now, &served, xdp)?;
         // Routes before the program replaces a predecessor's: adopted flows need them.
         let _ = fp.set_routes(net);
+        fp.set_neighbours(net);
         let mut attached = Vec::new();
         // A predecessor killed before it could clean up left the qdiscs it created: they are
         // ours to remove at the end (the list lives beside the control socket).
@@ -179,7 +181,7 @@ fn fast_path(
         for (index, name) in ifaces {
             match fp.attach(*index, name) {
                 Ok(mut a) => {
-                    a.created_qdisc |= inherited.contains(index);
+                    a.tc.created_qdisc |= inherited.contains(index);
                     attached.push(a);
                 }
                 Err(e) => {
@@ -199,11 +201,9 @@ fn fast_path(
     };
     match choice {
         DatapathArg::Afpacket => Ok(None),
-        DatapathArg::Xdp => bail!(
-            "--datapath xdp is not available yet: use --datapath tc (the kernel fast path at tc ingress) or auto"
-        ),
-        DatapathArg::Tc => attach().map(Some),
-        DatapathArg::Auto => match attach() {
+        DatapathArg::Xdp => attach(fastpath::XdpPolicy::Everywhere).map(Some),
+        DatapathArg::Tc => attach(fastpath::XdpPolicy::Off).map(Some),
+        DatapathArg::Auto => match attach(fastpath::XdpPolicy::Nics) {
             Ok(x) => Ok(Some(x)),
             Err(e) => {
                 warn!(
@@ -420,7 +420,11 @@ fn start_data_path(
     if fast.is_some() {
         director.enable_journal();
     }
-    let datapath = if fast.is_some() { "tc" } else { "afpacket" };
+    let datapath = match (&fast, attached.iter().any(|a| a.xdp.is_some())) {
+        (None, _) => "afpacket",
+        (Some(_), true) => "xdp",
+        (Some(_), false) => "tc",
+    };
 
     let (cmd_tx, cmd_rx) = channel();
     let (res_tx, res_rx) = channel();
@@ -677,7 +681,7 @@ struct Running {
     refresher: JoinHandle<()>,
     sync: JoinHandle<()>,
     /// The kernel fast path's attachments (worker 0 adds those of new interfaces).
-    attached: Arc<Mutex<Vec<lvs_bpf::TcAttachment>>>,
+    attached: Arc<Mutex<Vec<fastpath::Attachment>>>,
     qdiscs: PathBuf,
     /// The data path's state (the connections to hand over at a stop).
     shared: Arc<dataplane::Shared>,

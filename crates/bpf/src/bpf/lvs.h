@@ -114,6 +114,15 @@ struct lvs_route {
 	__u32 mtu;      /* of the outgoing interface */
 };
 
+/* A next hop's link-layer addresses, for lvs_xdp, which has no bpf_redirect_neigh (key: the
+ * next hop's address). Kept from the netlink sync's neighbour table; a next hop missing here
+ * leaves the packet to lvs_tc_ingress. */
+struct lvs_neigh {
+	__u32 ifindex; /* the interface the neighbour is on */
+	__u8 dmac[6];  /* its MAC */
+	__u8 smac[6];  /* ours on that interface */
+};
+
 /* Per real server, per CPU. */
 struct lvs_stats {
 	__u64 pkts_in;
@@ -137,6 +146,8 @@ enum lvs_counter {
 	LVS_C_NEW = 10,      /* new flows scheduled by the program */
 	LVS_C_NEW_DROPPED = 11, /* new flows it scheduled but could not send (no route, not on
 				 * link, too big) or record (table full): dropped */
+	LVS_C_XDP = 12,      /* of the forwarded, those lvs_xdp sent (the rest went through tc) */
+	LVS_C_XDP_PASS = 13, /* frames lvs_xdp handed on to the stack (and so to lvs_tc_ingress) */
 	LVS_C_MAX = 16,
 };
 
@@ -183,6 +194,7 @@ _Static_assert(sizeof(struct lvs_conn) == 40, "maps.rs ConnEntry::LEN");
 _Static_assert(sizeof(struct lvs_route_key) == 8, "maps.rs RouteKey::LEN");
 _Static_assert(sizeof(struct lvs_route) == 16, "maps.rs RouteEntry::LEN");
 _Static_assert(sizeof(struct lvs_stats) == 32, "maps.rs StatsEntry::LEN");
+_Static_assert(sizeof(struct lvs_neigh) == 16, "maps.rs NeighEntry::LEN");
 _Static_assert(sizeof(struct lvs_event) == 40, "maps.rs Event::LEN");
 _Static_assert(sizeof(struct lvs_svc_key) == 8, "maps.rs SvcKey::LEN");
 _Static_assert(sizeof(struct lvs_svc) == 24, "maps.rs SvcEntry::LEN");

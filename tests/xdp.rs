@@ -1,0 +1,163 @@
+//! `--datapath xdp` end to end: `lvs_xdp` in front of tc ingress on the director's veths.
+//!
+//! XDP is meant for NICs, which hand it complete checksums. A veth fed by a local stack hands
+//! it partial ones, and a frame XDP redirects out of a veth is dropped unless the peer has
+//! NAPI (design.md, "eBPF on these machines"). So the lab is prepared as a NIC-fed director
+//! would see its traffic: the client and the real servers send with transmit checksum
+//! offload off (complete checksums), and the director's veth peers (the router's and the
+//! bridge port's) have GRO on. Then NAT, DR and Tun must spread new flows 4/4/4 (the first
+//! packet of each goes up to tc, which schedules it), carry a 50 MB download intact with
+//! most of its packets forwarded by `lvs_xdp` itself, and answer UDP.
+//!
+//! `--datapath auto` on the same veths must not attach XDP (they are virtual links), and a
+//! stop must leave no XDP program behind. These tests name their datapath themselves, so
+//! `scripts/test.sh` runs them once (`--skip datapath_xdp` in the tc round).
+#![forbid(unsafe_code)]
+
+use lvs_e2e::{Director, HTTP_PORT, Method, answered_by, client_seen, kernel_in_counter, skip};
+use lvs_lab::{CLIENT_IF, CLIENT_IP, DIRECTOR_BACK_IF, DIRECTOR_FRONT_IF, ROUTER_FRONT_IF, RS_IF};
+
+/// Complete checksums from the senders, NAPI on the peers XDP redirects into.
+fn prepare_for_xdp(d: &Director) {
+    let lab = d.lab();
+    let ethtool = |ns: &str, dev: &str, what: &[&str]| {
+        let mut args = vec!["ethtool", "-K", dev];
+        args.extend_from_slice(what);
+        lab.exec_ok(ns, &args).unwrap_or_else(|e| {
+            panic!("ethtool in {ns}: {e:#} (scripts/install-deps.sh installs ethtool)")
+        });
+    };
+    ethtool(&lab.client_ns(), CLIENT_IF, &["tx", "off"]);
+    for i in 0..3 {
+        ethtool(&lab.rs_ns(i), RS_IF, &["tx", "off"]);
+    }
+    ethtool(&lab.router_ns(), ROUTER_FRONT_IF, &["gro", "on"]);
+    ethtool(&lab.switch_ns(), "p-dir", &["gro", "on"]);
+}
+
+/// The XDP program attached to a director interface, as `ip link` shows it (`prog/xdp id N`).
+fn xdp_on(d: &Director, dev: &str) -> bool {
+    let out = d.in_director(&["ip", "-d", "link", "show", "dev", dev]);
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn forwards_on_xdp(method: Method, test: &str) {
+    const SIZE: u64 = 50_000_000;
+    let mut d = Director::without_lvsd(method, test);
+    prepare_for_xdp(&d);
+    d.set_lvsd_args(&["--datapath", "xdp"]);
+    d.start_lvsd();
+    assert_eq!(d.counters().datapath, "xdp", "lvsd should say it runs XDP");
+    for dev in [DIRECTOR_FRONT_IF, DIRECTOR_BACK_IF] {
+        assert!(xdp_on(&d, dev), "{method}: no XDP program on {dev}");
+    }
+    d.add_services("rr", &[0, 1, 2]);
+    let mut per = [0usize; 3];
+    for n in 0..12 {
+        let body = d.curl_vip();
+        let rs = answered_by(&body).unwrap_or_else(|| panic!("request {n}: odd answer {body:?}"));
+        assert_eq!(client_seen(&body), Some(CLIENT_IP), "{body:?}");
+        per[rs] += 1;
+    }
+    assert_eq!(per, [4, 4, 4], "{method}: rr over three real servers");
+    assert_eq!(d.kernel_counter("new_flows"), 12, "new flows are tc's");
+
+    let forwarded = |d: &Director| -> u64 {
+        ["nat_in", "nat_out", "direct_route", "tunnel"]
+            .iter()
+            .map(|c| d.kernel_counter(c))
+            .sum()
+    };
+    let before = d.kernel_counter("xdp_forwarded");
+    let all_before = forwarded(&d);
+    let (sum, took) = d.download_sha256(SIZE);
+    assert_eq!(
+        sum,
+        lvs_lab::blob::blob_sha256(SIZE),
+        "{method}: 50 MB through XDP arrived corrupted"
+    );
+    let by_xdp = d.kernel_counter("xdp_forwarded") - before;
+    let all = forwarded(&d) - all_before;
+    let c = d.counters();
+    eprintln!(
+        "{method}: 50 MB in {:.2} s; lvs_xdp forwarded {by_xdp}; kernel {:?}",
+        took.as_secs_f64(),
+        c.kernel
+    );
+    // The client's ACKs (and in NAT the data) of an established flow: lvs_xdp's, not tc's
+    // (tc sees the first packet of the flow, and any that came while a neighbour was new).
+    assert!(by_xdp >= 100, "{method}: lvs_xdp forwarded only {by_xdp}");
+    assert!(
+        by_xdp * 10 >= all * 9,
+        "{method}: of {all} forwarded during the download lvs_xdp sent only {by_xdp}: {:?}",
+        c.kernel
+    );
+    assert!(
+        d.kernel_counter(kernel_in_counter(method)) > 0,
+        "{:?}",
+        c.kernel
+    );
+    let tcp = d.service_stats("TCP", HTTP_PORT).counters;
+    if method == Method::Nat {
+        assert!(tcp.out_bytes >= SIZE, "NAT replies counted: {tcp:?}");
+    } else {
+        assert_eq!(tcp.out_pkts, 0, "{method}: replies bypass the director");
+    }
+    let reply = d.udp("hello-xdp");
+    assert!(
+        reply.ends_with(" hello-xdp"),
+        "UDP through the VIP: {reply:?}"
+    );
+
+    assert!(d.stop_lvsd().success(), "lvsd exit\n{}", d.lvsd_log());
+    for dev in [DIRECTOR_FRONT_IF, DIRECTOR_BACK_IF] {
+        assert!(!xdp_on(&d, dev), "{method}: XDP left on {dev} after a stop");
+    }
+}
+
+#[test]
+fn datapath_xdp_nat() {
+    if skip("datapath_xdp_nat") {
+        return;
+    }
+    forwards_on_xdp(Method::Nat, "datapath_xdp_nat");
+}
+
+#[test]
+fn datapath_xdp_dr() {
+    if skip("datapath_xdp_dr") {
+        return;
+    }
+    forwards_on_xdp(Method::Dr, "datapath_xdp_dr");
+}
+
+#[test]
+fn datapath_xdp_tun() {
+    if skip("datapath_xdp_tun") {
+        return;
+    }
+    forwards_on_xdp(Method::Tun, "datapath_xdp_tun");
+}
+
+/// `auto` leaves a veth to tc, and says so.
+#[test]
+fn datapath_xdp_auto_keeps_veths_on_tc() {
+    if skip("datapath_xdp_auto_keeps_veths_on_tc") {
+        return;
+    }
+    let mut d = Director::without_lvsd(Method::Nat, "datapath_xdp_auto_keeps_veths_on_tc");
+    d.set_lvsd_args(&["--datapath", "auto"]);
+    d.start_lvsd();
+    assert_eq!(d.counters().datapath, "tc");
+    for dev in [DIRECTOR_FRONT_IF, DIRECTOR_BACK_IF] {
+        assert!(!xdp_on(&d, dev), "auto attached XDP to the veth {dev}");
+    }
+    assert!(
+        d.lvsd_log()
+            .contains("a virtual link: forwarding at tc ingress"),
+        "{}",
+        d.lvsd_log()
+    );
+    d.add_services("rr", &[0, 1, 2]);
+    assert!(answered_by(&d.curl_vip()).is_some());
+}
