@@ -75,8 +75,20 @@ fn setup(dp: &mut Datapath, method: ForwardMethod) -> (Director, PacketSpec, Pac
         }
     }
     dp.set_routes(&compile::routes(&d.net)).expect("routes");
-    dp.set_neighbours(&compile::neighbours(&d.net))
-        .expect("neighbours");
+    let mut neighbours = compile::neighbours(&d.net);
+    if method == ForwardMethod::Masq {
+        // The mirror connection below sends to the VIP, which has no neighbour entry (it is
+        // the director's own): give lvs_xdp one, as tc's redirect_neigh needs none.
+        let mut any = *neighbours.values().next().expect("a neighbour");
+        any.ifindex = compile::routes(&d.net)
+            .iter()
+            .find(|(k, _)| {
+                k.len > 0 && u32::from(k.addr) == u32::from(addr::VIP) & (u32::MAX << (32 - k.len))
+            })
+            .map_or(addr::FRONT, |(_, r)| r.ifindex);
+        neighbours.insert(addr::VIP, any);
+    }
+    dp.set_neighbours(&neighbours).expect("neighbours");
     let c = d
         .conns()
         .iter()

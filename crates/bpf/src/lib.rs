@@ -225,8 +225,8 @@ pub struct TestRun {
     pub retval: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
-    /// Where a forwarded frame would have gone: interface and next-hop address (test mode).
-    pub out: Option<(u32, std::net::Ipv4Addr)>,
+    /// Where and how a forwarded frame would have gone (test mode).
+    pub out: Option<maps::TestOut>,
     /// Average time per run.
     pub duration: Duration,
 }
@@ -400,7 +400,7 @@ impl Datapath {
             routes: handle("lvs_routes", RouteKey::LEN, RouteEntry::LEN)?,
             stats: handle("lvs_stats", 4, StatsEntry::LEN)?,
             counters: handle("lvs_counters", 4, 8)?,
-            test: handle("lvs_test", 4, 8)?,
+            test: handle("lvs_test", 4, maps::TestOut::LEN)?,
             config: handle("lvs_config", 4, 8)?,
             svcs: handle("lvs_svcs", SvcKey::LEN, SvcEntry::LEN)?,
             dests: handle("lvs_dests", 4, DestEntry::LEN)?,
@@ -787,12 +787,8 @@ impl Datapath {
     pub fn test_run(&self, p: Prog, frame: &[u8], repeat: u32) -> Result<TestRun, Error> {
         let prog = self.prog(p)?;
         let zero = 0u32.to_ne_bytes();
-        let blank = vec![0u8; 8 * num_cpus()];
-        let _ = self.test.update_percpu(
-            &zero,
-            &blank.chunks(8).map(<[u8]>::to_vec).collect::<Vec<_>>(),
-            MapFlags::ANY,
-        );
+        let blank = vec![vec![0u8; maps::TestOut::LEN]; num_cpus()];
+        let _ = self.test.update_percpu(&zero, &blank, MapFlags::ANY);
         let mut out = vec![0u8; frame.len() + 256];
         let input = ProgramInput {
             data_in: Some(frame),
@@ -813,11 +809,7 @@ impl Datapath {
             .lookup_percpu(&zero, MapFlags::ANY)
             .map_err(map_err("lvs_test"))?
             .unwrap_or_default();
-        let out_hop = rec.iter().find_map(|b| {
-            let ifindex = u32::from_ne_bytes(b.get(0..4)?.try_into().ok()?);
-            let nh = b.get(4..8)?;
-            (ifindex != 0).then(|| (ifindex, std::net::Ipv4Addr::new(nh[0], nh[1], nh[2], nh[3])))
-        });
+        let out_hop = rec.iter().find_map(|b| maps::TestOut::decode(b));
         Ok(TestRun {
             retval,
             frame: out,

@@ -616,3 +616,67 @@ mod tests {
         );
     }
 }
+
+/// `struct lvs_test_out`: where and how the program forwarded the last frame (test mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestOut {
+    /// Egress interface.
+    pub ifindex: u32,
+    /// The neighbour the frame went to.
+    pub nexthop: Ipv4Addr,
+    /// What the program did.
+    pub action: Action,
+    /// The connection entry's address: the real server, or the VIP for `NatOut`.
+    pub addr: Ipv4Addr,
+    /// `Tunnel`: the outer source.
+    pub src: Ipv4Addr,
+    /// NAT: the port written.
+    pub port: u16,
+}
+
+impl TestOut {
+    /// Bytes in the map value.
+    pub const LEN: usize = 20;
+
+    /// Decode one CPU's record; `None` when nothing was forwarded.
+    pub fn decode(b: &[u8]) -> Option<TestOut> {
+        let b: &[u8; Self::LEN] = b.get(..Self::LEN)?.try_into().ok()?;
+        let ip = |i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
+        let ifindex = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        (ifindex != 0).then_some(())?;
+        Some(TestOut {
+            ifindex,
+            nexthop: ip(4),
+            addr: ip(8),
+            src: ip(12),
+            port: u16::from_be_bytes([b[16], b[17]]),
+            action: Action::from_u8(b[18])?,
+        })
+    }
+
+    /// The program's action in the core's terms ([`lvs_core::Action`]), leaving through
+    /// `hop`: the kernel program and the core describe a forwarded frame with one type.
+    pub fn core_action(&self, hop: lvs_core::net::NextHop) -> lvs_core::Action {
+        use lvs_core::rewrite::End;
+        match self.action {
+            Action::NatIn => lvs_core::Action::Nat {
+                end: End::Destination,
+                addr: self.addr,
+                port: self.port,
+                hop,
+            },
+            Action::NatOut => lvs_core::Action::Nat {
+                end: End::Source,
+                addr: self.addr,
+                port: self.port,
+                hop,
+            },
+            Action::DirectRoute => lvs_core::Action::Route { hop },
+            Action::Tunnel => lvs_core::Action::Encap {
+                src: self.src,
+                dst: self.addr,
+                hop,
+            },
+        }
+    }
+}

@@ -18,12 +18,12 @@
 use std::net::IpAddr;
 use std::ops::{Deref, DerefMut};
 
-use lvs_bpf::maps::{Counter, EventKind, Flow};
+use lvs_bpf::maps::{Counter, EventKind, Flow, TestOut};
 use lvs_bpf::services::Tables;
 use lvs_bpf::{
     Datapath, Options, Prog, TC_ACT_OK, TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, compile,
 };
-use lvs_core::director::{RxMeta, Tx, Verdict};
+use lvs_core::director::{Action, RxMeta, Tx, Verdict};
 use lvs_core::sim::{self, PacketSpec, addr, tcp_flags::*};
 use lvs_core::types::{ForwardMethod, Protocol, SchedFlags, SchedulerKind};
 use lvs_core::{Director, Time};
@@ -86,16 +86,31 @@ fn back() -> RxMeta {
     }
 }
 
-/// The core's verdict and transmitted frame for `frame`.
-fn core_run(d: &mut Director, now: Time, meta: RxMeta, frame: &[u8]) -> (Verdict, Vec<u8>) {
+/// The core's action, verdict and transmitted frame for `frame`.
+fn core_run(d: &mut Director, now: Time, meta: RxMeta, frame: &[u8]) -> (Action, Verdict, Vec<u8>) {
     let mut buf = vec![0u8; sim::HEADROOM + frame.len()];
     buf[sim::HEADROOM..].copy_from_slice(frame);
-    let v = d.process(now, &meta, &mut buf, sim::HEADROOM, frame.len());
+    let action = d.decide(now, &meta, frame);
+    let v = d.apply(&action, &meta, &mut buf, sim::HEADROOM, frame.len());
     let out = match v {
         Verdict::Transmit(Tx { start, len, .. }) => buf[start..start + len].to_vec(),
         _ => Vec::new(),
     };
-    (v, out)
+    (action, v, out)
+}
+
+/// The program's action, in the core's terms, is the core's: same method, same address and
+/// port written, same tunnel source, same egress interface.
+fn same_action(out: TestOut, core: &Action, who: &str) {
+    let hop = core
+        .hop()
+        .unwrap_or_else(|| panic!("{who} forwarded; the core's action was {core:?}"));
+    assert_eq!(out.ifindex, hop.ifindex, "egress interface ({who})");
+    assert_eq!(
+        &out.core_action(*hop),
+        core,
+        "actions differ (left: {who}, right: core)"
+    );
 }
 
 fn frame_of(spec: &PacketSpec) -> Vec<u8> {
@@ -159,7 +174,7 @@ fn compare(dp: &mut Dp, d: &mut Director, now: Time, meta: RxMeta, frame: &[u8])
     let bpf = dp
         .test_run(Prog::TcIngress, frame, 1)
         .unwrap_or_else(|e| panic!("{e}: {frame:02x?}"));
-    let (v, out) = core_run(d, now, meta, frame);
+    let (action, v, out) = core_run(d, now, meta, frame);
     match bpf.retval {
         TC_ACT_REDIRECT => {
             assert_eq!(
@@ -174,8 +189,10 @@ fn compare(dp: &mut Dp, d: &mut Director, now: Time, meta: RxMeta, frame: &[u8])
                 &out[14..],
                 "IP bytes differ (left: kernel, right: core)"
             );
-            let (ifindex, nexthop) = bpf.out.expect("test mode records the next hop");
-            assert_eq!(ifindex, tx.ifindex, "egress interface");
+            let rec = bpf.out.expect("test mode records the action");
+            same_action(rec, &action, "lvs_tc_ingress");
+            assert_eq!(rec.ifindex, tx.ifindex, "egress interface");
+            let nexthop = rec.nexthop;
             let hop = d.net.next_hop(IpAddr::V4(nexthop)).expect("next hop known");
             assert_eq!(&out[0..6], &hop.dst_mac.0, "next hop {nexthop}");
             assert_eq!(&out[6..12], &hop.src_mac.0);
@@ -215,13 +232,14 @@ fn xdp_forwards(dp: &mut Dp, d: &mut Director, now: Time, meta: RxMeta, frame: &
             false
         }
         XDP_REDIRECT => {
-            let (v, out) = core_run(d, now, meta, frame);
+            let (action, v, out) = core_run(d, now, meta, frame);
             let Verdict::Transmit(tx) = v else {
                 panic!("lvs_xdp forwarded what the core did not: {v:?}\n{frame:02x?}");
             };
             assert_eq!(x.frame, out, "frames differ (left: lvs_xdp, right: core)");
-            let (ifindex, _) = x.out.expect("test mode records the next hop");
-            assert_eq!(ifindex, tx.ifindex, "egress interface");
+            let rec = x.out.expect("test mode records the action");
+            same_action(rec, &action, "lvs_xdp");
+            assert_eq!(rec.ifindex, tx.ifindex, "egress interface");
             if let Some((flow, state)) = in_flow(d) {
                 let e = dp.entry(&flow).expect("lookup").expect("entry still there");
                 assert_eq!(e.state, state, "TCP state (xdp {} / core {state})", e.state);

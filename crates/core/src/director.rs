@@ -1,7 +1,9 @@
 //! The director: service table, connection table and the forwarding decision for every frame.
 //!
-//! [`Director::process`] is the whole data path: parse, find or schedule the connection, move
-//! its state, rewrite the frame in place (see [`crate::rewrite`]) and say what to do with it.
+//! [`Director::process`] is the whole data path, in two steps: [`Director::decide`] parses
+//! the frame, finds or schedules its connection, moves its state and returns an [`Action`];
+//! [`Director::apply`] has [`crate::action::apply`] rewrite the frame in place accordingly and
+//! counts the outcome.
 //! [`Director::expire`] runs the timers. Both take the time from the caller.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,16 +11,17 @@ use std::time::Duration;
 
 use lvs_wire::ethernet::{self, EthernetFrame};
 use lvs_wire::icmpv4::{self, FragNeededRepr, Icmpv4ErrorRepr, Icmpv4Packet};
-use lvs_wire::ipv4::{self, Ipv4Packet};
+use lvs_wire::ipv4::Ipv4Packet;
 use lvs_wire::protocol;
 use lvs_wire::tcp::{self, TcpPacket, flags as tcp_flags};
 use lvs_wire::udp;
 
+use crate::action::{self, TUN_OVERHEAD};
 use crate::conn::state::tcp_next_state;
 use crate::conn::{Conn, ConnFlags, ConnId, ConnTable, Direction, FlowKey, TcpState, Timeouts};
 use crate::counters::{Counters, DropReason};
 use crate::net::{HopError, NetTable, NextHop};
-use crate::rewrite::{self, End};
+use crate::rewrite::End;
 use crate::sched::SchedCtx;
 use crate::service::{ConfigError, DestConfig, ServiceConfig, ServiceTable};
 use crate::stats::Stats;
@@ -28,6 +31,7 @@ use crate::types::{Family, ForwardMethod, Protocol, ServiceKey};
 mod hold;
 mod offload;
 mod validate;
+pub use crate::action::{Action, CsumOffload, Gso, GsoKind, RxMeta, Tx, Verdict};
 pub use hold::{
     Held, MAX_NEIGHBOURS as HOLD_NEIGHBOURS, QUEUE_BYTES as HOLD_QUEUE_BYTES, RESOLVE_TIMEOUT,
 };
@@ -94,102 +98,6 @@ impl Settings {
     }
 }
 
-/// Segmentation offload information of a received super-frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Gso {
-    /// Kind of segmentation.
-    pub kind: GsoKind,
-    /// Payload bytes per segment.
-    pub size: u16,
-}
-
-/// Segmentation kinds (virtio-net's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GsoKind {
-    /// TCP over IPv4.
-    Tcpv4,
-    /// TCP over IPv6.
-    Tcpv6,
-    /// UDP (fragmentation offload / UDP GSO).
-    Udp,
-    /// Any other kind (SCTP, tunnels, ...): carried as it is where the frame is not
-    /// re-encapsulated, refused (`GsoUnsupported`) where it would have to be cut.
-    Other,
-}
-
-/// Where a checksum the NIC must finish lies, relative to the frame start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CsumOffload {
-    /// Start of the region to sum (the transport header).
-    pub start: u16,
-    /// Offset of the checksum field from `start`.
-    pub offset: u16,
-}
-
-/// What the caller knows about a received frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RxMeta {
-    /// Interface it arrived on.
-    pub ifindex: u32,
-    /// The transport checksum is partial (`CHECKSUM_PARTIAL`): the field holds the
-    /// pseudo-header seed, to be completed on transmit.
-    pub csum_partial: bool,
-    /// A segmentation-offload super-frame.
-    pub gso: Option<Gso>,
-    /// Firewall mark, if the caller knows one (0 = none).
-    pub fwmark: u32,
-    /// The capture cut the frame short.
-    pub truncated: bool,
-    /// The frame carried a VLAN tag that the kernel (or NIC) moved out of the bytes into
-    /// metadata before the capture: it belongs to a VLAN interface, not to this one.
-    pub vlan: bool,
-}
-
-/// A frame to transmit: `buf[start..start + len]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tx {
-    /// Outgoing interface.
-    pub ifindex: u32,
-    /// Start of the frame in the buffer (may be before the received start: the tunnel header
-    /// takes headroom).
-    pub start: usize,
-    /// Frame length.
-    pub len: usize,
-    /// A checksum the NIC must finish.
-    pub csum: Option<CsumOffload>,
-    /// Segmentation the NIC (or kernel) must do.
-    pub gso: Option<Gso>,
-}
-
-/// The forwarding decision for one frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the rewritten frame.
-    Transmit(Tx),
-    /// Not for the director: let the kernel have it.
-    Pass,
-    /// Dropped, for this reason (counted).
-    Drop(DropReason),
-    /// Rewritten, and kept by the core until its next hop's MAC address is known (see
-    /// [`Director::release_held`]).
-    Held,
-    /// A TCP/IPv4 super-frame that must be cut into segments of at most `mss` payload bytes,
-    /// each handed to [`Director::process`] again (IP-in-IP has no offload type).
-    Segment {
-        /// Largest payload per segment.
-        mss: u16,
-    },
-}
-
-/// Where the parts of an ICMP error sit in the frame buffer.
-#[derive(Clone, Copy, Debug)]
-struct IcmpLayout {
-    icmp_at: usize,
-    inner_at: usize,
-    inner_ihl: usize,
-    proto: u8,
-}
-
 /// Parsed essentials of an IPv4 TCP/UDP packet.
 #[derive(Clone, Copy, Debug)]
 struct Flow {
@@ -204,7 +112,6 @@ struct Flow {
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
-const TUN_OVERHEAD: usize = ipv4::HEADER_LEN;
 /// How often expiry asks the connection table to give memory back.
 const SHRINK_PERIOD: Duration = Duration::from_secs(10);
 
@@ -544,7 +451,8 @@ impl Director {
 
     // ---- the data path -------------------------------------------------------------------
 
-    /// Decide what to do with the frame `buf[start..start + len]`, rewriting it in place.
+    /// Decide what to do with the frame `buf[start..start + len]` and do it, rewriting the
+    /// frame in place: [`Director::decide`], then [`Director::apply`].
     ///
     /// Bytes before `start` are headroom the tunnel header may use. Never panics, whatever
     /// the bytes.
@@ -556,13 +464,51 @@ impl Director {
         start: usize,
         len: usize,
     ) -> Verdict {
+        let action = match start.checked_add(len).and_then(|end| buf.get(start..end)) {
+            Some(frame) => self.decide(now, meta, frame),
+            None => {
+                self.counters.rx_frames += 1;
+                Action::Drop(DropReason::Malformed)
+            }
+        };
+        self.apply(&action, meta, buf, start, len)
+    }
+
+    /// What to do with `frame` (Ethernet onwards): find or schedule its connection, move the
+    /// connection's state and counters, and say how the frame is to be rewritten and sent.
+    /// The frame itself is not touched; [`Director::apply`] does that, and must follow with
+    /// the same frame before the next `decide`. Never panics, whatever the bytes.
+    pub fn decide(&mut self, now: Time, meta: &RxMeta, frame: &[u8]) -> Action {
         self.counters.rx_frames += 1;
         self.waiting_for = None;
-        self.ttl_answered = false;
         self.now = now;
-        let v = self.decide(now, meta, buf, start, len);
-        let v = match (v, self.waiting_for.take()) {
-            (Verdict::Transmit(t), Some(addr)) => self.hold(now, addr, buf, t),
+        self.decide_frame(now, meta, frame)
+    }
+
+    /// Carry out `action`, the one [`Director::decide`] just returned for the frame
+    /// `buf[start..start + len]` (see [`action::apply`]), keep the result for its next hop
+    /// if that is not resolved yet, and count the frame by its outcome.
+    pub fn apply(
+        &mut self,
+        action: &Action,
+        meta: &RxMeta,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+    ) -> Verdict {
+        let v = action::apply(action, meta, buf, start, len);
+        let waiting_for = self.waiting_for.take();
+        self.ttl_answered = false;
+        let v = match (v, action) {
+            (Verdict::Transmit(_), Action::Answer { error, .. }) => {
+                self.counters.icmp_sent += 1;
+                self.ttl_answered = error.msg_type == icmpv4::msg_type::TIME_EXCEEDED;
+                v
+            }
+            (Verdict::Transmit(t), _) => match waiting_for {
+                Some(addr) => self.hold(self.now, addr, buf, t),
+                None => v,
+            },
             (v, _) => v,
         };
         match v {
@@ -650,54 +596,43 @@ impl Director {
         c.tx_errors += 1;
     }
 
-    fn decide(
-        &mut self,
-        now: Time,
-        meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
-    ) -> Verdict {
-        let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        let frame = &buf[start..end];
+    fn decide_frame(&mut self, now: Time, meta: &RxMeta, frame: &[u8]) -> Action {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         // A tagged frame is the VLAN interface's (served there, if at all), whether the tag
         // is still in the bytes or was taken off into metadata.
         if !eth.dst_addr().is_unicast() || eth.vlan_id().is_some() || meta.vlan {
-            return Verdict::Pass;
+            return Action::Pass;
         }
         match eth.ethertype() {
             ethernet::ethertype::IPV4 => {}
             ethernet::ethertype::IPV6 => return self.ipv6(frame),
-            _ => return Verdict::Pass,
+            _ => return Action::Pass,
         }
         let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH..]) else {
-            return Verdict::Drop(DropReason::Malformed);
+            return Action::Drop(DropReason::Malformed);
         };
         let ip_len = usize::from(ip.total_len());
         let ihl = ip.header_len();
         let (src, dst, proto_no) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
         if proto_no == protocol::ICMP {
-            return self.icmp_v4(meta, buf, start, ETH + ip_len);
+            return self.icmp_v4(meta, frame);
         }
         let Some(proto) = Protocol::from_number(proto_no) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         if ip.is_fragment() {
             // Not reassembled. Only a first fragment has ports to tell whether it is ours.
             return if ip.frag_offset() == 0 && self.first_fragment_is_ours(proto, ip.payload(), dst)
             {
-                Verdict::Drop(DropReason::Fragment)
+                Action::Drop(DropReason::Fragment)
             } else {
-                Verdict::Pass
+                Action::Pass
             };
         }
         if meta.truncated {
-            return Verdict::Drop(DropReason::Truncated);
+            return Action::Drop(DropReason::Truncated);
         }
         let l4 = ip.payload();
         let Some((sport, dport)) = lvs_wire::transport_ports(l4) else {
@@ -721,18 +656,18 @@ impl Director {
             ip_len,
             ihl,
         };
-        self.flow_v4(now, meta, buf, start, flow)
+        self.flow_v4(now, meta, frame, flow)
     }
 
-    fn malformed_or_pass(&self, proto: Protocol, dst: Ipv4Addr, dport: u16) -> Verdict {
+    fn malformed_or_pass(&self, proto: Protocol, dst: Ipv4Addr, dport: u16) -> Action {
         if self
             .services
             .lookup(proto, IpAddr::V4(dst), dport)
             .is_some()
         {
-            Verdict::Drop(DropReason::Malformed)
+            Action::Drop(DropReason::Malformed)
         } else {
-            Verdict::Pass
+            Action::Pass
         }
     }
 
@@ -743,10 +678,10 @@ impl Director {
             .is_some()
     }
 
-    fn ipv6(&mut self, frame: &[u8]) -> Verdict {
+    fn ipv6(&mut self, frame: &[u8]) -> Action {
         // IPv6 services can be configured; forwarding them comes with the IPv6 rewrites.
         let Ok(ip) = lvs_wire::ipv6::Ipv6Packet::new_checked(&frame[ETH..]) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         let dst = IpAddr::V6(ip.dst_addr());
         if let Ok((next, off, _)) = ip.upper_layer()
@@ -757,20 +692,13 @@ impl Director {
                 .and_then(lvs_wire::transport_ports)
                 .map_or(0, |(_, d)| d);
             if self.services.lookup(proto, dst, dport).is_some() {
-                return Verdict::Drop(DropReason::Unsupported);
+                return Action::Drop(DropReason::Unsupported);
             }
         }
-        Verdict::Pass
+        Action::Pass
     }
 
-    fn flow_v4(
-        &mut self,
-        now: Time,
-        meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
-        f: Flow,
-    ) -> Verdict {
+    fn flow_v4(&mut self, now: Time, meta: &RxMeta, frame: &[u8], f: Flow) -> Action {
         let key = FlowKey::new(
             f.proto,
             IpAddr::V4(f.src),
@@ -792,41 +720,41 @@ impl Director {
                 Some(s) => Ours::New(s),
                 None => match self.services.lookup_fwmark(meta.fwmark, Family::V4) {
                     Some(s) => Ours::New(s),
-                    None => return Verdict::Pass,
+                    None => return Action::Pass,
                 },
             }
         };
         // Nothing of a packet that fails here reaches a table.
-        let ip = Ipv4Packet::new_unchecked(&buf[start + ETH..start + ETH + f.ip_len]);
+        let ip = Ipv4Packet::new_unchecked(&frame[ETH..ETH + f.ip_len]);
         if let Err(r) = validate::ip_header(&ip).and(validate::transport(f.proto, ip.payload())) {
-            return Verdict::Drop(r);
+            return Action::Drop(r);
         }
         // A source no client can have gets no entry, and no answer either (one to a
         // broadcast address would go to a whole subnet).
         if let Ours::New(_) = ours
             && let Err(r) = self.sources.check(f.src, &self.net, &self.services)
         {
-            return Verdict::Drop(r);
+            return Action::Drop(r);
         }
         // A TTL that runs out here is answered for a packet that would be forwarded: one of a
         // connection now, a new one once it would be scheduled (`new_conn`).
         if ip.ttl() <= 1 {
             match ours {
-                Ours::In(_) => return self.time_exceeded(meta.ifindex, buf, start, f, f.dst),
+                Ours::In(_) => return self.time_exceeded(meta.ifindex, f.dst),
                 Ours::Out(_) => {
                     // From the address the director would answer the real server with.
                     let Some(from) = self.source_towards(IpAddr::V4(f.src)) else {
-                        return Verdict::Drop(DropReason::TtlExceeded);
+                        return Action::Drop(DropReason::TtlExceeded);
                     };
-                    return self.time_exceeded(meta.ifindex, buf, start, f, from);
+                    return self.time_exceeded(meta.ifindex, from);
                 }
                 Ours::New(_) => {}
             }
         }
         match ours {
-            Ours::In(id) => self.established_in(now, meta, buf, start, f, id),
-            Ours::Out(id) => self.nat_out(now, meta, buf, start, f, id),
-            Ours::New(svc) => self.new_conn(now, meta, buf, start, f, svc),
+            Ours::In(id) => self.established_in(now, meta, frame, f, id),
+            Ours::Out(id) => self.nat_out(now, meta, f, id),
+            Ours::New(svc) => self.new_conn(now, meta, frame, f, svc),
         }
     }
 
@@ -834,24 +762,23 @@ impl Director {
         &mut self,
         now: Time,
         meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
+        frame: &[u8],
         f: Flow,
         svc_slot: u32,
-    ) -> Verdict {
+    ) -> Action {
         // IPVS schedules TCP only on a SYN without RST; with sloppy_tcp any packet but a
         // RST of a service whose scheduler finds the same server again.
         if f.proto == Protocol::Tcp
             && (f.tcp_flags & tcp_flags::RST != 0
                 || (f.tcp_flags & tcp_flags::SYN == 0 && !self.sloppy(svc_slot)))
         {
-            return Verdict::Drop(DropReason::NoConnection);
+            return Action::Drop(DropReason::NoConnection);
         }
         // Its TTL runs out here: answered (from the virtual address, as the kernel's
         // icmp_send for a packet to a local address), no entry made.
-        let ttl = buf.get(start + ETH + 8).copied().unwrap_or(0);
+        let ttl = frame.get(ETH + 8).copied().unwrap_or(0);
         if ttl <= 1 {
-            return self.time_exceeded(meta.ifindex, buf, start, f, f.dst);
+            return self.time_exceeded(meta.ifindex, f.dst);
         }
         let (client, vaddr) = (IpAddr::V4(f.src), IpAddr::V4(f.dst));
         let ctx = SchedCtx {
@@ -863,7 +790,7 @@ impl Director {
             dport: f.dport,
         };
         let Some(svc) = self.services.get(svc_slot) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         let cfg = *svc.config();
         let fwmark = match cfg.key {
@@ -879,7 +806,7 @@ impl Director {
         let (dest_slot, controller) = match cfg.persistence {
             Some(p) => match self.persistent_dest(now, svc_slot, &cfg, p, &ctx, fwmark) {
                 Ok(x) => x,
-                Err(r) => return Verdict::Drop(r),
+                Err(r) => return Action::Drop(r),
             },
             None => match self
                 .services
@@ -887,11 +814,11 @@ impl Director {
                 .and_then(|s| s.schedule(&ctx))
             {
                 Some(d) => (d, None),
-                None => return Verdict::Drop(DropReason::NoRealServer),
+                None => return Action::Drop(DropReason::NoRealServer),
             },
         };
         let Some(dest) = self.services.get(svc_slot).and_then(|s| s.dest(dest_slot)) else {
-            return Verdict::Drop(DropReason::NoRealServer);
+            return Action::Drop(DropReason::NoRealServer);
         };
         let dcfg = dest.config;
         // A service port of 0 means "the port the client asked for".
@@ -912,7 +839,7 @@ impl Director {
             // One-packet scheduling: count the connection, forward, keep no entry.
             self.count_new_conn(svc_slot, dest_slot);
             self.count_in(svc_slot, dest_slot, f.ip_len);
-            return self.transmit_in(meta, buf, start, f, &conn);
+            return self.transmit_in(meta, frame, f, &conn);
         }
         let id = match self.conns.insert(conn, now) {
             Ok(id) => id,
@@ -923,7 +850,7 @@ impl Director {
                 {
                     self.remove_conn(t);
                 }
-                return Verdict::Drop(DropReason::TableFull);
+                return Action::Drop(DropReason::TableFull);
             }
         };
         self.counters.conns_created += 1;
@@ -935,7 +862,7 @@ impl Director {
         }
         self.bind(svc_slot, dest_slot, false);
         self.count_new_conn(svc_slot, dest_slot);
-        self.established_in(now, meta, buf, start, f, id)
+        self.established_in(now, meta, frame, f, id)
     }
 
     /// Whether `sloppy_tcp` takes a non-SYN packet of an unknown flow to service `svc`.
@@ -1140,13 +1067,12 @@ impl Director {
         &mut self,
         now: Time,
         meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
+        frame: &[u8],
         f: Flow,
         id: ConnId,
-    ) -> Verdict {
+    ) -> Action {
         let Some(c) = self.conns.get(id) else {
-            return Verdict::Drop(DropReason::NoConnection);
+            return Action::Drop(DropReason::NoConnection);
         };
         let (svc, dest, method, state) = (c.svc, c.dest, c.method, c.state);
         let nooutput = c.flags.has(ConnFlags::NO_OUTPUT);
@@ -1162,14 +1088,14 @@ impl Director {
             if reuse & 1 != 0 && (finished || !dest_live) {
                 self.remove_conn(id);
                 return match self.services.lookup(f.proto, IpAddr::V4(f.dst), f.dport) {
-                    Some(s) => self.new_conn(now, meta, buf, start, f, s),
-                    None => Verdict::Drop(DropReason::NoConnection),
+                    Some(s) => self.new_conn(now, meta, frame, f, s),
+                    None => Action::Drop(DropReason::NoConnection),
                 };
             }
         }
         if !dest_live && self.settings.expire_nodest_conn {
             self.remove_conn(id);
-            return Verdict::Drop(DropReason::DestRemoved);
+            return Action::Drop(DropReason::DestRemoved);
         }
         if method == ForwardMethod::Tunnel
             && let Some(g) = meta.gso
@@ -1178,23 +1104,23 @@ impl Director {
             // an IP-in-IP frame we build): only TCP over IPv4 is, any other kind is refused
             // rather than handed to a segmenter that cannot cut it.
             if g.kind != GsoKind::Tcpv4 || f.proto != Protocol::Tcp {
-                return Verdict::Drop(DropReason::GsoUnsupported);
+                return Action::Drop(DropReason::GsoUnsupported);
             }
             let mtu = self.mtu_towards(c_daddr(&self.conns, id));
-            let hdrs = f.ihl + tcp_header_len(buf, start, f.ihl);
+            let hdrs = f.ihl + tcp_header_len(frame, f.ihl);
             let mss = mtu
                 .saturating_sub(TUN_OVERHEAD + hdrs)
                 .max(8)
                 .min(usize::from(g.size).max(8));
-            return Verdict::Segment { mss: mss as u16 };
+            return Action::Segment { mss: mss as u16 };
         }
         self.transition(now, id, Direction::Input, f.tcp_flags);
         self.count_in(svc, dest, f.ip_len);
         let Some(c) = self.conns.get(id) else {
-            return Verdict::Drop(DropReason::NoConnection);
+            return Action::Drop(DropReason::NoConnection);
         };
         let conn = c.clone();
-        self.transmit_in(meta, buf, start, f, &conn)
+        self.transmit_in(meta, frame, f, &conn)
     }
 
     fn mtu_towards(&self, addr: Option<IpAddr>) -> usize {
@@ -1204,7 +1130,7 @@ impl Director {
     }
 
     /// The next hop towards `dst`. One whose MAC is unknown is given with an all-zero MAC
-    /// when the frame can be held for it: `process` then keeps the frame it transmits (the
+    /// when the frame can be held for it: `apply` then keeps the frame it transmits (the
     /// last `next_hop` of a frame is the one whose MACs it carries).
     fn next_hop(&mut self, dst: IpAddr) -> Result<NextHop, DropReason> {
         self.waiting_for = None;
@@ -1220,224 +1146,87 @@ impl Director {
     }
 
     /// Send a client → real server packet by the connection's method.
-    fn transmit_in(
-        &mut self,
-        meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
-        f: Flow,
-        conn: &Conn,
-    ) -> Verdict {
+    fn transmit_in(&mut self, meta: &RxMeta, frame: &[u8], f: Flow, conn: &Conn) -> Action {
         let IpAddr::V4(rip) = conn.daddr else {
-            return Verdict::Drop(DropReason::Unsupported);
+            return Action::Drop(DropReason::Unsupported);
         };
         let hop = match self.next_hop(conn.daddr) {
             Ok(h) => h,
-            Err(r) => return Verdict::Drop(r),
+            Err(r) => return Action::Drop(r),
         };
-        let frame_len = ETH + f.ip_len;
+        let too_big = f.ip_len > usize::from(hop.mtu) && meta.gso.is_none();
         match conn.method {
-            ForwardMethod::Masq => {
-                if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
-                    return self.too_big(meta.ifindex, buf, start, f, hop.mtu);
-                }
-                self.nat(
-                    meta,
-                    buf,
-                    start,
-                    f,
-                    &hop,
-                    (End::Destination, rip, conn.dport),
-                )
-            }
-            ForwardMethod::DirectRoute => {
-                if !hop.on_link {
-                    return Verdict::Drop(DropReason::NotOnLink);
-                }
-                if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
-                    return self.too_big(meta.ifindex, buf, start, f, hop.mtu);
-                }
-                decrement_ttl(buf, start);
-                rewrite::write_ethernet(
-                    &mut buf[start..],
-                    hop.src_mac,
-                    hop.dst_mac,
-                    ethernet::ethertype::IPV4,
-                );
-                Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f))
-            }
-            ForwardMethod::Tunnel => self.tunnel(meta, buf, start, f, rip, hop),
-        }
-    }
-
-    fn tx(&self, ifindex: u32, start: usize, len: usize, meta: &RxMeta, f: Flow) -> Tx {
-        let csum = meta.csum_partial.then(|| CsumOffload {
-            start: (ETH + f.ihl) as u16,
-            offset: match f.proto {
-                Protocol::Tcp => tcp::CHECKSUM_OFFSET as u16,
-                _ => udp::CHECKSUM_OFFSET as u16,
+            ForwardMethod::Masq if too_big => self.too_big(meta.ifindex, frame, f, hop.mtu),
+            ForwardMethod::Masq => Action::Nat {
+                end: End::Destination,
+                addr: rip,
+                port: conn.dport,
+                hop,
             },
-        });
-        Tx {
-            ifindex,
-            start,
-            len,
-            csum,
-            gso: meta.gso,
+            ForwardMethod::DirectRoute if !hop.on_link => Action::Drop(DropReason::NotOnLink),
+            ForwardMethod::DirectRoute if too_big => self.too_big(meta.ifindex, frame, f, hop.mtu),
+            ForwardMethod::DirectRoute => Action::Route { hop },
+            ForwardMethod::Tunnel => self.tunnel(meta, frame, f, rip, hop),
         }
     }
 
-    /// Answer a too-big DF packet with "fragmentation needed"; drop one without DF.
-    fn too_big(
-        &mut self,
-        ifindex: u32,
-        buf: &mut [u8],
-        start: usize,
-        f: Flow,
-        mtu: u16,
-    ) -> Verdict {
+    /// Answer a too-big DF packet with "fragmentation needed" for `mtu`; drop one without DF.
+    fn too_big(&mut self, ifindex: u32, frame: &[u8], f: Flow, mtu: u16) -> Action {
         // The answer goes back the way the packet came, with its MACs swapped: it does not
         // wait for the next hop it was going to.
         self.waiting_for = None;
-        let df = buf
-            .get(start + ETH..)
+        let df = frame
+            .get(ETH..)
             .and_then(|ip| Ipv4Packet::new_checked_truncated(ip).ok())
             .is_some_and(|ip| ip.dont_frag());
         if !df || !self.icmp_limit.allow(self.now) {
-            return Verdict::Drop(DropReason::TooBig);
+            return Action::Drop(DropReason::TooBig);
         }
-        let Some(frame) = buf.get_mut(start..) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        match rewrite::icmp_error_in_place(frame, f.ip_len, f.dst, FragNeededRepr { mtu }.error()) {
-            Some(len) => {
-                self.counters.icmp_sent += 1;
-                Verdict::Transmit(Tx {
-                    ifindex,
-                    start,
-                    len,
-                    csum: None,
-                    gso: None,
-                })
-            }
-            None => Verdict::Drop(DropReason::TooBig),
+        Action::Answer {
+            ifindex,
+            from: f.dst,
+            error: FragNeededRepr { mtu }.error(),
         }
     }
 
     /// Answer a packet whose TTL ran out with "time exceeded in transit" from `from`; the
     /// frame counts as a `ttl_exceeded` drop (no answer if it cannot be built).
-    fn time_exceeded(
-        &mut self,
-        ifindex: u32,
-        buf: &mut [u8],
-        start: usize,
-        f: Flow,
-        from: Ipv4Addr,
-    ) -> Verdict {
+    fn time_exceeded(&mut self, ifindex: u32, from: Ipv4Addr) -> Action {
         self.waiting_for = None;
         if !self.icmp_limit.allow(self.now) {
-            return Verdict::Drop(DropReason::TtlExceeded);
+            return Action::Drop(DropReason::TtlExceeded);
         }
-        let repr = Icmpv4ErrorRepr {
-            msg_type: icmpv4::msg_type::TIME_EXCEEDED,
-            msg_code: icmpv4::time_exceeded_code::TTL,
-            rest_of_header: 0,
-        };
-        // The error is longer than a short packet it quotes: it starts earlier in the
-        // headroom when the buffer ends too soon after the packet.
-        let need =
-            ETH + ipv4::HEADER_LEN + icmpv4::HEADER_LEN + f.ip_len.min(icmpv4::MAX_QUOTE_LEN);
-        let short = need.saturating_sub(buf.len().saturating_sub(start));
-        let start = if short == 0 {
-            start
-        } else if start >= short {
-            buf.copy_within(start..start + ETH + f.ip_len, start - short);
-            start - short
-        } else {
-            return Verdict::Drop(DropReason::TtlExceeded);
-        };
-        let Some(frame) = buf.get_mut(start..) else {
-            return Verdict::Drop(DropReason::TtlExceeded);
-        };
-        match rewrite::icmp_error_in_place(frame, f.ip_len, from, repr) {
-            Some(len) => {
-                self.counters.icmp_sent += 1;
-                self.ttl_answered = true;
-                Verdict::Transmit(Tx {
-                    ifindex,
-                    start,
-                    len,
-                    csum: None,
-                    gso: None,
-                })
-            }
-            None => Verdict::Drop(DropReason::TtlExceeded),
+        Action::Answer {
+            ifindex,
+            from,
+            error: Icmpv4ErrorRepr {
+                msg_type: icmpv4::msg_type::TIME_EXCEEDED,
+                msg_code: icmpv4::time_exceeded_code::TTL,
+                rest_of_header: 0,
+            },
         }
     }
 
     fn tunnel(
         &mut self,
         meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
+        frame: &[u8],
         f: Flow,
         rip: Ipv4Addr,
         hop: NextHop,
-    ) -> Verdict {
+    ) -> Action {
         if f.ip_len + TUN_OVERHEAD > usize::from(hop.mtu) {
-            return self.too_big(
-                meta.ifindex,
-                buf,
-                start,
-                f,
-                hop.mtu.saturating_sub(TUN_OVERHEAD as u16),
-            );
+            let mtu = hop.mtu.saturating_sub(TUN_OVERHEAD as u16);
+            return self.too_big(meta.ifindex, frame, f, mtu);
         }
-        let Some(dip) = hop.src_ip.or_else(|| self.interface_v4(hop.ifindex)) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let IpAddr::V4(dip) = dip else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        // The outer header copies the inner TTL after this, as IPVS's ipip transmitter.
-        decrement_ttl(buf, start);
-        let inner_start = start + ETH;
-        let inner_end = inner_start + f.ip_len;
-        let new_start = if start >= TUN_OVERHEAD {
-            start - TUN_OVERHEAD
-        } else if buf.len() >= inner_end + TUN_OVERHEAD {
-            // No headroom: slide the packet back instead.
-            buf.copy_within(inner_start..inner_end, inner_start + TUN_OVERHEAD);
-            start
-        } else {
-            return Verdict::Drop(DropReason::NoHeadroom);
-        };
-        let inner_at = new_start + ETH + TUN_OVERHEAD;
-        if meta.csum_partial {
-            // The receiver decapsulates; no NIC will finish this checksum after us.
-            let l4 = &mut buf[inner_at + f.ihl..inner_at + f.ip_len];
-            rewrite::complete_partial_checksum(l4, f.proto.number());
+        match hop.src_ip.or_else(|| self.interface_v4(hop.ifindex)) {
+            Some(IpAddr::V4(dip)) => Action::Encap {
+                src: dip,
+                dst: rip,
+                hop,
+            },
+            Some(IpAddr::V6(_)) | None => Action::Drop(DropReason::NoRoute),
         }
-        let (head, inner) = buf.split_at_mut(inner_at);
-        if rewrite::write_tunnel_header(&mut head[new_start + ETH..], dip, rip, &inner[..f.ip_len])
-            .is_none()
-        {
-            return Verdict::Drop(DropReason::Malformed);
-        }
-        rewrite::write_ethernet(
-            &mut buf[new_start..],
-            hop.src_mac,
-            hop.dst_mac,
-            ethernet::ethertype::IPV4,
-        );
-        let len = ETH + TUN_OVERHEAD + f.ip_len;
-        Verdict::Transmit(Tx {
-            ifindex: hop.ifindex,
-            start: new_start,
-            len,
-            csum: None,
-            gso: None,
-        })
     }
 
     /// The source the director answers `dst` from: its route's preferred source, else an
@@ -1460,246 +1249,133 @@ impl Director {
     }
 
     /// A reply from a NAT real server: source back to the virtual address, out to the client.
-    fn nat_out(
-        &mut self,
-        now: Time,
-        meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
-        f: Flow,
-        id: ConnId,
-    ) -> Verdict {
+    fn nat_out(&mut self, now: Time, meta: &RxMeta, f: Flow, id: ConnId) -> Action {
         self.transition(now, id, Direction::Output, f.tcp_flags);
         let Some(c) = self.conns.get(id) else {
-            return Verdict::Drop(DropReason::NoConnection);
+            return Action::Drop(DropReason::NoConnection);
         };
         let (svc, dest, vaddr, vport, caddr) = (c.svc, c.dest, c.vaddr, c.vport, c.caddr);
         self.count_out(svc, dest, f.ip_len);
         let IpAddr::V4(vip) = vaddr else {
-            return Verdict::Drop(DropReason::Unsupported);
+            return Action::Drop(DropReason::Unsupported);
         };
         let hop = match self.next_hop(caddr) {
             Ok(h) => h,
-            Err(r) => return Verdict::Drop(r),
+            Err(r) => return Action::Drop(r),
         };
         if f.ip_len > usize::from(hop.mtu) && meta.gso.is_none() {
-            return Verdict::Drop(DropReason::TooBig);
+            return Action::Drop(DropReason::TooBig);
         }
-        self.nat(meta, buf, start, f, &hop, (End::Source, vip, vport))
-    }
-
-    /// NAT, both directions: rewrite one end (`Destination` towards the real server,
-    /// `Source` back to the client) to `addr:port` with incremental checksums, then the
-    /// Ethernet header for `hop`, and send.
-    fn nat(
-        &self,
-        meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
-        f: Flow,
-        hop: &NextHop,
-        (end, addr, port): (End, Ipv4Addr, u16),
-    ) -> Verdict {
-        let frame_len = ETH + f.ip_len;
-        let Some(ip) = buf.get_mut(start + ETH..start + frame_len) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        let proto = f.proto.number();
-        if rewrite::rewrite_v4(ip, proto, end, addr, port, meta.csum_partial).is_none() {
-            return Verdict::Drop(DropReason::Malformed);
+        Action::Nat {
+            end: End::Source,
+            addr: vip,
+            port: vport,
+            hop,
         }
-        decrement_ttl(buf, start);
-        rewrite::write_ethernet(
-            &mut buf[start..],
-            hop.src_mac,
-            hop.dst_mac,
-            ethernet::ethertype::IPV4,
-        );
-        Verdict::Transmit(self.tx(hop.ifindex, start, frame_len, meta, f))
     }
 
     /// ICMP: errors quoting a tracked connection go to the right side; the rest is the
     /// kernel's (ping to the VIP included).
-    fn icmp_v4(
-        &mut self,
-        meta: &RxMeta,
-        buf: &mut [u8],
-        start: usize,
-        frame_len: usize,
-    ) -> Verdict {
-        let frame = &buf[start..start + frame_len];
+    fn icmp_v4(&mut self, meta: &RxMeta, frame: &[u8]) -> Action {
         let Ok(ip) = Ipv4Packet::new_checked(&frame[ETH..]) else {
-            return Verdict::Drop(DropReason::Malformed);
+            return Action::Drop(DropReason::Malformed);
         };
         let ihl = ip.header_len();
         if ip.is_fragment() {
-            return Verdict::Pass;
+            return Action::Pass;
         }
         let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         if !icmp.is_error() {
-            return Verdict::Pass;
+            return Action::Pass;
         }
         let Ok(inner) = Ipv4Packet::new_checked_truncated(icmp.data()) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         let Some(proto) = Protocol::from_number(inner.protocol()) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         let Some((isport, idport)) = lvs_wire::transport_ports(inner.payload()) else {
-            return Verdict::Pass;
+            return Action::Pass;
         };
         let (isrc, idst) = (inner.src_addr(), inner.dst_addr());
-        let inner_ihl = inner.header_len();
-        let outer_src = ip.src_addr();
         let ip_len = usize::from(ip.total_len());
         let key = FlowKey::new(proto, IpAddr::V4(idst), idport, IpAddr::V4(isrc), isport);
-        let f = Flow {
-            proto: Protocol::Udp,
-            src: outer_src,
-            dst: ip.dst_addr(),
-            sport: 0,
-            dport: 0,
-            tcp_flags: 0,
-            ip_len,
-            ihl,
-        };
-        let icmp_at = start + ETH + ihl;
-        let l = IcmpLayout {
-            icmp_at,
-            inner_at: icmp_at + 8,
-            inner_ihl,
-            proto: proto.number(),
-        };
         let ours = self.conns.lookup_in(&key).is_some() || self.conns.lookup_out(&key).is_some();
         if ours {
             // Verified before it is translated: a rewrite would make a bad checksum good.
             if meta.truncated {
-                return Verdict::Drop(DropReason::Truncated);
+                return Action::Drop(DropReason::Truncated);
             }
             if let Err(r) = validate::ip_header(&ip) {
-                return Verdict::Drop(r);
+                return Action::Drop(r);
             }
             if lvs_wire::checksum::checksum(ip.payload()) != 0 {
-                return Verdict::Drop(DropReason::BadChecksum);
+                return Action::Drop(DropReason::BadChecksum);
             }
             if ip.ttl() <= 1 {
                 // No error is sent about an error.
-                return Verdict::Drop(DropReason::TtlExceeded);
+                return Action::Drop(DropReason::TtlExceeded);
             }
         }
         if let Some(id) = self.conns.lookup_in(&key) {
             // About traffic the client got from the VIP: on to the real server.
             let Some(c) = self.conns.get(id) else {
-                return Verdict::Pass;
+                return Action::Pass;
             };
             let conn = c.clone();
             self.count_in(conn.svc, conn.dest, ip_len);
             if conn.method == ForwardMethod::Masq {
                 let IpAddr::V4(rip) = conn.daddr else {
-                    return Verdict::Drop(DropReason::Unsupported);
+                    return Action::Drop(DropReason::Unsupported);
                 };
-                return self.nat_icmp(
-                    buf,
-                    start,
-                    frame_len,
-                    l,
-                    End::Source,
-                    (rip, conn.dport),
-                    conn.daddr,
-                );
+                return self.nat_icmp(End::Source, (rip, conn.dport), conn.daddr);
             }
+            let f = Flow {
+                proto: Protocol::Udp,
+                src: ip.src_addr(),
+                dst: ip.dst_addr(),
+                sport: 0,
+                dport: 0,
+                tcp_flags: 0,
+                ip_len,
+                ihl,
+            };
             let no_offload = RxMeta {
                 csum_partial: false,
                 gso: None,
                 ..*meta
             };
-            return self.transmit_in(&no_offload, buf, start, f, &conn);
+            return self.transmit_in(&no_offload, frame, f, &conn);
         }
         if let Some(id) = self.conns.lookup_out(&key) {
             // About a packet we forwarded to a NAT real server: back to the client.
             let Some(c) = self.conns.get(id) else {
-                return Verdict::Pass;
+                return Action::Pass;
             };
             let conn = c.clone();
             let IpAddr::V4(vip) = conn.vaddr else {
-                return Verdict::Drop(DropReason::Unsupported);
+                return Action::Drop(DropReason::Unsupported);
             };
             self.count_out(conn.svc, conn.dest, ip_len);
-            return self.nat_icmp(
-                buf,
-                start,
-                frame_len,
-                l,
-                End::Destination,
-                (vip, conn.vport),
-                conn.caddr,
-            );
+            return self.nat_icmp(End::Destination, (vip, conn.vport), conn.caddr);
         }
-        Verdict::Pass
+        Action::Pass
     }
 
-    /// Rewrite a NAT connection's ICMP error in place and send it on: the quoted packet's
-    /// `inner` end becomes `to` (address and port), the outer header's opposite end takes the
-    /// same address (so the error comes from the VIP, or goes to the real server), checksums
-    /// are fixed (the ICMP message is short: recomputed whole), and it leaves towards `via`.
-    #[allow(clippy::too_many_arguments)]
-    fn nat_icmp(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        frame_len: usize,
-        l: IcmpLayout,
-        inner: End,
-        to: (Ipv4Addr, u16),
-        via: IpAddr,
-    ) -> Verdict {
-        let end = start + frame_len;
-        if rewrite::rewrite_v4(&mut buf[l.inner_at..end], l.proto, inner, to.0, to.1, false)
-            .is_none()
-        {
-            return Verdict::Pass;
+    /// A NAT connection's ICMP error: the quoted packet's `end` becomes `to`, and the error
+    /// leaves towards `via`.
+    fn nat_icmp(&mut self, end: End, to: (Ipv4Addr, u16), via: IpAddr) -> Action {
+        match self.next_hop(via) {
+            Ok(hop) => Action::NatIcmp {
+                end,
+                addr: to.0,
+                port: to.1,
+                hop,
+            },
+            Err(r) => Action::Drop(r),
         }
-        Self::fix_inner_ip_checksum(&mut buf[l.inner_at..end], l.inner_ihl);
-        rewrite::fill_icmp_checksum(&mut buf[l.icmp_at..end]);
-        let hop = match self.next_hop(via) {
-            Ok(h) => h,
-            Err(r) => return Verdict::Drop(r),
-        };
-        let mut p = Ipv4Packet::new_unchecked(&mut buf[start + ETH..end]);
-        match inner {
-            End::Source => p.set_dst_addr_incremental(to.0),
-            End::Destination => p.set_src_addr_incremental(to.0),
-        }
-        let _ = p.decrement_ttl_incremental();
-        rewrite::write_ethernet(
-            &mut buf[start..],
-            hop.src_mac,
-            hop.dst_mac,
-            ethernet::ethertype::IPV4,
-        );
-        Verdict::Transmit(Tx {
-            ifindex: hop.ifindex,
-            start,
-            len: frame_len,
-            csum: None,
-            gso: None,
-        })
-    }
-
-    fn fix_inner_ip_checksum(inner: &mut [u8], ihl: usize) {
-        if let Some(h) = inner.get_mut(..ihl) {
-            Ipv4Packet::new_unchecked(h).fill_checksum();
-        }
-    }
-}
-
-/// Take one off the TTL of the IPv4 packet at `buf[start + ETH..]`, fixing its header
-/// checksum; checked to be above 1 before (`flow_v4`, `icmp_v4`), as IPVS's `decrement_ttl`.
-fn decrement_ttl(buf: &mut [u8], start: usize) {
-    if let Some(ip) = buf.get_mut(start + ETH..start + ETH + ipv4::HEADER_LEN) {
-        let _ = Ipv4Packet::new_unchecked(ip).decrement_ttl_incremental();
     }
 }
 
@@ -1707,8 +1383,9 @@ fn c_daddr(conns: &ConnTable, id: ConnId) -> Option<IpAddr> {
     conns.get(id).map(|c| c.daddr)
 }
 
-fn tcp_header_len(buf: &[u8], start: usize, ihl: usize) -> usize {
-    buf.get(start + ETH + ihl + 12)
+fn tcp_header_len(frame: &[u8], ihl: usize) -> usize {
+    frame
+        .get(ETH + ihl + 12)
         .map_or(20, |b| usize::from(b >> 4) * 4)
 }
 

@@ -4,13 +4,16 @@
 //! current [`Time`](time::Time) and a frame, and gets a [`Verdict`](director::Verdict) back.
 //!
 //! Where to look:
-//! - a packet is rewritten in [`rewrite`] (NAT, DR, Tun, ICMP errors);
-//! - a connection is scheduled in [`director::Director::process`] → [`sched`];
+//! - a frame's fate is decided in [`director::Director::decide`], which returns an
+//!   [`action::Action`] (a connection is scheduled there → [`sched`]);
+//! - the frame is rewritten by [`action::apply`] with the primitives of [`rewrite`] (NAT, DR,
+//!   Tun, ICMP errors);
 //! - connection state and expiry live in [`conn`];
 //! - services and real servers in [`service`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod conn;
 pub mod counters;
 pub mod director;
@@ -27,6 +30,7 @@ pub mod stats;
 pub mod time;
 pub mod types;
 
+pub use action::{Action, RxMeta, Tx, Verdict};
 pub use counters::{Counters, DropReason};
-pub use director::{Director, RxMeta, Settings, Tx, Verdict};
+pub use director::{Director, Settings};
 pub use time::Time;

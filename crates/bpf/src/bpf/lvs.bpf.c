@@ -1020,9 +1020,13 @@ static __always_inline void record_test_out(struct plan *pl)
 		return;
 	__u32 zero = 0;
 	struct lvs_test_out *t = bpf_map_lookup_elem(&lvs_test, &zero);
-	if (t) {
+	if (t && pl->conn) {
 		t->ifindex = pl->ifindex;
 		t->nexthop = pl->nexthop;
+		t->addr = pl->conn->addr;
+		t->src = pl->src;
+		t->port = pl->conn->port;
+		t->action = pl->conn->action;
 	}
 }
 

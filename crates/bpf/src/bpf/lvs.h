@@ -181,10 +181,16 @@ struct lvs_event {
 	__u8 pad;
 };
 
-/* Where the last packet went (test mode only: BPF_PROG_TEST_RUN cannot show a redirect). */
+/* Where and how the last packet was forwarded (test mode only: BPF_PROG_TEST_RUN cannot show
+ * a redirect): the program's action, for the differential test to compare with the core's. */
 struct lvs_test_out {
 	__u32 ifindex;
 	__be32 nexthop;
+	__be32 addr;   /* the entry's addr: real server, or VIP for NAT_OUT */
+	__be32 src;    /* TUN: the outer source */
+	__be16 port;   /* NAT: the port written */
+	__u8 action;   /* enum lvs_action */
+	__u8 pad;
 };
 
 /* The sizes user space encodes these structs to (crates/bpf/src/maps.rs, `LEN` of each
@@ -198,6 +204,7 @@ _Static_assert(sizeof(struct lvs_neigh) == 16, "maps.rs NeighEntry::LEN");
 _Static_assert(sizeof(struct lvs_event) == 40, "maps.rs Event::LEN");
 _Static_assert(sizeof(struct lvs_svc_key) == 8, "maps.rs SvcKey::LEN");
 _Static_assert(sizeof(struct lvs_svc) == 24, "maps.rs SvcEntry::LEN");
+_Static_assert(sizeof(struct lvs_test_out) == 20, "maps.rs TestOut::LEN");
 _Static_assert(sizeof(struct lvs_dest) == 8, "maps.rs DestEntry::LEN");
 _Static_assert(sizeof(struct lvs_tcp_table) == 168, "maps.rs TCP_TABLE_LEN");
 
