@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use lvs_api::Reply;
 use tracing::{info, warn};
 
-use crate::dataplane::Shared;
+use crate::control::Control;
+use crate::dataplane::Command;
 
 /// Read and validate a configuration file; on error, every diagnostic as
 /// `FILE:LINE:COL: message`, one per line.
@@ -53,32 +54,27 @@ pub fn check(path: &Path) -> i32 {
 /// Re-applies the `--config` file on SIGHUP and [`Request::Reload`].
 pub struct Reloader {
     path: PathBuf,
-    shared: Arc<Shared>,
+    /// To the worker that owns the core (the settings go there as a command).
+    control: Arc<Control>,
     /// One reload at a time.
     busy: Mutex<()>,
 }
 
 impl Reloader {
-    /// A reloader of `path` for the daemon whose data path state is `shared`.
-    pub fn new(path: PathBuf, shared: Arc<Shared>) -> Reloader {
+    /// A reloader of `path` for the daemon whose core `control` reaches.
+    pub fn new(path: PathBuf, control: Arc<Control>) -> Reloader {
         Reloader {
             path,
-            shared,
+            control,
             busy: Mutex::new(()),
         }
     }
 
     /// Apply the settings (`[settings]`) of a configuration, if it has them.
     pub fn apply_settings(&self, cfg: &lvs_config::Config) {
-        if let Some(s) = cfg.settings
-            && let Ok(mut d) = self.shared.director.lock()
-        {
-            d.set_policy(
-                s.expire_nodest_conn,
-                s.expire_quiescent_template,
-                s.conn_reuse_mode,
-            );
-            d.set_sloppy_tcp(s.sloppy_tcp);
+        // Queued behind the batch just applied: any later request sees them in force.
+        if let Some(s) = cfg.settings {
+            self.control.send(Command::Settings(s));
         }
     }
 

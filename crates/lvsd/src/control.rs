@@ -101,6 +101,16 @@ impl Control {
         Ok(())
     }
 
+    /// Queue `cmd` for the worker that owns the core, and wake it; false once the worker is
+    /// gone.
+    pub fn send(&self, cmd: Command) -> bool {
+        let sent = self.commands.lock().is_ok_and(|c| c.send(cmd).is_ok());
+        if sent && let Ok(mut w) = self.wake.lock() {
+            let _ = w.write_all(&[1]);
+        }
+        sent
+    }
+
     /// An operator's request: through the hooks, then to the worker.
     pub fn call(&self, req: Request) -> Reply {
         self.call_as(Origin::Operator, req)
@@ -134,18 +144,10 @@ impl Control {
             }
             _ => None,
         };
-        if self
-            .commands
-            .lock()
-            .map(|c| c.send(Command::Api(req, tx)))
-            .is_err()
-        {
+        if !self.send(Command::Api(req, tx)) {
             return Reply::Error {
                 message: "lvsd is shutting down".into(),
             };
-        }
-        if let Ok(mut w) = self.wake.lock() {
-            let _ = w.write_all(&[1]);
         }
         let Ok((reply, spec)) = rx.recv_timeout(Duration::from_secs(10)) else {
             return Reply::Error {

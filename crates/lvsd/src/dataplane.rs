@@ -38,6 +38,8 @@ pub enum Command {
     Net(Box<NetTable>, BTreeSet<IpAddr>),
     /// The interfaces to serve from now on (index, name), sorted by index.
     Interfaces(Vec<(u32, String)>),
+    /// A reloaded configuration's `[settings]`.
+    Settings(lvs_config::Settings),
 }
 
 /// `PACKET_HOST`: addressed to this host.
@@ -552,8 +554,21 @@ fn drain_commands(c: &mut ControlPart, director: &mut Director, shared: &Shared)
                     }
                 }
             }
+            Ok(Command::Settings(s)) => {
+                director.set_policy(
+                    s.expire_nodest_conn,
+                    s.expire_quiescent_template,
+                    s.conn_reuse_mode,
+                );
+                director.set_sloppy_tcp(s.sloppy_tcp);
+            }
             Ok(Command::Interfaces(wanted)) => {
-                if let Some(devices) = c.follow.change(wanted, c.fast.as_ref()) {
+                let changed = c.follow.change(wanted, c.fast.as_ref());
+                // lvs_xdp redirects only to interfaces it is attached to.
+                if let (Some(_), Some(fp)) = (&changed, &mut c.fast) {
+                    fp.set_neighbours(&director.net);
+                }
+                if let Some(devices) = changed {
                     let v = c.spec(director);
                     let _ = c.steer.send(steering::Change::Devices(devices, v));
                 }

@@ -16,7 +16,7 @@
 //! rates and metrics include them) and each entry's last-seen time (consulted when the core's
 //! timer says a connection is due). What the core removes leaves the maps in the same pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -108,8 +108,10 @@ pub type KernelCounters = Vec<(String, u64)>;
 pub struct FastPath {
     dp: Datapath,
     xdp: XdpPolicy,
-    /// `lvs_xdp` was attached somewhere.
-    xdp_attached: std::cell::Cell<bool>,
+    /// The interfaces `lvs_xdp` is attached to: the only ones it may redirect to (a device
+    /// without XDP of its own — a veth whose peer has neither XDP nor GRO, a VLAN, many
+    /// NIC drivers — drops a redirected frame after the program returned).
+    xdp_on: std::cell::RefCell<BTreeSet<u32>>,
     /// The neighbours last given to `lvs_xdp`.
     neighbours: Option<std::collections::BTreeMap<std::net::Ipv4Addr, lvs_bpf::maps::NeighEntry>>,
     journal: Journal,
@@ -203,7 +205,7 @@ impl FastPath {
         }
         Ok(FastPath {
             xdp,
-            xdp_attached: std::cell::Cell::new(false),
+            xdp_on: std::cell::RefCell::new(BTreeSet::new()),
             neighbours: None,
             tables: Tables::new(dp.sched_slots()),
             routes: None,
@@ -250,11 +252,21 @@ impl FastPath {
             .dp
             .attach_tc(ifindex)
             .with_context(|| format!("cannot attach the fast path to {name}"))?;
-        let kind = lvs_io::netlink::dump()
+        // `None`: not known (no XDP for `auto`); `Some(None)`: a NIC; `Some(Some(kind))`: a
+        // virtual link.
+        let link = lvs_io::netlink::dump()
             .ok()
-            .and_then(|s| s.link(ifindex).and_then(|l| l.kind.clone()));
+            .and_then(|s| s.link(ifindex).map(|l| l.kind.clone()));
+        let kind = link.clone().flatten();
         let xdp = match self.xdp {
             XdpPolicy::Off => None,
+            XdpPolicy::Nics if link.is_none() => {
+                info!(
+                    interface = name,
+                    "netlink did not tell what kind of link this is: forwarding at tc ingress, not XDP"
+                );
+                None
+            }
             XdpPolicy::Nics if kind.is_some() => {
                 info!(
                     interface = name,
@@ -300,7 +312,7 @@ impl FastPath {
         }
         let a = Attachment { tc, xdp };
         if a.xdp.is_some() {
-            self.xdp_attached.set(true);
+            self.xdp_on.borrow_mut().insert(ifindex);
         }
         info!(
             interface = name,
@@ -311,15 +323,29 @@ impl FastPath {
         Ok(a)
     }
 
-    /// The data path's name for listings: `xdp` once `lvs_xdp` forwards somewhere, else `tc`.
-    pub fn name(&self) -> &'static str {
-        if self.xdp_attached.get() { "xdp" } else { "tc" }
+    /// Remove `a` (see [`Attachment::detach`]); `lvs_xdp` no longer redirects to its
+    /// interface once the neighbours are set again ([`FastPath::set_neighbours`]).
+    pub fn detach(&self, a: Attachment) -> Result<()> {
+        self.xdp_on.borrow_mut().remove(&a.ifindex());
+        a.detach()
     }
 
-    /// Give `lvs_xdp` the core's neighbours (after every change of the network view); only
-    /// what changed is written.
+    /// The data path's name for listings: `xdp` while `lvs_xdp` forwards somewhere, else `tc`.
+    pub fn name(&self) -> &'static str {
+        if self.xdp_on.borrow().is_empty() {
+            "tc"
+        } else {
+            "xdp"
+        }
+    }
+
+    /// Give `lvs_xdp` the core's neighbours on the interfaces it is attached to (after every
+    /// change of the network view and of the attachments); only what changed is written.
     pub fn set_neighbours(&mut self, net: &NetTable) {
-        let n = compile::neighbours(net);
+        let mut n = compile::neighbours(net);
+        let on = self.xdp_on.borrow();
+        n.retain(|_, e| on.contains(&e.ifindex));
+        drop(on);
         if self.neighbours.as_ref() == Some(&n) {
             return;
         }

@@ -168,7 +168,7 @@ impl Follow {
             .filter(|(i, _)| !self.served.iter().any(|(j, _)| j == i))
             .collect();
         for (index, name) in gone {
-            self.remove(index, &name);
+            self.remove(index, &name, fast);
         }
         Some(self.served.iter().map(|(_, n)| n.clone()).collect())
     }
@@ -180,7 +180,7 @@ impl Follow {
             match fp.attach(index, name) {
                 Ok(a) => {
                     if let Err(e) = sockets.iter().try_for_each(|s| fp.filter(s)) {
-                        let _ = a.detach();
+                        let _ = fp.detach(a);
                         return Err(e);
                     }
                     let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,14 +208,18 @@ impl Follow {
         Ok(())
     }
 
-    fn remove(&mut self, index: u32, name: &str) {
+    fn remove(&mut self, index: u32, name: &str, fast: Option<&FastPath>) {
         for w in &self.workers {
             let _ = w.send(SocketChange::Remove(index));
         }
         let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = attached.iter().position(|a| a.ifindex() == index) {
             // Gone with its device, usually; renamed away, it is still there.
-            let _ = attached.swap_remove(i).detach();
+            let a = attached.swap_remove(i);
+            let _ = match fast {
+                Some(fp) => fp.detach(a),
+                None => a.detach(),
+            };
             fastpath::write_qdiscs(&self.qdiscs, &attached);
         }
         warn!(

@@ -173,7 +173,6 @@ fn fast_path(
         let mut fp = fastpath::FastPath::load(conn_limit, now, &served, xdp)?;
         // Routes before the program replaces a predecessor's: adopted flows need them.
         let _ = fp.set_routes(net);
-        fp.set_neighbours(net);
         let mut attached = Vec::new();
         // A predecessor killed before it could clean up left the qdiscs it created: they are
         // ours to remove at the end (the list lives beside the control socket).
@@ -191,6 +190,8 @@ fn fast_path(
             }
         }
         fastpath::write_qdiscs(qdiscs, &attached);
+        // Now that it is known where lvs_xdp runs: the neighbours it may redirect to.
+        fp.set_neighbours(net);
         for s in sockets.iter().flatten() {
             if let Err(e) = fp.filter(s) {
                 fastpath::detach(attached, qdiscs);
@@ -199,8 +200,24 @@ fn fast_path(
         }
         Ok((fp, attached))
     };
+    // Every packet goes through user space: a killed predecessor's lvs_xdp must not go on
+    // forwarding in front on its old maps.
+    let no_xdp = || {
+        for (index, name) in ifaces {
+            match lvs_bpf::remove_predecessor_xdp(*index) {
+                Ok(true) => info!(interface = %name, "removed the previous lvsd's XDP program"),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(interface = %name, error = %e, "the previous lvsd's XDP program stays in front")
+                }
+            }
+        }
+    };
     match choice {
-        DatapathArg::Afpacket => Ok(None),
+        DatapathArg::Afpacket => {
+            no_xdp();
+            Ok(None)
+        }
         DatapathArg::Xdp => attach(fastpath::XdpPolicy::Everywhere).map(Some),
         DatapathArg::Tc => attach(fastpath::XdpPolicy::Off).map(Some),
         DatapathArg::Auto => match attach(fastpath::XdpPolicy::Nics) {
@@ -210,6 +227,7 @@ fn fast_path(
                     error = format!("{e:#}"),
                     "kernel fast path unavailable; every packet goes through user space (datapath afpacket)"
                 );
+                no_xdp();
                 Ok(None)
             }
         },
@@ -363,7 +381,7 @@ fn run(args: Args) -> Result<()> {
     let reloader = args
         .config
         .clone()
-        .map(|p| config::Reloader::new(p, Arc::clone(&shared)));
+        .map(|p| config::Reloader::new(p, Arc::clone(&running.control)));
     let health = match health::start(Arc::clone(&running.control), reloader) {
         Ok(h) => h,
         Err(e) => {
