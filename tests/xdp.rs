@@ -161,3 +161,102 @@ fn datapath_xdp_auto_keeps_veths_on_tc() {
     d.add_services("rr", &[0, 1, 2]);
     assert!(answered_by(&d.curl_vip()).is_some());
 }
+
+/// A next hop that changes its MAC without telling anyone (no gratuitous ARP, a replaced
+/// NIC) is found again. Frames lvs_xdp sends never pass the kernel's neighbour code, so
+/// nothing would re-check the entry: lvsd asks the kernel to (`NTF_USE` on a stale entry
+/// lvs_xdp uses), its probes to the old MAC fail, the entry goes, and tc resolves anew.
+///
+/// The director's entry for the router — the next hop of every reply to the client, which
+/// lvs_xdp alone forwards — is set to a MAC nobody has, stale. The router's entry for the
+/// VIP is made permanent first, so that no ARP request of the router's tells the director
+/// the right MAC by the way.
+#[test]
+fn datapath_xdp_stale_neighbour_is_rechecked() {
+    const TEST: &str = "datapath_xdp_stale_neighbour_is_rechecked";
+    if skip(TEST) {
+        return;
+    }
+    let mut d = Director::without_lvsd(Method::Nat, TEST);
+    prepare_for_xdp(&d);
+    d.set_lvsd_args(&["--datapath", "xdp"]);
+    d.start_lvsd();
+    d.add_services("rr", &[0]);
+    d.curl_vip();
+    let lab = d.lab();
+    let out = d.in_director(&[
+        "cat",
+        &format!("/sys/class/net/{DIRECTOR_FRONT_IF}/address"),
+    ]);
+    let front_mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(front_mac.len(), 17, "director MAC {front_mac:?}");
+    let vip = lvs_lab::VIP.to_string();
+    lab.exec_ok(
+        &lab.router_ns(),
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &vip,
+            "lladdr",
+            &front_mac,
+            "nud",
+            "permanent",
+            "dev",
+            ROUTER_FRONT_IF,
+        ],
+    )
+    .expect("permanent VIP entry on the router");
+    let router = lvs_lab::ROUTER_FRONT_IP.to_string();
+    lab.exec_ok(
+        &lab.director_ns(),
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &router,
+            "lladdr",
+            "02:00:00:de:ad:01",
+            "nud",
+            "stale",
+            "dev",
+            DIRECTOR_FRONT_IF,
+        ],
+    )
+    .expect("stale entry with a wrong MAC");
+    let curl = || {
+        lab.exec(
+            &lab.client_ns(),
+            &["curl", "-sS", "-m", "2", &format!("http://{vip}/")],
+        )
+        .is_ok_and(|o| o.status.success())
+    };
+    // The netlink thread hands the wrong MAC to lvs_xdp at once: replies go nowhere.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !curl(),
+        "a request answered through a MAC nobody has: the test changed nothing"
+    );
+    let t = std::time::Instant::now();
+    let mut ok = false;
+    while t.elapsed() < std::time::Duration::from_secs(40) {
+        if curl() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let neigh = d.in_director(&["ip", "neigh", "show", "dev", DIRECTOR_FRONT_IF]);
+    assert!(
+        ok,
+        "replies still go to the wrong MAC after 40 s: {}\nlvsd log:\n{}",
+        String::from_utf8_lossy(&neigh.stdout),
+        d.lvsd_log()
+    );
+    eprintln!(
+        "answered again {:.1} s after the router's MAC went wrong; director neighbours: {}",
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&neigh.stdout).trim()
+    );
+    assert!(d.stop_lvsd().success(), "lvsd exit\n{}", d.lvsd_log());
+}

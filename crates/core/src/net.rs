@@ -5,7 +5,7 @@
 //! guessed: the address is queued for the caller to resolve, and the director holds the frame
 //! until it is (`director/hold.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use foldhash::fast::FixedState;
@@ -102,6 +102,9 @@ pub struct NetTable {
     /// Sorted by prefix length, longest first.
     routes: Vec<Route>,
     neighbours: HashMap<IpAddr, (u32, EthernetAddress), FixedState>,
+    /// Neighbours the kernel has not confirmed lately (`NUD_STALE`): their MAC is still used,
+    /// but a sender that bypasses the kernel's neighbour code must have them re-checked.
+    unconfirmed: HashSet<IpAddr, FixedState>,
     unresolved: Vec<(u32, IpAddr)>,
     /// A hash of what says which addresses are this site's own: the interfaces' addresses
     /// and the connected routes (see [`NetTable::local_fingerprint`]).
@@ -117,6 +120,7 @@ impl Default for NetTable {
             interfaces: Vec::new(),
             routes: Vec::new(),
             neighbours: HashMap::with_hasher(FixedState::with_seed(0x5eed)),
+            unconfirmed: HashSet::with_hasher(FixedState::with_seed(0x5eed)),
             unresolved: Vec::with_capacity(UNRESOLVED_QUEUE),
             fingerprint: 0,
         }
@@ -204,6 +208,21 @@ impl NetTable {
     /// Learn (or update) a neighbour.
     pub fn set_neighbour(&mut self, addr: IpAddr, ifindex: u32, mac: EthernetAddress) {
         self.neighbours.insert(addr, (ifindex, mac));
+        self.unconfirmed.remove(&addr);
+    }
+
+    /// Say that the kernel has not confirmed neighbour `addr` lately (its entry is
+    /// `NUD_STALE`): the MAC stays in use (as the kernel uses it), and
+    /// [`NetTable::confirmed`] is false until it is set again.
+    pub fn mark_unconfirmed(&mut self, addr: IpAddr) {
+        if self.neighbours.contains_key(&addr) {
+            self.unconfirmed.insert(addr);
+        }
+    }
+
+    /// Whether neighbour `addr` is known and was confirmed lately.
+    pub fn confirmed(&self, addr: IpAddr) -> bool {
+        self.neighbours.contains_key(&addr) && !self.unconfirmed.contains(&addr)
     }
 
     /// The interface and MAC address of a known neighbour.
@@ -219,6 +238,7 @@ impl NetTable {
     /// Forget a neighbour.
     pub fn remove_neighbour(&mut self, addr: IpAddr) {
         self.neighbours.remove(&addr);
+        self.unconfirmed.remove(&addr);
     }
 
     /// Addresses the core needed and did not find since the last call.
@@ -276,6 +296,26 @@ mod tests {
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    /// A stale neighbour stays usable and is unconfirmed until it is set again.
+    #[test]
+    fn unconfirmed_neighbours() {
+        let mut t = NetTable::default();
+        let (a, mac) = (v4(10, 0, 0, 9), EthernetAddress([2, 0, 0, 0, 0, 9]));
+        t.mark_unconfirmed(a);
+        assert!(!t.confirmed(a), "unknown is not confirmed");
+        t.set_neighbour(a, 2, mac);
+        assert!(t.confirmed(a));
+        t.mark_unconfirmed(a);
+        assert!(!t.confirmed(a));
+        assert_eq!(t.neighbour(a), Some((2, mac)), "still used");
+        t.set_neighbour(a, 2, mac);
+        assert!(t.confirmed(a), "confirmed again");
+        t.mark_unconfirmed(a);
+        t.remove_neighbour(a);
+        t.set_neighbour(a, 2, mac);
+        assert!(t.confirmed(a), "a removed entry leaves no mark");
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub const NUD_USABLE: u16 = libc::NUD_REACHABLE
     | libc::NUD_PERMANENT
     | libc::NUD_NOARP;
 
+/// A usable neighbour state the kernel has not confirmed lately (`NUD_STALE`): its own
+/// traffic through the entry would start a re-check, traffic sent around it (XDP) does not.
+pub const NUD_STALE: u16 = libc::NUD_STALE;
+
 /// The main routing table (`RT_TABLE_MAIN`), the only one [`dump`] reports.
 pub const RT_TABLE_MAIN: u32 = libc::RT_TABLE_MAIN as u32;
 

@@ -46,6 +46,9 @@ pub enum Command {
 const PACKET_HOST: u8 = 0;
 /// How often connection timers run.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the stale neighbours lvs_xdp sends to are re-checked (the kernel's own
+/// `delay_first_probe_time`).
+const RECHECK: Duration = Duration::from_secs(5);
 /// Largest number of segments one super-frame is cut into.
 const MAX_SEGS: usize = 64;
 
@@ -90,6 +93,11 @@ pub struct ControlPart {
     pub resolve: Sender<(u32, IpAddr)>,
     /// Next hops to resolve once the core's lock is released (reused).
     pub to_resolve: Vec<(u32, IpAddr)>,
+    /// Neighbours lvs_xdp sends to that the kernel should re-check (see
+    /// [`FastPath::stale_neighbours`]), asked for once the core's lock is released.
+    pub to_recheck: Vec<(u32, IpAddr)>,
+    /// When the stale neighbours are next looked for.
+    pub next_recheck: Instant,
     /// Held frames whose neighbour became known, to send (reused).
     pub released: Vec<lvs_core::director::Held>,
     /// The kernel fast path, when lvsd runs with one (`--datapath tc`).
@@ -361,6 +369,12 @@ impl Worker {
                     // Held frames whose neighbour never answered are dropped.
                     director.release_held(now, &mut c.released);
                     c.trim.tick(&mut director, c.fast.as_mut());
+                    if let Some(fp) = &c.fast
+                        && Instant::now() >= c.next_recheck
+                    {
+                        c.to_recheck = fp.stale_neighbours(&director.net);
+                        c.next_recheck = Instant::now() + RECHECK;
+                    }
                     next_tick = Instant::now() + TICK;
                 }
                 drain_commands(c, &mut director, &shared);
@@ -611,6 +625,13 @@ fn resolve(c: &mut ControlPart) {
             tracing::debug!(%addr, error = %e, "neighbour resolution request failed");
         }
         let _ = c.resolve.send((ifindex, addr));
+    }
+    // The same request re-checks a stale entry; its state changes reach the netlink thread
+    // by themselves.
+    for (ifindex, addr) in c.to_recheck.drain(..) {
+        if let Err(e) = lvs_io::netlink::resolve(ifindex, addr) {
+            tracing::debug!(%addr, error = %e, "neighbour re-check request failed");
+        }
     }
 }
 

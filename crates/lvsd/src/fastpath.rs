@@ -360,6 +360,21 @@ impl FastPath {
         }
     }
 
+    /// The neighbours `lvs_xdp` sends to that the kernel has not confirmed lately (interface,
+    /// address). Frames sent from XDP never pass the kernel's neighbour code, so nothing
+    /// would ever re-check them: a next hop that changed its MAC without a gratuitous ARP
+    /// would get the old one for good. The caller asks the kernel to re-check them
+    /// (`NTF_USE`: STALE → DELAY → PROBE, as for its own traffic); one whose probes fail
+    /// leaves the table, and with it `lvs_neigh`, so tc resolves it anew.
+    pub fn stale_neighbours(&self, net: &NetTable) -> Vec<(u32, std::net::IpAddr)> {
+        self.neighbours
+            .iter()
+            .flatten()
+            .map(|(addr, e)| (e.ifindex, std::net::IpAddr::V4(*addr)))
+            .filter(|(_, addr)| !net.confirmed(*addr))
+            .collect()
+    }
+
     /// Give the program the core's routes (after every change of the network view).
     /// Returns whether they changed (a neighbour-only update changes nothing here, and
     /// leaves every entry's cached route valid).

@@ -502,6 +502,8 @@ fn start_data_path(
         local,
         resolve: res_tx,
         to_resolve: Vec::with_capacity(64),
+        to_recheck: Vec::new(),
+        next_recheck: std::time::Instant::now(),
         released: Vec::new(),
         fast,
         steer: steer_tx,

@@ -60,6 +60,9 @@ pub fn table(snap: &Snapshot, served: &[u32]) -> (NetTable, BTreeSet<IpAddr>) {
             && served.contains(&n.ifindex)
         {
             t.set_neighbour(n.addr, n.ifindex, EthernetAddress(mac));
+            if n.state & lvs_io::netlink::NUD_STALE != 0 {
+                t.mark_unconfirmed(n.addr);
+            }
         }
     }
     (t, local)
