@@ -4,15 +4,16 @@
 Each frame is addressed to the director's MAC and to a virtual service (TCP VIP:80 or UDP
 VIP:5353) and is one thing a director must not forward: a bad IPv4 header checksum, a source
 route, a bad TCP data offset or UDP length, a truncated packet, a martian, spoofed or
-broadcast source, a TTL that runs out, a fragment, a VLAN tag. Built with struct only (no
+broadcast source, a TTL that runs out, a fragment, a VLAN tag; and valid frames for another
+host's MAC. Built with struct only (no
 scapy), sent with an AF_PACKET socket, so it needs root (run it in the namespace of the link).
 
     hostile_frames.py --dev eth1 --dst-mac M --src-mac M --vip A --dip A --front-ip A \\
         --rip A --front-net A/N --back-net A/N [--repeat N] [--list]
 
 Prints one JSON object: frame name -> [what lvsd must count it as, frames sent]. The reason
-is a drop reason of lvs_core::DropReason, or "passed" (left to the kernel: VLAN-tagged
-frames belong to the VLAN's interface). With --list it sends nothing.
+is a drop reason of lvs_core::DropReason, "passed" (left to the kernel: VLAN-tagged frames
+belong to the VLAN's interface), or "other_host" (for another host: the kernel drops it). With --list it sends nothing.
 """
 
 import argparse
@@ -84,8 +85,8 @@ def corpus(a):
         u = kw.pop("udp", {})
         return ipv4(src, vip, 17, udp(src, vip, sport, 5353, **u), **kw)
 
-    def add(name, reason, ip, vlan=None):
-        out.append((name, reason, eth(a.dst_mac, a.src_mac, ip, vlan)))
+    def add(name, reason, ip, vlan=None, dst_mac=None):
+        out.append((name, reason, eth(dst_mac or a.dst_mac, a.src_mac, ip, vlan)))
 
     add("tcp_bad_ip_checksum", "bad_checksum", syn(bad_csum=True))
     add("udp_bad_ip_checksum", "bad_checksum", dgram(bad_csum=True))
@@ -129,6 +130,11 @@ def corpus(a):
     add("udp_first_fragment", "fragment", dgram(frag=0x2000, udp={"payload": b"x" * 64}))
     add("tcp_syn_vlan_100", "passed", syn(sport=40020), vlan=100)
     add("udp_vlan_100", "passed", dgram(sport=40021), vlan=100)
+    # Valid, but for another host's MAC (flooded by a switch): the kernel drops it, as
+    # IPVS never sees it; lvsd counts nothing of it (the kernel program: not_ours).
+    other = "02:00:00:0f:0f:0f"
+    add("tcp_syn_for_another_host", "other_host", syn(sport=40030), dst_mac=other)
+    add("udp_for_another_host", "other_host", dgram(sport=40031), dst_mac=other)
     return out
 
 

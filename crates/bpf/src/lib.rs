@@ -279,6 +279,9 @@ pub struct Datapath {
     slots: MapHandle,
     refused: MapHandle,
     neigh: MapHandle,
+    ifmac: MapHandle,
+    /// What `lvs_ifmac` holds (written through [`Datapath::set_interface_macs`]).
+    ifmac_entries: BTreeMap<u32, [u8; 6]>,
     events_map: MapHandle,
     /// Where the connection map of a predecessor was found (it is this one's now).
     adopted_from: Option<u32>,
@@ -291,7 +294,7 @@ pub struct Datapath {
     /// Route keys currently in `lvs_routes`, so a new set replaces the old one exactly.
     route_keys: Vec<[u8; RouteKey::LEN]>,
     /// The addresses in `lvs_refused`.
-    refused_keys: BTreeSet<Ipv4Addr>,
+    refused_keys: BTreeMap<Ipv4Addr, ()>,
     /// What `lvs_neigh` holds.
     neigh_entries: BTreeMap<Ipv4Addr, NeighEntry>,
 }
@@ -407,6 +410,7 @@ impl Datapath {
             slots: handle("lvs_slots", 4, 4)?,
             refused: handle("lvs_refused", 4, 1)?,
             neigh: handle("lvs_neigh", 4, NeighEntry::LEN)?,
+            ifmac: handle("lvs_ifmac", 4, IFMAC_LEN)?,
             events_map: handle("lvs_events", 0, 0)?,
             // Entries adopted from a predecessor carry its generations: start elsewhere, so
             // none of their cached routes looks current to this program.
@@ -416,6 +420,7 @@ impl Datapath {
             route_keys: Vec::new(),
             refused_keys: Default::default(),
             neigh_entries: BTreeMap::new(),
+            ifmac_entries: BTreeMap::new(),
             obj,
         };
         // The layout goes in at once: a successor may look for it before the first routes.
@@ -621,25 +626,15 @@ impl Datapath {
     /// from in the kernel (the core drops them and counts why). Only the difference to the
     /// present set is written.
     pub fn set_refused(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<(), Error> {
-        // The record follows each write, so that after a failure (the map full) it still
-        // says what the map holds and the next call mends the rest.
-        let stale: Vec<Ipv4Addr> = self.refused_keys.difference(addrs).copied().collect();
-        for a in stale {
-            match self.refused.delete(&a.octets()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(map_err("lvs_refused")(e)),
-            }
-            self.refused_keys.remove(&a);
-        }
-        let new: Vec<Ipv4Addr> = addrs.difference(&self.refused_keys).copied().collect();
-        for a in new {
-            self.refused
-                .update(&a.octets(), &[1], MapFlags::ANY)
-                .map_err(map_err("lvs_refused"))?;
-            self.refused_keys.insert(a);
-        }
-        Ok(())
+        let wanted = addrs.iter().map(|a| (*a, ())).collect();
+        mirror(
+            &self.refused,
+            "lvs_refused",
+            &mut self.refused_keys,
+            &wanted,
+            |a| a.octets().to_vec(),
+            |()| vec![1],
+        )
     }
 
     /// Make `lvs_neigh` hold exactly `entries` (the next hops `lvs_xdp` can send to), writing
@@ -648,31 +643,32 @@ impl Datapath {
         &mut self,
         entries: &BTreeMap<Ipv4Addr, NeighEntry>,
     ) -> Result<(), Error> {
-        // As in set_refused, the record follows each write.
-        let stale: Vec<Ipv4Addr> = self
-            .neigh_entries
-            .keys()
-            .filter(|a| !entries.contains_key(a))
-            .copied()
-            .collect();
-        for a in stale {
-            match self.neigh.delete(&a.octets()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(map_err("lvs_neigh")(e)),
-            }
-            self.neigh_entries.remove(&a);
-        }
-        for (a, n) in entries {
-            if self.neigh_entries.get(a) == Some(n) {
-                continue;
-            }
-            self.neigh
-                .update(&a.octets(), &n.to_bytes(), MapFlags::ANY)
-                .map_err(map_err("lvs_neigh"))?;
-            self.neigh_entries.insert(*a, *n);
-        }
-        Ok(())
+        mirror(
+            &self.neigh,
+            "lvs_neigh",
+            &mut self.neigh_entries,
+            entries,
+            |a| a.octets().to_vec(),
+            |n| n.to_bytes().to_vec(),
+        )
+    }
+
+    /// Give `lvs_xdp` the MACs of the interfaces it runs on (ifindex → MAC): a frame whose
+    /// destination is not its interface's MAC (or that came in elsewhere) is passed up, as
+    /// tc passes one that is not `PACKET_HOST`. Only what changed is written.
+    pub fn set_interface_macs(&mut self, macs: &BTreeMap<u32, [u8; 6]>) -> Result<(), Error> {
+        mirror(
+            &self.ifmac,
+            "lvs_ifmac",
+            &mut self.ifmac_entries,
+            macs,
+            |i| i.to_ne_bytes().to_vec(),
+            |mac| {
+                let mut v = vec![0u8; IFMAC_LEN];
+                v[..6].copy_from_slice(mac);
+                v
+            },
+        )
     }
 
     /// Say how new flows of a service are scheduled (replacing what was there, a sequence's
@@ -818,6 +814,45 @@ impl Datapath {
         })
     }
 }
+
+/// Make the kernel map `map` hold exactly `wanted`, given `record`, what it holds now
+/// (written by this loader alone): only the difference is written. The record follows each
+/// write, so that after a failure (the map full) it still says what the map holds and the
+/// next call mends the rest.
+fn mirror<K: Ord + Copy, V: PartialEq + Copy>(
+    map: &MapHandle,
+    name: &'static str,
+    record: &mut BTreeMap<K, V>,
+    wanted: &BTreeMap<K, V>,
+    key: impl Fn(&K) -> Vec<u8>,
+    value: impl Fn(&V) -> Vec<u8>,
+) -> Result<(), Error> {
+    let gone: Vec<K> = record
+        .keys()
+        .filter(|k| !wanted.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        match map.delete(&key(&k)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            Err(e) => return Err(map_err(name)(e)),
+        }
+        record.remove(&k);
+    }
+    for (k, v) in wanted {
+        if record.get(k) == Some(v) {
+            continue;
+        }
+        map.update(&key(k), &value(v), MapFlags::ANY)
+            .map_err(map_err(name))?;
+        record.insert(*k, *v);
+    }
+    Ok(())
+}
+
+/// Bytes of an `lvs_ifmac` value (`struct lvs_ifmac`).
+const IFMAC_LEN: usize = 8;
 
 /// tc filter handle and priority of lvsd's program (chosen so as not to clash with the
 /// usual `tc filter add ... bpf` defaults of 0/49152).

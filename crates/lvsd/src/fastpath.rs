@@ -343,9 +343,16 @@ impl FastPath {
     /// change of the network view and of the attachments); only what changed is written.
     pub fn set_neighbours(&mut self, net: &NetTable) {
         let mut n = compile::neighbours(net);
-        let on = self.xdp_on.borrow();
+        let on = self.xdp_on.borrow().clone();
         n.retain(|_, e| on.contains(&e.ifindex));
-        drop(on);
+        let macs = on
+            .iter()
+            .filter_map(|&i| Some((i, net.interface(i)?.mac.0)))
+            .collect();
+        if let Err(e) = self.dp.set_interface_macs(&macs) {
+            // lvs_xdp passes the frames of an interface it has no MAC for up to tc.
+            warn!(error = %e, "cannot give the XDP program its interfaces' MACs");
+        }
         if self.neighbours.as_ref() == Some(&n) {
             return;
         }

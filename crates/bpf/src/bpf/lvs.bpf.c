@@ -110,6 +110,13 @@ struct {
 } lvs_neigh SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lvs_ifmac);
+	__uint(max_entries, 1024);
+} lvs_ifmac SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct lvs_stats);
@@ -1039,6 +1046,13 @@ int lvs_tc_ingress(struct __sk_buff *skb)
 	struct hdrs h;
 
 	count(LVS_C_RX);
+	/* A frame for another host (flooded by a switch, or on a promiscuous link) is the
+	 * kernel's, which drops it, as IPVS never sees it. BPF_PROG_TEST_RUN's skb is "for
+	 * another host" (its device is loopback), so the check is off in test mode. */
+	if (!lvs_test_mode && skb->pkt_type != PACKET_HOST) {
+		count(LVS_C_NOT_OURS);
+		return TC_ACT_OK;
+	}
 	if (hdrs_tc(skb, &h) < 0) {
 		count(LVS_C_TO_USER);
 		return TC_ACT_OK;
@@ -1083,6 +1097,22 @@ int lvs_tc_ingress(struct __sk_buff *skb)
 	return bpf_redirect_neigh(pl.ifindex, &nh, sizeof(nh), 0);
 }
 
+/* Whether the frame is addressed to the interface it came in on (tc has skb->pkt_type for
+ * this). Off in test mode, whose frames come in on loopback. */
+static __always_inline int for_us(struct xdp_md *ctx, const struct hdrs *h)
+{
+	if (lvs_test_mode)
+		return 1;
+	__u32 in = ctx->ingress_ifindex;
+	struct lvs_ifmac *me = bpf_map_lookup_elem(&lvs_ifmac, &in);
+	if (!me)
+		return 0;
+	for (int i = 0; i < 6; i++)
+		if (me->mac[i] != h->b[i])
+			return 0;
+	return 1;
+}
+
 /* Known flows whose next hop is in lvs_neigh; the rest goes up to lvs_tc_ingress untouched
  * (no position taken, no entry made, no counter but xdp_pass moved), so tc and the socket
  * filter judge it as if this program were not there. */
@@ -1093,7 +1123,8 @@ int lvs_xdp(struct xdp_md *ctx)
 	struct hdrs h;
 	struct meta m = { .summed = CHECKSUM_NONE };
 
-	if (hdrs_xdp(ctx, &h) < 0 || classify(&h, &pl, M_XDP, &m) != V_FORWARD || !pl.conn)
+	if (hdrs_xdp(ctx, &h) < 0 || !for_us(ctx, &h) ||
+	    classify(&h, &pl, M_XDP, &m) != V_FORWARD || !pl.conn)
 		goto pass;
 	struct lvs_neigh *n = bpf_map_lookup_elem(&lvs_neigh, &pl.nexthop);
 	if (!n || n->ifindex != pl.ifindex)

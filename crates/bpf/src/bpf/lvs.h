@@ -123,6 +123,13 @@ struct lvs_neigh {
 	__u8 smac[6];  /* ours on that interface */
 };
 
+/* An interface's own MAC, for lvs_xdp (key: its ifindex), which has no skb->pkt_type to tell
+ * a frame addressed to this host from one flooded to it for another. */
+struct lvs_ifmac {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
 /* Per real server, per CPU. */
 struct lvs_stats {
 	__u64 pkts_in;
@@ -201,6 +208,7 @@ _Static_assert(sizeof(struct lvs_route_key) == 8, "maps.rs RouteKey::LEN");
 _Static_assert(sizeof(struct lvs_route) == 16, "maps.rs RouteEntry::LEN");
 _Static_assert(sizeof(struct lvs_stats) == 32, "maps.rs StatsEntry::LEN");
 _Static_assert(sizeof(struct lvs_neigh) == 16, "maps.rs NeighEntry::LEN");
+_Static_assert(sizeof(struct lvs_ifmac) == 8, "lib.rs IFMAC_LEN");
 _Static_assert(sizeof(struct lvs_event) == 40, "maps.rs Event::LEN");
 _Static_assert(sizeof(struct lvs_svc_key) == 8, "maps.rs SvcKey::LEN");
 _Static_assert(sizeof(struct lvs_svc) == 24, "maps.rs SvcEntry::LEN");
