@@ -14,32 +14,11 @@
 //! `scripts/test.sh` runs them once (`--skip datapath_xdp` in the tc round).
 #![forbid(unsafe_code)]
 
-use lvs_e2e::{Director, HTTP_PORT, Method, answered_by, client_seen, kernel_in_counter, skip};
-use lvs_lab::{CLIENT_IF, CLIENT_IP, DIRECTOR_BACK_IF, DIRECTOR_FRONT_IF, ROUTER_FRONT_IF, RS_IF};
-
-/// Complete checksums from the senders, NAPI on the peers XDP redirects into.
-fn prepare_for_xdp(d: &Director) {
-    let lab = d.lab();
-    let ethtool = |ns: &str, dev: &str, what: &[&str]| {
-        let mut args = vec!["ethtool", "-K", dev];
-        args.extend_from_slice(what);
-        lab.exec_ok(ns, &args).unwrap_or_else(|e| {
-            panic!("ethtool in {ns}: {e:#} (scripts/install-deps.sh installs ethtool)")
-        });
-    };
-    ethtool(&lab.client_ns(), CLIENT_IF, &["tx", "off"]);
-    for i in 0..3 {
-        ethtool(&lab.rs_ns(i), RS_IF, &["tx", "off"]);
-    }
-    ethtool(&lab.router_ns(), ROUTER_FRONT_IF, &["gro", "on"]);
-    ethtool(&lab.switch_ns(), "p-dir", &["gro", "on"]);
-}
-
-/// The XDP program attached to a director interface, as `ip link` shows it (`prog/xdp id N`).
-fn xdp_on(d: &Director, dev: &str) -> bool {
-    let out = d.in_director(&["ip", "-d", "link", "show", "dev", dev]);
-    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
-}
+use lvs_e2e::{
+    Director, HTTP_PORT, Method, Restart, answered_by, client_seen, kernel_in_counter,
+    prepare_for_xdp, restart_keeps_downloads, skip,
+};
+use lvs_lab::{CLIENT_IP, DIRECTOR_BACK_IF, DIRECTOR_FRONT_IF, ROUTER_FRONT_IF};
 
 fn forwards_on_xdp(method: Method, test: &str) {
     const SIZE: u64 = 50_000_000;
@@ -49,7 +28,7 @@ fn forwards_on_xdp(method: Method, test: &str) {
     d.start_lvsd();
     assert_eq!(d.counters().datapath, "xdp", "lvsd should say it runs XDP");
     for dev in [DIRECTOR_FRONT_IF, DIRECTOR_BACK_IF] {
-        assert!(xdp_on(&d, dev), "{method}: no XDP program on {dev}");
+        assert!(d.xdp_attached(dev), "{method}: no XDP program on {dev}");
     }
     d.add_services("rr", &[0, 1, 2]);
     let mut per = [0usize; 3];
@@ -111,7 +90,10 @@ fn forwards_on_xdp(method: Method, test: &str) {
 
     assert!(d.stop_lvsd().success(), "lvsd exit\n{}", d.lvsd_log());
     for dev in [DIRECTOR_FRONT_IF, DIRECTOR_BACK_IF] {
-        assert!(!xdp_on(&d, dev), "{method}: XDP left on {dev} after a stop");
+        assert!(
+            !d.xdp_attached(dev),
+            "{method}: XDP left on {dev} after a stop"
+        );
     }
 }
 
@@ -150,7 +132,7 @@ fn datapath_xdp_auto_keeps_veths_on_tc() {
     d.start_lvsd();
     assert_eq!(d.counters().datapath, "tc");
     for dev in [DIRECTOR_FRONT_IF, DIRECTOR_BACK_IF] {
-        assert!(!xdp_on(&d, dev), "auto attached XDP to the veth {dev}");
+        assert!(!d.xdp_attached(dev), "auto attached XDP to the veth {dev}");
     }
     assert!(
         d.lvsd_log()
@@ -259,4 +241,16 @@ fn datapath_xdp_stale_neighbour_is_rechecked() {
         String::from_utf8_lossy(&neigh.stdout).trim()
     );
     assert!(d.stop_lvsd().success(), "lvsd exit\n{}", d.lvsd_log());
+}
+
+/// 20 downloads of 50 MB keep going across a SIGTERM with `--keep-forwarding-on-exit` (lvsd
+/// takes `lvs_xdp` away, tc alone carries the flows, the next lvsd puts XDP back) and a
+/// `kill -9` (the predecessor's `lvs_xdp` stays in front until the next one replaces it).
+#[test]
+fn datapath_xdp_restart_and_kill9_keep_20_downloads() {
+    const TEST: &str = "datapath_xdp_restart_and_kill9_keep_20_downloads";
+    if skip(TEST) {
+        return;
+    }
+    restart_keeps_downloads(Method::Nat, TEST, "xdp", &[Restart::Term, Restart::Kill]);
 }

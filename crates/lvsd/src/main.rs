@@ -754,6 +754,18 @@ impl Running {
         if !keep {
             // The kernel stops forwarding before the steering rules go.
             fastpath::detach(attached, &self.qdiscs);
+        } else {
+            // tc alone carries the flows until the next lvsd: lvs_xdp would go on with the
+            // MACs of this moment (nobody keeps lvs_neigh now), tc's bpf_redirect_neigh asks
+            // the kernel's live neighbour table.
+            for mut a in attached {
+                let ifindex = a.ifindex();
+                if let Some(x) = a.xdp.take()
+                    && let Err(e) = x.detach()
+                {
+                    warn!(ifindex, error = %e, "lvs_xdp stays in front of tc with the last neighbours");
+                }
+            }
         }
         let _ = self.sync.join();
         let removed = if keep {
