@@ -391,7 +391,19 @@ impl Director {
     /// Give back the memory of a connection table that has emptied to a quarter of its room
     /// (and of the journal's buffers): cheap when there is nothing to give back.
     pub fn shrink(&mut self) {
-        self.conns.shrink();
+        let mut moved = self.conns.shrink();
+        // Entries moved to lower slots: the journal names them by their new handles.
+        if !moved.is_empty()
+            && let Some(j) = &mut self.journal
+        {
+            let key = |id: &ConnId| (id.index, id.generation);
+            moved.sort_unstable_by_key(|(old, _)| key(old));
+            for id in &mut j.touched {
+                if let Ok(i) = moved.binary_search_by_key(&key(id), |(old, _)| key(old)) {
+                    *id = moved[i].1;
+                }
+            }
+        }
         self.expired.shrink_to(1024);
         self.shrink_journal();
     }

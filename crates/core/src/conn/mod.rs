@@ -330,21 +330,27 @@ impl ConnTable {
 
     /// Give memory back once the table holds a quarter of what it has room for: slots past
     /// the last live entry, and the indexes' spare capacity (never below the reservation).
-    /// Cheap when there is nothing to give back; call it from the timer tick.
-    pub fn shrink(&mut self) {
+    /// Live entries near the end of the slab are moved into free slots nearer the start
+    /// first, so that a few long-lived ones a burst left at high slots do not keep its
+    /// memory: each moved entry's old and new handle is returned, for the owner to rename
+    /// the handles it keeps (templates' `controller` fields are renamed here). Cheap when
+    /// there is nothing to give back; call it from the timer tick.
+    pub fn shrink(&mut self) -> Vec<(ConnId, ConnId)> {
         let cap = self.entries.capacity();
         if cap <= self.reserved.max(1024) || self.len * 4 > cap {
-            return;
+            return Vec::new();
         }
-        let keep = self
-            .entries
-            .iter()
-            .rposition(|c| c.live)
-            .map_or(0, |i| i + 1);
-        // Nothing worth the rebuild below (a live entry near the end pins the slab: the
-        // entries are not moved, handles name them by slot).
+        let last_live = |e: &[Conn]| e.iter().rposition(|c| c.live).map_or(0, |i| i + 1);
+        let mut keep = last_live(&self.entries);
+        let mut moved = Vec::new();
+        // Live entries spread far beyond what they need: gather them at the start.
+        if keep > (self.len * 2).max(self.reserved).max(1024) {
+            moved = self.relocate();
+            keep = last_live(&self.entries);
+        }
+        // Nothing worth the rebuild below.
         if keep + keep / 3 >= cap {
-            return;
+            return moved;
         }
         if let Some(g) = self.entries[keep..].iter().map(|c| c.generation).max() {
             self.generation_floor = self.generation_floor.max(g.wrapping_add(1));
@@ -363,6 +369,78 @@ impl ConnTable {
         self.embryonic.retain(|&(i, _)| (i as usize) < keep);
         self.embryonic.shrink_to(self.n_embryonic);
         self.wheel.shrink();
+        moved
+    }
+
+    /// Move live entries from the end of the slab into the lowest free slots, as long as a
+    /// free slot lies below the last live entry. A moved entry gets the next generation of
+    /// its new slot (handles to the slot's earlier entry stay stale) and a new timer there
+    /// (the old one is stale with the old slot); the indexes, the embryonic queue and the
+    /// templates' `controller` fields follow it.
+    fn relocate(&mut self) -> Vec<(ConnId, ConnId)> {
+        let mut moved = Vec::new();
+        let mut hi = self.entries.len();
+        loop {
+            while hi > 0 && !self.entries[hi - 1].live {
+                hi -= 1;
+            }
+            let Some(&Reverse(low)) = self.free.peek() else {
+                break;
+            };
+            if hi == 0 || low as usize >= hi - 1 {
+                break;
+            }
+            self.free.pop();
+            let from = hi - 1;
+            let mut c = self.entries[from].clone();
+            let old = ConnId {
+                index: from as u32,
+                generation: c.generation,
+            };
+            c.generation = self.entries[low as usize].generation.wrapping_add(1);
+            c.timer_seq = c.timer_seq.wrapping_add(1);
+            let new = ConnId {
+                index: low,
+                generation: c.generation,
+            };
+            if self.by_in.get(&c.in_key()) == Some(&old.index) {
+                self.by_in.insert(c.in_key(), low);
+            }
+            if c.flags.has(ConnFlags::OUT_HASHED)
+                && self.by_out.get(&c.out_key()) == Some(&old.index)
+            {
+                self.by_out.insert(c.out_key(), low);
+            }
+            self.wheel
+                .schedule((low, new.generation, c.timer_seq), c.filed);
+            self.entries[low as usize] = c;
+            self.entries[from].live = false;
+            self.free.push(Reverse(old.index));
+            moved.push((old, new));
+        }
+        if moved.is_empty() {
+            return moved;
+        }
+        let mut renamed: HashMap<ConnId, ConnId, FixedState> =
+            HashMap::with_hasher(FixedState::with_seed(0));
+        renamed.extend(moved.iter().copied());
+        for c in self.entries.iter_mut().filter(|c| c.live) {
+            if let Some(ctl) = c.controller
+                && let Some(&new) = renamed.get(&ctl)
+            {
+                c.controller = Some(new);
+            }
+        }
+        for e in &mut self.embryonic {
+            let id = ConnId {
+                index: e.0,
+                generation: e.1,
+            };
+            if let Some(new) = renamed.get(&id) {
+                *e = (new.index, new.generation);
+            }
+        }
+        moved
     }
 
     /// Entries in use (flows and templates).
@@ -694,6 +772,76 @@ mod tests {
         assert!(t.get(ids[1]).is_none(), "the old handle finds nothing");
         assert!(t.get(fresh).is_some());
         assert!(t.get(ids[0]).is_some());
+    }
+
+    /// A few live entries a burst left at the end of the slab (a NAT flow, a template and a
+    /// connection it controls) do not keep the slab's memory: shrinking moves them to low
+    /// slots, where lookups, timers and the template link still find them, and the old
+    /// handles find nothing.
+    #[test]
+    fn entries_left_at_the_end_are_moved_so_the_slab_shrinks() {
+        let now = Time::ZERO;
+        let mut t = ConnTable::new(100_000, 0, 1, now);
+        let ids: Vec<_> = (0..20_000u16)
+            .map(|p| {
+                t.insert(conn(p + 1, ForwardMethod::DirectRoute, 60), now)
+                    .unwrap()
+            })
+            .collect();
+        // The last three slots: a template, a NAT flow it controls, and another NAT flow.
+        let mut tpl = conn(0, ForwardMethod::Masq, 300);
+        tpl.cport = 0;
+        tpl.flags.set(ConnFlags::TEMPLATE);
+        let tpl_id = t.insert(tpl, now).unwrap();
+        let mut ctl = conn(40_000, ForwardMethod::Masq, 30);
+        ctl.controller = Some(tpl_id);
+        let ctl_id = t.insert(ctl, now).unwrap();
+        let nat_id = t
+            .insert(conn(40_001, ForwardMethod::Masq, 10), now)
+            .unwrap();
+        for id in &ids[5..] {
+            t.remove(*id);
+        }
+        let before = t.capacity();
+        let moved = t.shrink();
+        assert_eq!(moved.len(), 3, "{moved:?}");
+        assert!(t.capacity() < before / 4, "{before} -> {}", t.capacity());
+        for (old, new) in &moved {
+            assert!(
+                t.get(*old).is_none(),
+                "the old handle {old:?} finds nothing"
+            );
+            assert!(t.get(*new).is_some());
+            assert!(new.index < 10, "moved to a low slot: {new:?}");
+        }
+        let renamed = |id: ConnId| moved.iter().find(|(o, _)| *o == id).map(|(_, n)| *n);
+        let (tpl_new, ctl_new, nat_new) = (
+            renamed(tpl_id).unwrap(),
+            renamed(ctl_id).unwrap(),
+            renamed(nat_id).unwrap(),
+        );
+        assert_eq!(t.get(ctl_new).unwrap().controller, Some(tpl_new));
+        let k = FlowKey::new(Protocol::Tcp, ip(1), 40_001, ip(100), 80);
+        assert_eq!(t.lookup_in(&k), Some(nat_new));
+        let ko = FlowKey::new(Protocol::Tcp, ip(10), 8080, ip(1), 40_001);
+        assert_eq!(t.lookup_out(&ko), Some(nat_new));
+        assert_eq!(t.len(), 8);
+        // Timers: the 10 s flow goes at 10 s, the 30 s one at 30 s, from their new slots.
+        let mut gone = Vec::new();
+        t.expire(
+            now + Duration::from_secs(11),
+            |_| None,
+            |id, _| gone.push(id),
+        );
+        assert_eq!(gone, vec![nat_new]);
+        gone.clear();
+        t.expire(
+            now + Duration::from_secs(31),
+            |_| None,
+            |id, _| gone.push(id),
+        );
+        assert_eq!(gone, vec![ctl_new]);
+        assert_eq!(t.lookup_in(&k), None);
     }
 
     #[test]
