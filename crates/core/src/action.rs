@@ -200,11 +200,18 @@ struct Header {
 }
 
 impl Header {
+    /// The fields, with the lengths checked against the frame (`decide` validated the rest).
+    #[inline]
     fn read(frame: &[u8]) -> Option<Header> {
-        let ip = Ipv4Packet::new_checked(frame.get(ETH..)?).ok()?;
+        let ip = frame.get(ETH..ETH + ipv4::HEADER_LEN)?;
+        let ip = Ipv4Packet::new_unchecked(ip);
+        let (ip_len, ihl) = (usize::from(ip.total_len()), ip.header_len());
+        if ihl < ipv4::HEADER_LEN || ip_len < ihl || ETH + ip_len > frame.len() {
+            return None;
+        }
         Some(Header {
-            ip_len: usize::from(ip.total_len()),
-            ihl: ip.header_len(),
+            ip_len,
+            ihl,
             proto: ip.protocol(),
         })
     }
@@ -214,6 +221,7 @@ impl Header {
 /// place. Bytes before `start` are headroom that an outer header or a long ICMP answer may
 /// use. Returns what to send, or why nothing is; never [`Verdict::Held`] (holding a frame
 /// for its neighbour is the director's). Never panics, whatever the bytes.
+#[inline]
 pub fn apply(action: &Action, meta: &RxMeta, buf: &mut [u8], start: usize, len: usize) -> Verdict {
     match *action {
         Action::Pass => return Verdict::Pass,
@@ -266,6 +274,7 @@ pub fn apply(action: &Action, meta: &RxMeta, buf: &mut [u8], start: usize, len: 
     }
 }
 
+#[inline]
 fn tx(ifindex: u32, start: usize, len: usize, meta: &RxMeta, h: Header) -> Tx {
     let csum = meta.csum_partial.then(|| CsumOffload {
         start: (ETH + h.ihl) as u16,
@@ -284,6 +293,7 @@ fn tx(ifindex: u32, start: usize, len: usize, meta: &RxMeta, h: Header) -> Tx {
 }
 
 /// NAT, both directions: one end to `addr:port`, the TTL, the Ethernet header for `hop`.
+#[inline]
 fn nat(
     meta: &RxMeta,
     buf: &mut [u8],
@@ -391,6 +401,7 @@ fn complete_out(buf: &mut [u8], start: usize, len: usize, hop: &NextHop) -> Verd
     })
 }
 
+#[inline]
 fn set_macs(buf: &mut [u8], start: usize, hop: &NextHop) {
     if let Some(frame) = buf.get_mut(start..) {
         rewrite::write_ethernet(frame, hop.src_mac, hop.dst_mac, ethernet::ethertype::IPV4);
@@ -440,6 +451,7 @@ fn answer(
 
 /// Take one off the TTL of the IPv4 packet at `buf[start + ETH..]`, fixing its header
 /// checksum; checked to be above 1 by `decide`, as IPVS's `decrement_ttl`.
+#[inline]
 fn decrement_ttl(buf: &mut [u8], start: usize) {
     if let Some(ip) = buf.get_mut(start + ETH..start + ETH + ipv4::HEADER_LEN) {
         let _ = Ipv4Packet::new_unchecked(ip).decrement_ttl_incremental();
