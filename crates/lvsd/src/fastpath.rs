@@ -301,14 +301,7 @@ impl FastPath {
             },
         };
         if xdp.is_none() {
-            // A predecessor's lvs_xdp would go on forwarding in front, on its old maps.
-            match lvs_bpf::remove_predecessor_xdp(ifindex) {
-                Ok(true) => info!(interface = name, "removed the previous lvsd's XDP program"),
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(interface = name, error = %e, "the previous lvsd's XDP program stays in front of tc")
-                }
-            }
+            remove_predecessor_xdp(ifindex, name);
         }
         let a = Attachment { tc, xdp };
         if a.xdp.is_some() {
@@ -838,6 +831,18 @@ impl FastPath {
     fn log_error(&self, what: &str, e: &lvs_bpf::Error) {
         if !self.errors_logged.replace(true) {
             warn!(error = %e, "{what} (further map errors are not logged)");
+        }
+    }
+}
+
+/// Where lvsd runs no XDP program of its own: take away the `lvs_xdp` a predecessor left on
+/// `ifindex`, which would go on forwarding in front on its old maps (logged either way).
+pub fn remove_predecessor_xdp(ifindex: u32, name: &str) {
+    match lvs_bpf::remove_predecessor_xdp(ifindex) {
+        Ok(true) => info!(interface = name, "removed the previous lvsd's XDP program"),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(interface = name, error = %e, "the previous lvsd's XDP program stays in front")
         }
     }
 }

@@ -204,13 +204,7 @@ fn fast_path(
     // forwarding in front on its old maps.
     let no_xdp = || {
         for (index, name) in ifaces {
-            match lvs_bpf::remove_predecessor_xdp(*index) {
-                Ok(true) => info!(interface = %name, "removed the previous lvsd's XDP program"),
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(interface = %name, error = %e, "the previous lvsd's XDP program stays in front")
-                }
-            }
+            fastpath::remove_predecessor_xdp(*index, name);
         }
     };
     match choice {
